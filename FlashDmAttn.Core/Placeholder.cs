@@ -1,0 +1,1 @@
+namespace FlashDmAttn; public static class Placeholder2 {}

@@ -1,0 +1,1 @@
+namespace FlashDmAttn.Kernels; public static class Placeholder {}
