@@ -1,1 +1,0 @@
-namespace FlashDmAttn; public static class Placeholder2 {}

@@ -1,0 +1,40 @@
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace FlashDmAttn;
+
+/// <summary>
+/// An attention mask of logical shape (B, H, Lq, Lk) as the kernels read it: raw bytes, 1, 2 or 4 per element.
+/// Visible where the element is nonzero (for floating-point masks: where its value is nonzero, so −0 is masked).
+/// Made from a <see cref="DeviceTensor{T}"/> of byte, bool, float, Half or BFloat16 (implicitly).
+/// </summary>
+public sealed class DeviceMask
+{
+    private DeviceMask(ArrayView<byte> bytes, int elementBytes, long[] shape, long[] strides, Accelerator accelerator, string elementType)
+    {
+        Bytes = bytes; ElementBytes = elementBytes; ShapeArray = shape; StridesArray = strides;
+        Accelerator = accelerator; ElementType = elementType;
+    }
+
+    internal ArrayView<byte> Bytes { get; }
+    internal int ElementBytes { get; }
+    internal long[] ShapeArray { get; }
+    internal long[] StridesArray { get; }
+    public Accelerator Accelerator { get; }
+    public string ElementType { get; }
+    public ReadOnlySpan<long> Shape => ShapeArray;
+    public ReadOnlySpan<long> Strides => StridesArray;
+
+    public static DeviceMask From<T>(DeviceTensor<T> tensor) where T : unmanaged
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        int size = typeof(T) == typeof(byte) || typeof(T) == typeof(sbyte) || typeof(T) == typeof(bool) ? 1
+            : typeof(T) == typeof(System.Half) || typeof(T) == typeof(BFloat16) ? 2
+            : typeof(T) == typeof(float) ? 4
+            : throw new ArgumentException($"attn_mask: expected element type byte, bool, float, Half or BFloat16, got {typeof(T).Name}", "attn_mask");
+        var raw = tensor.Data.Length == 0 ? ArrayView<byte>.Empty : tensor.Data.Cast<byte>();
+        return new DeviceMask(raw, size, tensor.Shape.ToArray(), tensor.Strides.ToArray(), tensor.Accelerator, typeof(T).Name);
+    }
+
+    public override string ToString() => $"DeviceMask<{ElementType}>[{string.Join(", ", ShapeArray)}]";
+}

@@ -1,0 +1,40 @@
+namespace FlashDmAttn.Kernels.Forward;
+
+/// <summary>
+/// Everything a forward kernel reads besides its buffers (the counterpart of FlashAttention's flash.h).
+/// All strides are in elements. Dims that are broadcast have stride 0. Built and checked by the host layer.
+/// </summary>
+public struct FwdParams
+{
+    // Problem size.
+    public int Batch, Heads, KvHeads, HeadGroup, HeadDim;
+    public int SeqQ, SeqK;            // dense lengths (for varlen: the maxima)
+
+    // q/k/v/o strides: batch (or page for paged K/V), row, head.
+    public long QStrideB, QStrideL, QStrideH;
+    public long KStrideB, KStrideL, KStrideH;
+    public long VStrideB, VStrideL, VStrideH;
+    public long OStrideB, OStrideL, OStrideH;
+
+    // Mask: raw bytes, MaskElemBytes per element (1: byte/bool, 2: fp16/bf16, 4: fp32); nonzero magnitude = visible.
+    public int HasMask, MaskElemBytes, MaskHeadDiv;
+    public long MaskStrideB, MaskStrideH, MaskStrideQ;
+
+    // Bias in the input dtype.
+    public int HasBias, BiasHeadDiv;
+    public long BiasStrideB, BiasStrideH, BiasStrideQ;
+
+    // Score transform.
+    public float Scale, Softcap;      // Softcap == 0: off
+    public int Causal;
+
+    // Log-sum-exp output (fp32), indexed b*LseStrideB + h*LseStrideH + (row offset of the batch + i).
+    public int WriteLse;
+    public long LseStrideB, LseStrideH;
+
+    // Variable length and paging: seqInfo = [cu_q (B+1) | cu_k (B+1) | block table (B*MaxPages)].
+    public int Varlen, Paged, PageSize, MaxPages;
+
+    // Tile shape of the portable kernel.
+    public int TileQ, TileK;
+}

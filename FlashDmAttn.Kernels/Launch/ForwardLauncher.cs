@@ -1,0 +1,62 @@
+using ILGPU;
+using ILGPU.Runtime;
+using FlashDmAttn.Kernels.Forward;
+using FlashDmAttn.Kernels.Numerics;
+
+namespace FlashDmAttn.Kernels.Launch;
+
+/// <summary>The buffers of one forward call; absent optional ones are empty views.</summary>
+public readonly record struct FwdBuffers<TElem>(
+    ArrayView<TElem> Q, ArrayView<TElem> K, ArrayView<TElem> V, ArrayView<TElem> O,
+    ArrayView<TElem> Bias, ArrayView<byte> Mask, ArrayView<float> Lse, ArrayView<int> SeqInfo)
+    where TElem : unmanaged;
+
+/// <summary>Chooses the forward kernel and its launch shape for a validated problem, and launches it.</summary>
+public static class ForwardLauncher
+{
+    private const int PortableSharedBudget = 48 * 1024;
+
+    /// <summary>Tile shape and group size of the portable kernel for this accelerator and head dim.</summary>
+    public static (int TileQ, int TileK, int GroupSize) PortableShape(Accelerator accelerator, int headDim, int maxSeq)
+    {
+        int budget = Math.Min(PortableSharedBudget, accelerator.MaxSharedMemoryPerGroup);
+        int tile = 64;
+        while (tile > 8 && PortableForwardKernel.SharedFloats(tile, tile, headDim) * sizeof(float) > budget)
+            tile /= 2;
+        // Small problems: no point in tiles longer than the sequences.
+        while (tile > 8 && tile / 2 >= maxSeq)
+            tile /= 2;
+        bool cpu = accelerator.AcceleratorType == AcceleratorType.CPU;
+        int group = cpu ? Math.Min(accelerator.MaxNumThreadsPerGroup, 16) : 128;
+        return (tile, tile, group);
+    }
+
+    public static void Launch<TElem, TCodec>(Accelerator accelerator, FwdParams p, in FwdBuffers<TElem> buffers)
+        where TElem : unmanaged
+        where TCodec : struct, IElementCodec<TElem>
+    {
+        var cache = KernelCache.For(accelerator);
+        var (tileQ, tileK, group) = PortableShape(accelerator, p.HeadDim, Math.Max(p.SeqQ, p.SeqK));
+        p.TileQ = tileQ;
+        p.TileK = tileK;
+        var kernel = cache.GetOrAdd(
+            ("portable-fwd", typeof(TElem), typeof(TCodec)),
+            acc => acc.LoadStreamKernel<ArrayView<TElem>, ArrayView<TElem>, ArrayView<TElem>, ArrayView<TElem>,
+                ArrayView<TElem>, ArrayView<byte>, ArrayView<float>, ArrayView<int>, FwdParams>(
+                PortableForwardKernel.Run<TElem, TCodec>));
+
+        ArrayView<byte> dummy = cache.Dummy.View;
+        var bias = buffers.Bias.IsValid && buffers.Bias.Length > 0 ? buffers.Bias : dummy.Cast<TElem>();
+        var mask = buffers.Mask.IsValid && buffers.Mask.Length > 0 ? buffers.Mask : dummy;
+        var lse = buffers.Lse.IsValid && buffers.Lse.Length > 0 ? buffers.Lse : dummy.Cast<float>();
+        var seq = buffers.SeqInfo.IsValid && buffers.SeqInfo.Length > 0 ? buffers.SeqInfo : dummy.Cast<int>();
+
+        int gridX = (p.SeqQ + tileQ - 1) / tileQ;
+        int gridY = p.Batch * p.Heads;
+        if (gridX == 0 || gridY == 0) return;
+        var config = new KernelConfig(
+            new Index2D(gridX, gridY), new Index2D(group, 1),
+            SharedMemoryConfig.RequestDynamic<float>(PortableForwardKernel.SharedFloats(tileQ, tileK, p.HeadDim)));
+        kernel(config, buffers.Q, buffers.K, buffers.V, buffers.O, bias, mask, lse, seq, p);
+    }
+}

@@ -1,1 +1,0 @@
-namespace FlashDmAttn.Kernels; public static class Placeholder {}
