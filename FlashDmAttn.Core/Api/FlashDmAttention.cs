@@ -4,6 +4,7 @@ using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
 using ILGPU.Runtime.Cuda;
 using ILGPU.Runtime.OpenCL;
+using FlashDmAttn.Kernels.TensorCore;
 
 namespace FlashDmAttn;
 
@@ -22,6 +23,7 @@ public static class FlashDmAttention
         .OpenCL()
         .CPU(new CPUDevice(numThreadsPerWarp: 32, numWarpsPerMultiprocessor: 4, numMultiprocessors: Math.Max(1, Environment.ProcessorCount)))
         .EnableAlgorithms()
+        .RegisterTensorCoreIntrinsics()
         // O1: O2 was seen moving shared-memory loads across Group.Barrier() (ILGPU 1.5.3).
         .Optimize(OptimizationLevel.O1)));
 

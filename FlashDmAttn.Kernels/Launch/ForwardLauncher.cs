@@ -2,6 +2,7 @@ using ILGPU;
 using ILGPU.Runtime;
 using FlashDmAttn.Kernels.Forward;
 using FlashDmAttn.Kernels.Numerics;
+using FlashDmAttn.Kernels.TensorCore;
 
 namespace FlashDmAttn.Kernels.Launch;
 
@@ -32,6 +33,16 @@ public static class ForwardLauncher
     }
 
     public static void Launch<TElem, TCodec>(Accelerator accelerator, FwdParams p, in FwdBuffers<TElem> buffers)
+        where TElem : unmanaged
+        where TCodec : struct, IElementCodec<TElem>
+    {
+        if (TensorCoreLauncher.TryLaunch<TElem, TCodec>(accelerator, p, buffers))
+            return;
+        LaunchPortable<TElem, TCodec>(accelerator, p, buffers);
+    }
+
+    /// <summary>The portable kernel: every accelerator, head dim and dtype.</summary>
+    public static void LaunchPortable<TElem, TCodec>(Accelerator accelerator, FwdParams p, in FwdBuffers<TElem> buffers)
         where TElem : unmanaged
         where TCodec : struct, IElementCodec<TElem>
     {
