@@ -36,7 +36,7 @@ public static class CaseRunner
             for (int b = 1; b < B; b++)
             {
                 seqQ[b] = rng.Next(0, c.Lq + 1);
-                seqK[b] = c.Causal ? Math.Max(seqQ[b], rng.Next(0, c.Lk + 1)) : rng.Next(0, c.Lk + 1);
+                seqK[b] = rng.Next(0, c.Lk + 1);
             }
         int Lq = c.Lq, Lk = c.Lk;
 
@@ -63,7 +63,7 @@ public static class CaseRunner
                 mask = c.MaskKind switch
                 {
                     MaskKind.Byte => Own(owned, DeviceTensor<byte>.FromHost(acc, md.Select(x => (byte)x).ToArray(), shape)),
-                    MaskKind.Bool => Own(owned, DeviceTensor<bool>.FromHost(acc, md.Select(x => x != 0).ToArray(), shape)),
+                    MaskKind.Bool => Own(owned, DeviceMask.FromBools(acc, md.Select(x => x != 0).ToArray(), shape)),
                     _ => Own(owned, DeviceTensor<T>.FromHost(acc, md.Select(TestData.FromDouble<T>).ToArray(), shape)),
                 };
             }
