@@ -26,8 +26,8 @@ public sealed partial class AttentionBackend
         Check.NotNull(query, nameof(query));
         Check.NotNull(key, nameof(key));
         Check.NotNull(value, nameof(value));
-        Check.NotNull(cuSeqlensQ, nameof(cuSeqlensQ));
-        Check.NotNull(cuSeqlensK, nameof(cuSeqlensK));
+        Check.NotNullArray(cuSeqlensQ, nameof(cuSeqlensQ));
+        Check.NotNullArray(cuSeqlensK, nameof(cuSeqlensK));
         query = FlattenBatch(query, nameof(query));
         Check.Rank(query.Shape, 3, "(total_q, heads, head_dim)", nameof(query));
         long totalQ = query.Shape[0], h = query.Shape[1], d = query.Shape[2];
@@ -36,6 +36,7 @@ public sealed partial class AttentionBackend
         if (paged)
         {
             Check.Rank(key.Shape, 4, "(num_blocks, page_size, kv_heads, head_dim) with a block table", nameof(key));
+            Check.Rank(value.Shape, 4, "(num_blocks, page_size, kv_heads, head_dim) with a block table", nameof(value));
             hkv = key.Shape[2];
             Check.Lengths(nameof(key), key.Shape, key.Shape[0], key.Shape[1], hkv, d);
             Check.Lengths(nameof(value), value.Shape, key.Shape[0], key.Shape[1], hkv, d);
@@ -47,10 +48,10 @@ public sealed partial class AttentionBackend
             Check.Rank(key.Shape, 3, "(total_k, kv_heads, head_dim)", nameof(key));
             Check.Rank(value.Shape, 3, "(total_k, kv_heads, head_dim)", nameof(value));
             hkv = key.Shape[1];
-            if (key.Shape[2] != d || value.Shape[0] != key.Shape[0] || value.Shape[1] != hkv || value.Shape[2] != d)
-                throw new ArgumentException($"value: expected shape [{key.Shape[0]}, {hkv}, {d}] like key, got {Check.Dims(value.Shape)}", nameof(value));
             if (key.Shape[2] != d)
-                throw new ArgumentException($"key: expected head_dim {d}, got {key.Shape[2]}", nameof(key));
+                throw new ArgumentException($"key: expected head_dim {d} like query, got {key.Shape[2]} in shape {Check.Dims(key.Shape)}", nameof(key));
+            if (value.Shape[0] != key.Shape[0] || value.Shape[1] != hkv || value.Shape[2] != d)
+                throw new ArgumentException($"value: expected shape [{key.Shape[0]}, {hkv}, {d}] like key, got {Check.Dims(value.Shape)}", nameof(value));
         }
         var p = CommonParams(d, h, hkv, scale, softcap, isCausal);
         CheckTensor(query, nameof(query));
@@ -112,6 +113,7 @@ public sealed partial class AttentionBackend
             if (output.Shape[0] != totalQ || output.Shape[1] != h || output.Shape[2] != d)
                 throw new ArgumentException($"output: expected shape [{totalQ}, {h}, {d}], got {Check.Dims(output.Shape)}", nameof(output));
             CheckTensor(output, nameof(output));
+            Check.NoOverlap(output.Shape, output.Strides, nameof(output));
         }
         if (softmaxLse is not null)
         {

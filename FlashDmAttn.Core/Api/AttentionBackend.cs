@@ -78,6 +78,7 @@ public sealed partial class AttentionBackend
             Check.Rank(output.Shape, 4, "(batch, seqlen_q, heads, head_dim)", nameof(output));
             Check.Lengths(nameof(output), output.Shape, b, lq, h, d);
             CheckTensor(output, nameof(output));
+            Check.NoOverlap(output.Shape, output.Strides, nameof(output));
         }
         if (softmaxLse is not null)
         {
@@ -150,6 +151,8 @@ public sealed partial class AttentionBackend
 
     private void CheckTensor<T>(DeviceTensor<T> t, string name) where T : unmanaged
     {
+        if (!t.Data.IsValid || t.Data.Length == 0)
+            throw new ArgumentException($"{name}: expected a tensor backed by a buffer on '{Accelerator.Name}', got an empty view (shape {Check.Dims(t.Shape)})", name);
         Check.Accelerator(t.Accelerator, Accelerator, name);
         Check.Layout(t.Shape, t.Strides, t.Data.Length, name);
     }

@@ -43,7 +43,7 @@ public sealed class DeviceMask
         int size = typeof(T) == typeof(byte) || typeof(T) == typeof(sbyte) ? 1
             : typeof(T) == typeof(System.Half) || typeof(T) == typeof(BFloat16) ? 2
             : typeof(T) == typeof(float) ? 4
-            : throw new ArgumentException($"attn_mask: expected element type byte, float, Half or BFloat16, got {typeof(T).Name}", "attn_mask");
+            : throw new ArgumentException($"attnMask: expected element type byte, float, Half or BFloat16, got {typeof(T).Name}", "attnMask");
         var raw = tensor.Data.Length == 0 ? ArrayView<byte>.Empty : tensor.Data.Cast<byte>();
         return new DeviceMask(raw, size, tensor.Shape.ToArray(), tensor.Strides.ToArray(), tensor.Accelerator, typeof(T).Name);
     }

@@ -52,14 +52,28 @@ internal static class Check
         }
         if (r > 0 && shape[r - 1] > 1 && strides[r - 1] != 1)
             throw new ArgumentException($"{name}: expected the last dim to be contiguous (stride 1), got strides {Dims(strides)}", name);
-        long count = 1, last = 0;
+        bool empty = false;
+        Int128 last = 0;
         for (int i = 0; i < r; i++)
         {
-            count *= shape[i];
-            last += Math.Max(shape[i] - 1, 0) * strides[i];
+            empty |= shape[i] == 0;
+            last += (Int128)Math.Max(shape[i] - 1, 0) * strides[i];
         }
-        if (count > 0 && last >= viewLength)
+        if (!empty && last >= viewLength)
             throw new ArgumentOutOfRangeException(name, $"{name}: shape {Dims(shape)} with strides {Dims(strides)} reaches element {last}, but the view holds {viewLength} elements");
+    }
+
+    /// <summary>An output must not write one element twice: no stride 0 on a dim longer than 1.</summary>
+    public static void NoOverlap(ReadOnlySpan<long> shape, ReadOnlySpan<long> strides, string name)
+    {
+        for (int i = 0; i < shape.Length; i++)
+            if (shape[i] > 1 && strides[i] == 0)
+                throw new ArgumentException($"{name}: expected an output whose elements do not overlap, got stride 0 on dim {i} of shape {Dims(shape)}", name);
+    }
+
+    public static void NotNullArray(object? value, string name)
+    {
+        if (value is null) throw new ArgumentNullException(name, $"{name}: expected an int[] of batch + 1 cumulative lengths, got null");
     }
 
     public static void Lengths(string name, ReadOnlySpan<long> shape, long b, long l, long h, long d)

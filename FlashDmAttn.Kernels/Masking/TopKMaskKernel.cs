@@ -15,12 +15,14 @@ public struct TopKParams
 
 /// <summary>
 /// The dynamic mask: for every row of a bias, 1 for its <c>Keep</c> largest entries and 0 elsewhere, computed on
-/// the device so no L×L array ever reaches the host. One group per row: a 32-step radix select over
-/// order-preserving keys finds the Keep-th largest value t; entries above t are kept, and ties at t are kept
+/// the device so no L×L array ever reaches the host. One group per row: a 4-pass radix select (8 bits a pass)
+/// over order-preserving keys finds the Keep-th largest value t; entries above t are kept, and ties at t are kept
 /// lowest index first until exactly Keep are set (min(Keep, Lk) when the row is shorter).
 /// </summary>
 public static class TopKMaskKernel
 {
+    private const int Bins = 256;
+
     /// <summary>fp32 bits → unsigned key with the same order (NaN sorts above +∞).</summary>
     public static uint OrderKey(float value)
     {
@@ -32,7 +34,7 @@ public static class TopKMaskKernel
         where TElem : unmanaged
         where TCodec : struct, IElementCodec<TElem>
     {
-        var counter = SharedMemory.Allocate<int>(1);
+        var hist = SharedMemory.Allocate<int>(Bins + 2);
         var prefix = SharedMemory.GetDynamic<int>();
         int tid = Group.IdxX, nt = Group.DimX;
         int row = Grid.IdxX;
@@ -42,48 +44,57 @@ public static class TopKMaskKernel
         long outRow = b * p.OutStrideB + h * p.OutStrideH + i * p.OutStrideQ;
         int n = p.SeqK, keep = p.Keep < n ? p.Keep : n;
 
-        // Radix select: the largest t with #(key >= t) >= keep.
-        uint t = 0;
-        for (int bit = 31; bit >= 0 && keep > 0; bit--)
+        // Radix select, 8 bits a pass from the top: t = the key of the keep-th largest entry,
+        // remaining = how many entries equal to t are kept.
+        uint t = 0, known = 0;
+        int remaining = keep;
+        for (int shift = 24; shift >= 0 && keep > 0; shift -= 8)
         {
-            uint candidate = t | (1u << bit);
-            if (tid == 0) counter[0] = 0;
+            for (int x = tid; x < Bins; x += nt) hist[x] = 0;
             Group.Barrier();
-            int local = 0;
             for (int j = tid; j < n; j += nt)
-                if (OrderKey(TCodec.ToFloat(bias[inRow + j])) >= candidate) local++;
-            if (local > 0) Atomic.Add(ref counter[0], local);
+            {
+                uint key = OrderKey(TCodec.ToFloat(bias[inRow + j]));
+                if ((key & known) == t) Atomic.Add(ref hist[(int)((key >> shift) & 0xFFu)], 1);
+            }
             Group.Barrier();
-            if (counter[0] >= keep) t = candidate;
+            if (tid == 0)
+            {
+                int above = 0, digit = Bins - 1;
+                for (; digit > 0; digit--)
+                {
+                    if (above + hist[digit] >= remaining) break;
+                    above += hist[digit];
+                }
+                hist[Bins] = digit;
+                hist[Bins + 1] = remaining - above;
+            }
+            Group.Barrier();
+            t |= (uint)hist[Bins] << shift;
+            known |= 0xFFu << shift;
+            remaining = hist[Bins + 1];
             Group.Barrier();
         }
 
         // Ties at t: each thread owns a contiguous chunk; an exclusive scan of the chunks' tie counts orders them.
         int chunk = (n + nt - 1) / nt, start = tid * chunk, end = start + chunk < n ? start + chunk : n;
-        int above = 0, ties = 0;
+        int ties = 0;
         for (int j = start; j < end; j++)
-        {
-            uint key = OrderKey(TCodec.ToFloat(bias[inRow + j]));
-            if (keep > 0 && key > t) above++;
-            else if (keep > 0 && key == t) ties++;
-        }
+            if (keep > 0 && OrderKey(TCodec.ToFloat(bias[inRow + j])) == t) ties++;
         prefix[tid] = ties;
-        prefix[nt + tid] = above;
         Group.Barrier();
         if (tid == 0)
         {
-            int runTies = 0, runAbove = 0;
+            int run = 0;
             for (int x = 0; x < nt; x++)
             {
                 int c = prefix[x];
-                prefix[x] = runTies;
-                runTies += c;
-                runAbove += prefix[nt + x];
+                prefix[x] = run;
+                run += c;
             }
-            counter[0] = keep - runAbove; // ties to keep
         }
         Group.Barrier();
-        int tiesToKeep = counter[0], seen = prefix[tid];
+        int seen = prefix[tid];
         for (int j = start; j < end; j++)
         {
             uint key = OrderKey(TCodec.ToFloat(bias[inRow + j]));
@@ -91,7 +102,7 @@ public static class TopKMaskKernel
             if (keep > 0 && key > t) m = 1;
             else if (keep > 0 && key == t)
             {
-                if (seen < tiesToKeep) m = 1;
+                if (seen < remaining) m = 1;
                 seen++;
             }
             mask[outRow + j] = m;
@@ -107,6 +118,6 @@ public static class TopKMaskKernel
             ("topk-mask", typeof(TElem), typeof(TCodec)),
             acc => acc.LoadStreamKernel<ArrayView<TElem>, ArrayView<byte>, TopKParams>(Run<TElem, TCodec>));
         int group = accelerator.AcceleratorType == AcceleratorType.CPU ? Math.Min(accelerator.MaxNumThreadsPerGroup, 16) : 256;
-        kernel(new KernelConfig(rows, group, SharedMemoryConfig.RequestDynamic<int>(2 * group)), bias, mask, p);
+        kernel(new KernelConfig(rows, group, SharedMemoryConfig.RequestDynamic<int>(group)), bias, mask, p);
     }
 }

@@ -1,0 +1,84 @@
+using System.Text.RegularExpressions;
+using FlashDmAttn.Demo;
+using NUnit.Framework;
+
+namespace FlashDmAttn.Tests.Docs;
+
+/// <summary>The README's examples are the code in FlashDmAttn.Demo/Examples.cs, and that code runs.</summary>
+public class ReadmeExamplesTests
+{
+    private static string RepoFile(string name)
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            var path = Path.Combine(dir.FullName, name);
+            if (File.Exists(path)) return path;
+        }
+        throw new FileNotFoundException(name);
+    }
+
+    private static string Normalise(string code)
+    {
+        var lines = code.Replace("\r", "").Split('\n').Select(l => l.TrimEnd()).Where(l => l.Length > 0).ToArray();
+        int indent = lines.Min(l => l.Length - l.TrimStart().Length);
+        return string.Join("\n", lines.Select(l => l[indent..]));
+    }
+
+    [TestCase("standard")]
+    [TestCase("dynamic-mask")]
+    [TestCase("gqa")]
+    [TestCase("varlen")]
+    [TestCase("host-tensors")]
+    public void ReadmeShowsTheExampleVerbatim(string name)
+    {
+        var readme = File.ReadAllText(RepoFile("README.md"));
+        var source = File.ReadAllText(RepoFile(Path.Combine("FlashDmAttn.Demo", "Examples.cs")));
+        var doc = Regex.Match(readme, $@"<!-- example: {Regex.Escape(name)} -->\s*```csharp\n(.*?)```", RegexOptions.Singleline);
+        var code = Regex.Match(source, $@"// region: {Regex.Escape(name)}\n(.*?)// endregion", RegexOptions.Singleline);
+        Assert.That(doc.Success, $"README.md has no example '{name}'");
+        Assert.That(code.Success, $"Examples.cs has no region '{name}'");
+        Assert.That(Normalise(doc.Groups[1].Value), Is.EqualTo(Normalise(code.Groups[1].Value)));
+    }
+
+    [Test]
+    public void StandardRuns()
+    {
+        using var o = Examples.Standard(B: 1, L: 40, H: 2, D: 128);
+        Assert.That(o.Shape.ToArray(), Is.EqualTo(new long[] { 1, 40, 2, 128 }));
+        Assert.That(o.ToHost().All(x => float.IsFinite(x)), "finite output");
+    }
+
+    [Test]
+    public void DynamicMaskRuns()
+    {
+        using var o = Examples.DynamicMaskAttention(B: 1, H: 2, L: 48, keepWindowSize: 16);
+        Assert.That(o.Shape.ToArray(), Is.EqualTo(new long[] { 1, 48, 2, 128 }));
+        Assert.That(o.ToHost().All(x => float.IsFinite(x)), "finite output");
+    }
+
+    [Test]
+    public void GqaRuns()
+    {
+        using var o = Examples.GroupedQueryAttention(B: 1, L: 24, H: 8, Hkv: 2, D: 64);
+        Assert.That(o.Shape.ToArray(), Is.EqualTo(new long[] { 1, 24, 8, 64 }));
+        Assert.That(o.ToHost().All(x => float.IsFinite(x)), "finite output");
+    }
+
+    [Test]
+    public void VarlenRuns()
+    {
+        using var o = Examples.VariableLength([5, 17, 9], H: 2, D: 32);
+        Assert.That(o.Shape.ToArray(), Is.EqualTo(new long[] { 31, 2, 32 }));
+        Assert.That(o.ToHost().All(x => float.IsFinite(x)), "finite output");
+    }
+
+    [Test]
+    public void HostTensorsRuns()
+    {
+        var o = Examples.HostTensors(B: 1, L: 20, H: 2, D: 16);
+        Assert.That(o.Lengths.ToArray(), Is.EqualTo(new nint[] { 1, 20, 2, 16 }));
+        var flat = new float[(int)o.FlattenedLength];
+        o.FlattenTo(flat);
+        Assert.That(flat.All(float.IsFinite), "finite output");
+    }
+}
