@@ -23,6 +23,7 @@ public static class FlashDmAttention
         .OpenCL()
         .CPU(new CPUDevice(numThreadsPerWarp: 32, numWarpsPerMultiprocessor: 4, numMultiprocessors: Math.Max(1, Environment.ProcessorCount)))
         .EnableAlgorithms()
+        .Profiling()
         .RegisterTensorCoreIntrinsics()
         // O1: O2 was seen moving shared-memory loads across Group.Barrier() (ILGPU 1.5.3).
         .Optimize(OptimizationLevel.O1)));

@@ -17,6 +17,10 @@ public static class ForwardLauncher
 {
     private const int PortableSharedBudget = 48 * 1024;
 
+    /// <summary>FLASHDMATTN_KERNEL=portable sends every problem to the portable kernel (debugging, baselines).</summary>
+    public static readonly bool ForcePortable =
+        string.Equals(Environment.GetEnvironmentVariable("FLASHDMATTN_KERNEL"), "portable", StringComparison.OrdinalIgnoreCase);
+
     /// <summary>Tile shape and group size of the portable kernel for this accelerator and head dim.</summary>
     public static (int TileQ, int TileK, int GroupSize) PortableShape(Accelerator accelerator, int headDim, int maxSeq)
     {
@@ -32,11 +36,18 @@ public static class ForwardLauncher
         return (tile, tile, group);
     }
 
+    /// <summary>Which forward kernel a bf16 problem of this head dim gets here, for logs and benchmarks.</summary>
+    public static string Describe(Accelerator accelerator, int headDim)
+    {
+        var (tq, tk, g) = PortableShape(accelerator, headDim, int.MaxValue);
+        return $"portable(tile {tq}x{tk}, {g} threads)";
+    }
+
     public static void Launch<TElem, TCodec>(Accelerator accelerator, FwdParams p, in FwdBuffers<TElem> buffers)
         where TElem : unmanaged
         where TCodec : struct, IElementCodec<TElem>
     {
-        if (TensorCoreLauncher.TryLaunch<TElem, TCodec>(accelerator, p, buffers))
+        if (!ForcePortable && TensorCoreLauncher.TryLaunch<TElem, TCodec>(accelerator, p, buffers))
             return;
         LaunchPortable<TElem, TCodec>(accelerator, p, buffers);
     }

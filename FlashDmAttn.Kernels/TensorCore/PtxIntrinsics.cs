@@ -53,27 +53,31 @@ public static class Ptx
     [IntrinsicImplementation]
     public static F4 MmaF16(U4 a, U2 b, F4 c) => MmaTwin(a, b, c, true);
 
-    /// <summary>Warp-cooperative twin in the PTX ISA fragment layout (g = lane/4, t = lane%4).</summary>
-    private static F4 MmaTwin(U4 a, U2 b, F4 c, bool half)
+    /// <summary>
+    /// Warp-cooperative twin in the PTX ISA fragment layout (g = lane/4, t = lane%4). Lanes exchange their fragments
+    /// through a per-warp scratch buffer (set up by <see cref="SharedAddr"/>) with two warp barriers, which is much
+    /// cheaper on the CPU accelerator than one shuffle per register.
+    /// </summary>
+    private static unsafe F4 MmaTwin(U4 a, U2 b, F4 c, bool half)
     {
         int lane = Warp.LaneIdx;
+        uint* x = CpuScratch();
+        x[lane * 6 + 0] = a.X; x[lane * 6 + 1] = a.Y; x[lane * 6 + 2] = a.Z; x[lane * 6 + 3] = a.W;
+        x[lane * 6 + 4] = b.X; x[lane * 6 + 5] = b.Y;
+        Warp.Barrier();
         int g = lane >> 2, t = lane & 3;
         float d0 = c.X, d1 = c.Y, d2 = c.Z, d3 = c.W;
         for (int tp = 0; tp < 4; tp++)
         {
-            int srcA = g * 4 + tp;
-            uint a0 = Warp.Shuffle(a.X, srcA);   // row g,   k 2tp..2tp+1
-            uint a1 = Warp.Shuffle(a.Y, srcA);   // row g+8, k 2tp..
-            uint a2 = Warp.Shuffle(a.Z, srcA);   // row g,   k 2tp+8..
-            uint a3 = Warp.Shuffle(a.W, srcA);   // row g+8, k 2tp+8..
-            int srcB0 = (2 * t) * 4 + tp, srcB1 = (2 * t + 1) * 4 + tp;
-            uint b00 = Warp.Shuffle(b.X, srcB0), b01 = Warp.Shuffle(b.Y, srcB0);
-            uint b10 = Warp.Shuffle(b.X, srcB1), b11 = Warp.Shuffle(b.Y, srcB1);
-            d0 += Dot2(a0, b00, half) + Dot2(a2, b01, half);
-            d1 += Dot2(a0, b10, half) + Dot2(a2, b11, half);
-            d2 += Dot2(a1, b00, half) + Dot2(a3, b01, half);
-            d3 += Dot2(a1, b10, half) + Dot2(a3, b11, half);
+            uint* pa = x + (g * 4 + tp) * 6;            // rows g / g+8, k 2tp..2tp+1 (+8)
+            uint* pb0 = x + ((2 * t) * 4 + tp) * 6;     // column 2t
+            uint* pb1 = x + ((2 * t + 1) * 4 + tp) * 6; // column 2t+1
+            d0 += Dot2(pa[0], pb0[4], half) + Dot2(pa[2], pb0[5], half);
+            d1 += Dot2(pa[0], pb1[4], half) + Dot2(pa[2], pb1[5], half);
+            d2 += Dot2(pa[1], pb0[4], half) + Dot2(pa[3], pb0[5], half);
+            d3 += Dot2(pa[1], pb1[4], half) + Dot2(pa[3], pb1[5], half);
         }
+        Warp.Barrier();
         return new F4(d0, d1, d2, d3);
     }
 
@@ -96,15 +100,29 @@ public static class Ptx
     // CPU twin: a "shared address" is the low 32 bits of the host pointer; the high bits are remembered per
     // thread (each CPU lane is an OS thread). Valid while the shared buffer does not straddle 4 GiB.
     [ThreadStatic] private static ulong cpuSharedHi;
+    [ThreadStatic] private static uint[]? cpuOwnScratch;
+    [ThreadStatic] private static ulong cpuWarpScratch;
+
+    /// <summary>This warp's exchange buffer (lane 0's pinned array), valid after SharedAddr ran in all lanes.</summary>
+    private static unsafe uint* CpuScratch() => (uint*)cpuWarpScratch;
 
     private static unsafe byte* CpuShared(uint addr) => (byte*)(cpuSharedHi | addr);
 
-    /// <summary>32-bit shared-window byte address of a shared-memory element. Call once per thread before the twins.</summary>
+    /// <summary>32-bit shared-window byte address of a shared-memory element. All lanes must call it (uniformly, once) before the other twins.</summary>
     [IntrinsicImplementation]
     public static unsafe uint SharedAddr(ref Chunk16 sharedElem)
     {
         ulong p = (ulong)Unsafe.AsPointer(ref sharedElem);
         cpuSharedHi = p & 0xFFFFFFFF00000000ul;
+        // Twins only: lane 0 lends its pinned scratch to the warp.
+        ulong mine = 0;
+        if (Warp.LaneIdx == 0)
+        {
+            cpuOwnScratch ??= GC.AllocateArray<uint>(32 * 6, pinned: true);
+            mine = (ulong)Unsafe.AsPointer(ref cpuOwnScratch[0]);
+        }
+        uint lo = Warp.Shuffle((uint)mine, 0), hi = Warp.Shuffle((uint)(mine >> 32), 0);
+        cpuWarpScratch = ((ulong)hi << 32) | lo;
         return (uint)p;
     }
 
@@ -118,30 +136,33 @@ public static class Ptx
     public static unsafe U4 LdMatrixX4(uint addr)
     {
         int lane = Warp.LaneIdx;
+        uint* x = CpuScratch();
+        x[lane] = addr;
+        Warp.Barrier();
         uint off = (uint)(lane & 3) * 4;
-        uint r0 = Warp.Shuffle(addr, 0 + (lane >> 2));
-        uint r1 = Warp.Shuffle(addr, 8 + (lane >> 2));
-        uint r2 = Warp.Shuffle(addr, 16 + (lane >> 2));
-        uint r3 = Warp.Shuffle(addr, 24 + (lane >> 2));
-        return new U4(*(uint*)CpuShared(r0 + off), *(uint*)CpuShared(r1 + off), *(uint*)CpuShared(r2 + off), *(uint*)CpuShared(r3 + off));
+        int r = lane >> 2;
+        var res = new U4(*(uint*)CpuShared(x[r] + off), *(uint*)CpuShared(x[8 + r] + off),
+                         *(uint*)CpuShared(x[16 + r] + off), *(uint*)CpuShared(x[24 + r] + off));
+        Warp.Barrier();
+        return res;
     }
 
     /// <summary>ldmatrix.x4.trans: result i = (M_i[2t][g], M_i[2t+1][g]) with g = lane/4, t = lane%4.</summary>
     [IntrinsicImplementation]
-    public static U4 LdMatrixX4Trans(uint addr)
+    public static unsafe U4 LdMatrixX4Trans(uint addr)
     {
         int lane = Warp.LaneIdx;
+        uint* x = CpuScratch();
+        x[lane] = addr;
+        Warp.Barrier();
         int col = lane >> 2, row = (lane & 3) * 2;
-        return new U4(TransWord(addr, 0, row, col), TransWord(addr, 8, row, col),
-                      TransWord(addr, 16, row, col), TransWord(addr, 24, row, col));
+        var res = new U4(TransWord(x, 0, row, col), TransWord(x, 8, row, col), TransWord(x, 16, row, col), TransWord(x, 24, row, col));
+        Warp.Barrier();
+        return res;
     }
 
-    private static uint TransWord(uint addr, int mbase, int row, int col)
-    {
-        uint ra = Warp.Shuffle(addr, mbase + row);
-        uint rb = Warp.Shuffle(addr, mbase + row + 1);
-        return Half16(ra + (uint)col * 2) | (Half16(rb + (uint)col * 2) << 16);
-    }
+    private static unsafe uint TransWord(uint* rowAddr, int mbase, int row, int col)
+        => Half16(rowAddr[mbase + row] + (uint)col * 2) | (Half16(rowAddr[mbase + row + 1] + (uint)col * 2) << 16);
 
     private static unsafe uint Half16(uint byteAddr) => *(ushort*)CpuShared(byteAddr);
 

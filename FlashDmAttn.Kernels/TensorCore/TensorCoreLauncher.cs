@@ -1,4 +1,7 @@
+using System.Runtime.InteropServices;
+using ILGPU;
 using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
 using FlashDmAttn.Kernels.Forward;
 using FlashDmAttn.Kernels.Launch;
 using FlashDmAttn.Kernels.Numerics;
@@ -8,9 +11,157 @@ namespace FlashDmAttn.Kernels.TensorCore;
 /// <summary>Launches the tensor-core forward kernel when it covers the problem.</summary>
 public static class TensorCoreLauncher
 {
+    private static readonly AsyncLocal<bool> Force = new();
+    private static long _launches;
+
+    /// <summary>
+    /// Test hook: also run the tensor-core kernel on non-CUDA accelerators (the CPU accelerator with warp size 32 runs
+    /// the portable twins of the PTX intrinsics). Scoped to the current async flow (safe with parallel tests).
+    /// </summary>
+    public static bool ForceOnAnyAccelerator
+    {
+        get => Force.Value;
+        set => Force.Value = value;
+    }
+
+    /// <summary>Number of tensor-core launches so far (tests use it to prove the kernel ran).</summary>
+    public static long LaunchCount => Interlocked.Read(ref _launches);
+
+    /// <summary>Whether the tensor-core kernel has a specialization for this head dim.</summary>
+    public static bool SupportsHeadDim(int headDim) => headDim is 32 or 64 or 96 or 128 or 192 or 256;
+
+    /// <summary>Dynamic shared memory bytes of the specialization for a head dim (0 if none).</summary>
+    public static int SharedBytes(int headDim) => headDim switch
+    {
+        32 => TensorCoreForwardKernel.SharedBytes<Hd32>(),
+        64 => TensorCoreForwardKernel.SharedBytes<Hd64>(),
+        96 => TensorCoreForwardKernel.SharedBytes<Hd96>(),
+        128 => TensorCoreForwardKernel.SharedBytes<Hd128>(),
+        192 => TensorCoreForwardKernel.SharedBytes<Hd192>(),
+        256 => TensorCoreForwardKernel.SharedBytes<Hd256>(),
+        _ => 0,
+    };
+
     /// <summary>Launches and returns true when the tensor-core kernel covers this problem on this accelerator.</summary>
     public static bool TryLaunch<TElem, TCodec>(Accelerator accelerator, FwdParams p, in FwdBuffers<TElem> buffers)
         where TElem : unmanaged
         where TCodec : struct, IElementCodec<TElem>
-        => false;
+    {
+        if (typeof(TElem) != typeof(ushort) || !SupportsHeadDim(p.HeadDim)) return false;
+        bool bf16 = typeof(TCodec) == typeof(Bf16Codec);
+        if (!bf16 && typeof(TCodec) != typeof(Fp16Codec)) return false;
+        if (!AcceleratorOk(accelerator, SharedBytes(p.HeadDim))) return false;
+
+        var q = buffers.Q.Cast<ushort>();
+        var k = buffers.K.Cast<ushort>();
+        var v = buffers.V.Cast<ushort>();
+        // cp.async moves 16-byte chunks: rows of q/k/v must start 16-byte aligned.
+        if (!Aligned(q) || !Aligned(k) || !Aligned(v)) return false;
+        if (((p.QStrideB | p.QStrideL | p.QStrideH | p.KStrideB | p.KStrideL | p.KStrideH
+              | p.VStrideB | p.VStrideL | p.VStrideH) & 7) != 0) return false;
+
+        var o = buffers.O.Cast<ushort>();
+        var b = buffers.Bias.IsValid && buffers.Bias.Length > 0 ? buffers.Bias.Cast<ushort>() : ArrayView<ushort>.Empty;
+        var tc = new TcBuffers(q, k, v, o, b, buffers.Mask, buffers.Lse, buffers.SeqInfo);
+        if (bf16) Dispatch<Bf16Mma>(accelerator, p, tc);
+        else Dispatch<Fp16Mma>(accelerator, p, tc);
+        return true;
+    }
+
+    private readonly record struct TcBuffers(
+        ArrayView<ushort> Q, ArrayView<ushort> K, ArrayView<ushort> V, ArrayView<ushort> O,
+        ArrayView<ushort> Bias, ArrayView<byte> Mask, ArrayView<float> Lse, ArrayView<int> SeqInfo);
+
+    private static bool Aligned(ArrayView<ushort> view)
+        => view.IsValid && view.Length > 0 && (view.LoadEffectiveAddressAsPtr().ToInt64() & 15) == 0;
+
+    private static bool AcceleratorOk(Accelerator accelerator, int sharedBytes)
+    {
+        if (accelerator is CudaAccelerator cuda)
+        {
+            if (cuda.Architecture < CudaArchitecture.SM_80) return false;
+            return sharedBytes <= OptInSharedLimit(cuda);
+        }
+        return ForceOnAnyAccelerator
+               && accelerator.AcceleratorType == AcceleratorType.CPU
+               && accelerator.WarpSize == 32
+               && accelerator.MaxNumThreadsPerGroup >= TensorCoreForwardKernel.Threads;
+    }
+
+    private static void Dispatch<TE>(Accelerator acc, FwdParams p, in TcBuffers buf) where TE : struct, ITcElem
+    {
+        switch (p.HeadDim)
+        {
+            case 32: Launch<TE, Hd32>(acc, p, buf); break;
+            case 64: Launch<TE, Hd64>(acc, p, buf); break;
+            case 96: Launch<TE, Hd96>(acc, p, buf); break;
+            case 128: Launch<TE, Hd128>(acc, p, buf); break;
+            case 192: Launch<TE, Hd192>(acc, p, buf); break;
+            default: Launch<TE, Hd256>(acc, p, buf); break;
+        }
+    }
+
+    private static void Launch<TE, THd>(Accelerator acc, FwdParams p, in TcBuffers buf)
+        where TE : struct, ITcElem
+        where THd : struct, ITcHeadDim
+    {
+        var cache = KernelCache.For(acc);
+        int shared = TensorCoreForwardKernel.SharedBytes<THd>();
+        var kernel = cache.GetOrAdd(("tc-fwd", typeof(TE), typeof(THd)), a =>
+        {
+            var launcher = a.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
+                ArrayView<ushort>, ArrayView<byte>, ArrayView<float>, ArrayView<int>, FwdParams>(
+                TensorCoreForwardKernel.Run<TE, THd>, new KernelSpecialization(TensorCoreForwardKernel.Threads, 1));
+            if (a is CudaAccelerator && shared > 48 * 1024)
+                AllowLargeSharedMemory((CudaKernel)launcher.GetKernel(), shared);
+            return launcher;
+        });
+
+        ArrayView<byte> dummy = cache.Dummy.View;
+        var bias = buf.Bias.IsValid && buf.Bias.Length > 0 ? buf.Bias : dummy.Cast<ushort>();
+        var mask = buf.Mask.IsValid && buf.Mask.Length > 0 ? buf.Mask : dummy;
+        var lse = buf.Lse.IsValid && buf.Lse.Length > 0 ? buf.Lse : dummy.Cast<float>();
+        var seq = buf.SeqInfo.IsValid && buf.SeqInfo.Length > 0 ? buf.SeqInfo : dummy.Cast<int>();
+
+        int gridX = (p.SeqQ + TensorCoreForwardKernel.Rows - 1) / TensorCoreForwardKernel.Rows;
+        int gridY = p.Batch * p.Heads;
+        Interlocked.Increment(ref _launches);
+        if (gridX == 0 || gridY == 0) return;
+        var config = new KernelConfig(
+            new Index2D(gridX, gridY), new Index2D(TensorCoreForwardKernel.Threads, 1),
+            SharedMemoryConfig.RequestDynamic<Chunk16>(shared / 16));
+        kernel(config, buf.Q, buf.K, buf.V, buf.O, bias, mask, lse, seq, p);
+    }
+
+    // ---------------- CUDA driver: opt-in dynamic shared memory above 48 KiB ----------------
+    private const int FuncAttributeMaxDynamicSharedSizeBytes = 8;
+    private const int DeviceAttributeMaxSharedMemoryPerBlockOptin = 97;
+
+    private static int OptInSharedLimit(CudaAccelerator cuda)
+    {
+        try
+        {
+            return CudaAPI.CurrentAPI.GetDeviceAttribute((DeviceAttributeKind)DeviceAttributeMaxSharedMemoryPerBlockOptin, cuda.DeviceId);
+        }
+        catch (Exception)
+        {
+            return 48 * 1024;
+        }
+    }
+
+    private static unsafe void AllowLargeSharedMemory(CudaKernel kernel, int bytes)
+    {
+        var fn = (delegate* unmanaged<IntPtr, int, int, int>)CudaDriverSymbol("cuFuncSetAttribute");
+        int rc = fn(kernel.FunctionPtr, FuncAttributeMaxDynamicSharedSizeBytes, bytes);
+        if (rc != 0)
+            throw new InvalidOperationException($"cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES, {bytes}) failed: CUresult {rc}");
+    }
+
+    private static IntPtr CudaDriverSymbol(string name)
+    {
+        foreach (var lib in new[] { "libcuda.so.1", "libcuda.so", "nvcuda.dll" })
+            if (NativeLibrary.TryLoad(lib, out var h) && NativeLibrary.TryGetExport(h, name, out var sym))
+                return sym;
+        throw new DllNotFoundException($"CUDA driver symbol {name} not found");
+    }
 }

@@ -1,0 +1,68 @@
+using FlashDmAttn.Kernels.TensorCore;
+using FlashDmAttn.Tests.Support;
+using NUnit.Framework;
+
+namespace FlashDmAttn.Tests.TensorCore;
+
+/// <summary>Runs cases through the public API with the tensor-core kernel forced onto a backend.</summary>
+internal static class TensorCoreRunner
+{
+    public static void Run(AttentionBackend backend, AttentionCase c)
+    {
+        bool old = TensorCoreLauncher.ForceOnAnyAccelerator;
+        TensorCoreLauncher.ForceOnAnyAccelerator = true;
+        try
+        {
+            long before = TensorCoreLauncher.LaunchCount;
+            CaseRunner.Run(backend, c);
+            Assert.That(TensorCoreLauncher.LaunchCount, Is.GreaterThan(before), $"{c}: the tensor-core kernel did not run");
+        }
+        finally
+        {
+            TensorCoreLauncher.ForceOnAnyAccelerator = old;
+        }
+    }
+}
+
+/// <summary>
+/// The tensor-core kernel logic on ILGPU's CPU accelerator (warp size 32) through the intrinsics' portable twins
+/// (warp-shuffle mma/ldmatrix, synchronous cp.async), against the float64 reference. Small shapes: the CPU
+/// accelerator runs 128 OS threads per group.
+/// </summary>
+[TestFixture]
+public class TensorCoreCpuTests
+{
+    private static AttentionBackend Cpu => FlashDmAttention.Auto("cpu");
+
+    public static IEnumerable<TestCaseData> Cases()
+    {
+        AttentionCase[] cases =
+        [
+            new("bf16", 1, 20, 37, 1, 1, 32),
+            new("fp16", 1, 20, 37, 1, 1, 32),
+            // Causal, bottom-right aligned, Lq < Lk, GQA.
+            new("fp16", 1, 33, 70, 4, 2, 64, Causal: true),
+            new("bf16", 1, 33, 70, 4, 2, 64, Causal: true),
+            // Lq > Lk causal: the top rows see no key (output 0, LSE −∞); two query blocks.
+            new("bf16", 1, 70, 20, 1, 1, 192, Causal: true),
+            // Full mask (with one all-masked row) and broadcast bias per kv head.
+            new("bf16", 2, 19, 45, 2, 1, 96, MaskShape: [0, 0, 0, 0], BiasShape: [1, -1, 0, 0]),
+            // Broadcast dtype mask, bias broadcast over batch and rows, softcap.
+            new("fp16", 2, 17, 40, 2, 2, 128, MaskShape: [1, 1, 0, 0], MaskKind: MaskKind.Dtype, BiasShape: [0, 1, 1, 0], Softcap: 5f),
+            // D = 256 (Bc = 32: two key tiles), bool mask broadcast over heads, causal.
+            new("fp16", 1, 9, 41, 2, 1, 256, Causal: true, MaskShape: [0, 1, 0, 0], MaskKind: MaskKind.Bool),
+            new("bf16", 1, 1, 1, 1, 1, 64),
+            new("fp16", 1, 5, 131, 1, 1, 32, Scale: 0.3f, BiasShape: [0, 0, 1, 0]),
+            new("bf16", 1, 12, 12, 2, 2, 32, Strided: true, Causal: true),
+            new("fp16", 1, 12, 12, 2, 2, 32, Path: ApiPath.QkvPacked, MaskShape: [0, 0, 0, 0]),
+            new("bf16", 1, 12, 21, 4, 1, 64, Path: ApiPath.KvPacked, BiasShape: [0, 0, 0, 0]),
+            new("bf16", 3, 21, 40, 2, 1, 64, Causal: true, Path: ApiPath.Varlen, MaskShape: [0, 0, 0, 0]),
+            new("fp16", 3, 15, 45, 2, 2, 32, Path: ApiPath.Paged, PageSize: 16, BiasShape: [0, 0, 0, 0], Softcap: 3f),
+        ];
+        foreach (var c in cases)
+            yield return new TestCaseData(c).SetName($"TensorCore {c}");
+    }
+
+    [TestCaseSource(nameof(Cases))]
+    public void MatchesReference(AttentionCase c) => TensorCoreRunner.Run(Cpu, c);
+}
