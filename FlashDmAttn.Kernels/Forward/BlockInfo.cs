@@ -41,6 +41,18 @@ public readonly struct BlockInfo
         return Batch * strideB + (long)(RowK0 + j) * strideL + hk * strideH;
     }
 
+    /// <summary>The gathered-key list of (this batch, head h): its mask row (0 when keys are not gathered).</summary>
+    public int GatherRow(in FwdParams p, int h)
+        => p.GatherKeys == 0 ? 0 : Batch * p.GatherBatchStride + (p.GatherHeads == 1 ? 0 : h / p.MaskHeadDiv);
+
+    /// <summary>How many key slots to walk: the gathered count, or <paramref name="keyEnd"/> when keys are not gathered.</summary>
+    public static int KeySlots(in FwdParams p, ArrayView<int> seqInfo, int gatherRow, int keyEnd)
+        => p.GatherKeys == 0 ? keyEnd : seqInfo[p.GatherOffset + gatherRow];
+
+    /// <summary>The key index of slot n (n itself when keys are not gathered; ascending in n either way).</summary>
+    public static int KeyAt(in FwdParams p, ArrayView<int> seqInfo, int gatherRow, int n)
+        => p.GatherKeys == 0 ? n : seqInfo[p.GatherOffset + p.GatherRows + (long)gatherRow * p.SeqK + n];
+
     /// <summary>Last key (exclusive) that query rows below <paramref name="qEnd"/> can see under the causal band.</summary>
     public int KeyEnd(in FwdParams p, int qEnd)
     {

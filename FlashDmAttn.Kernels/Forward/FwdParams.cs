@@ -35,6 +35,11 @@ public struct FwdParams
     // Variable length and paging: seqInfo = [cu_q (B+1) | cu_k (B+1) | block table (B*MaxPages)].
     public int Varlen, Paged, PageSize, MaxPages;
 
+    // Key gathering, for masks broadcast over queries (one visible-key set per (batch, mask head)): seqInfo holds at
+    // GatherOffset the count of visible keys of each of the GatherRows mask rows, then each row's SeqK-long slot of
+    // ascending key indices. Kernels then walk only the visible keys (Masking/KeyGatherKernel builds the lists).
+    public int GatherKeys, GatherOffset, GatherRows, GatherBatchStride, GatherHeads;
+
     // Tile shape of the portable kernel.
     public int TileQ, TileK;
 }

@@ -51,19 +51,29 @@ public static class PortableForwardKernel
         }
         Group.Barrier();
 
+        // Key slots: 0..kEnd, or the gathered visible keys of a query-broadcast mask (ascending key indices).
         int kEnd = blk.KeyEnd(p, q0 + rows);
-        for (int k0 = 0; k0 < kEnd; k0 += bc)
+        int gRow = blk.GatherRow(p, h);
+        int slots = BlockInfo.KeySlots(p, seqInfo, gRow, kEnd);
+        for (int k0 = 0; k0 < slots; k0 += bc)
         {
-            int cols = kEnd - k0 < bc ? kEnd - k0 : bc;
+            if (BlockInfo.KeyAt(p, seqInfo, gRow, k0) >= kEnd)
+                break; // gathered keys ascend: the rest lie past the causal band / sequence
+            int cols = slots - k0 < bc ? slots - k0 : bc;
 
-            // 1. Visibility of the tile (causal band + mask): 0 = visible, −∞ = not.
+            // 1. Visibility of the tile (lengths, causal band, mask): 0 = visible, −∞ = not.
             bool anyVisible = false;
             for (int e = tid; e < br * bc; e += nt)
             {
                 int r = e / bc, c = e - r * bc;
-                bool vis = r < rows && c < cols && MaskBias.CausalVisible(p, blk, q0 + r, k0 + c);
-                if (vis && p.HasMask != 0)
-                    vis = MaskBias.MaskVisible(p, mask, MaskBias.MaskIndex(p, b, h, q0 + r), k0 + c);
+                bool vis = false;
+                if (r < rows && c < cols)
+                {
+                    int j = BlockInfo.KeyAt(p, seqInfo, gRow, k0 + c);
+                    vis = j < kEnd && MaskBias.CausalVisible(p, blk, q0 + r, j);
+                    if (vis && p.HasMask != 0 && p.GatherKeys == 0)
+                        vis = MaskBias.MaskVisible(p, mask, MaskBias.MaskIndex(p, b, h, q0 + r), j);
+                }
                 smem[ss + e] = vis ? 0f : float.NegativeInfinity;
                 anyVisible |= vis;
             }
@@ -75,10 +85,11 @@ public static class PortableForwardKernel
             {
                 int r = e / d, c = e - r * d;
                 float kv = 0f, vv = 0f;
-                if (r < cols)
+                int j = r < cols ? BlockInfo.KeyAt(p, seqInfo, gRow, k0 + r) : kEnd;
+                if (j < kEnd) // gathered keys of one tile may run past the band or the sequence
                 {
-                    kv = TCodec.ToFloat(k[blk.KOffset(p, seqInfo, p.KStrideB, p.KStrideL, p.KStrideH, k0 + r, hk) + c]);
-                    vv = TCodec.ToFloat(v[blk.KOffset(p, seqInfo, p.VStrideB, p.VStrideL, p.VStrideH, k0 + r, hk) + c]);
+                    kv = TCodec.ToFloat(k[blk.KOffset(p, seqInfo, p.KStrideB, p.KStrideL, p.KStrideH, j, hk) + c]);
+                    vv = TCodec.ToFloat(v[blk.KOffset(p, seqInfo, p.VStrideB, p.VStrideL, p.VStrideH, j, hk) + c]);
                 }
                 smem[ks + e] = kv;
                 smem[vs + e] = vv;
@@ -93,7 +104,8 @@ public static class PortableForwardKernel
                 float dot = 0f;
                 for (int x = 0; x < d; x++)
                     dot += smem[qs + r * d + x] * smem[ks + c * d + x];
-                smem[ss + e] = MaskBias.Score<TElem, TCodec>(p, dot, bias, MaskBias.BiasIndex(p, b, h, q0 + r), k0 + c);
+                smem[ss + e] = MaskBias.Score<TElem, TCodec>(p, dot, bias, MaskBias.BiasIndex(p, b, h, q0 + r),
+                    BlockInfo.KeyAt(p, seqInfo, gRow, k0 + c));
             }
             Group.Barrier();
 

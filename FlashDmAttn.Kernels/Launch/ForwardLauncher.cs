@@ -1,6 +1,7 @@
 using ILGPU;
 using ILGPU.Runtime;
 using FlashDmAttn.Kernels.Forward;
+using FlashDmAttn.Kernels.Masking;
 using FlashDmAttn.Kernels.Numerics;
 using FlashDmAttn.Kernels.TensorCore;
 
@@ -58,6 +59,9 @@ public static class ForwardLauncher
         where TCodec : struct, IElementCodec<TElem>
     {
         var cache = KernelCache.For(accelerator);
+        var seqInfo = buffers.SeqInfo;
+        if (p.HasMask != 0 && p.MaskStrideQ == 0 && p.SeqK > 0)
+            seqInfo = KeyGatherKernel.Prepare(accelerator, ref p, buffers.Mask, seqInfo);
         var (tileQ, tileK, group) = PortableShape(accelerator, p.HeadDim, Math.Max(p.SeqQ, p.SeqK));
         p.TileQ = tileQ;
         p.TileK = tileK;
@@ -71,7 +75,7 @@ public static class ForwardLauncher
         var bias = buffers.Bias.IsValid && buffers.Bias.Length > 0 ? buffers.Bias : dummy.Cast<TElem>();
         var mask = buffers.Mask.IsValid && buffers.Mask.Length > 0 ? buffers.Mask : dummy;
         var lse = buffers.Lse.IsValid && buffers.Lse.Length > 0 ? buffers.Lse : dummy.Cast<float>();
-        var seq = buffers.SeqInfo.IsValid && buffers.SeqInfo.Length > 0 ? buffers.SeqInfo : dummy.Cast<int>();
+        var seq = seqInfo.IsValid && seqInfo.Length > 0 ? seqInfo : dummy.Cast<int>();
 
         int gridX = (p.SeqQ + tileQ - 1) / tileQ;
         int gridY = p.Batch * p.Heads;

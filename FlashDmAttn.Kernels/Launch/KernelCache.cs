@@ -20,6 +20,28 @@ public sealed class KernelCache
     /// <summary>64 bytes that stand in for absent optional buffers (never written).</summary>
     public MemoryBuffer1D<byte, ILGPU.Stride1D.Dense> Dummy { get; }
 
+    private MemoryBuffer1D<int, ILGPU.Stride1D.Dense>? _scratch;
+
+    /// <summary>
+    /// A reusable int buffer of at least <paramref name="length"/> elements for per-call tables. Kernels run in stream
+    /// order on the default stream, so a later call's writes follow the earlier call's reads; growing synchronises first.
+    /// </summary>
+    public ILGPU.ArrayView<int> Scratch(int length)
+    {
+        lock (_entries)
+        {
+            if (_scratch is null || _scratch.Length < length)
+            {
+                _accelerator.Synchronize();
+                _scratch?.Dispose();
+                _scratch = _accelerator.Allocate1D<int>(Math.Max(length, 1024));
+                var s = _scratch;
+                _accelerator.Disposed += (_, _) => s.Dispose();
+            }
+            return _scratch.View.SubView(0, length);
+        }
+    }
+
     public static KernelCache For(Accelerator accelerator) => Caches.GetValue(accelerator, a => new KernelCache(a));
 
     public T GetOrAdd<T>(object key, Func<Accelerator, T> load) where T : class
