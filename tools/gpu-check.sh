@@ -4,6 +4,10 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 CASES=${CASES:-"dense:B=4,H=16,L=4096,D=128,causal=0;dense:B=4,H=16,L=4096,D=128,causal=1;maskbias:B=2,H=12,L=4096,D=128,w=1024,causal=1;perkey:B=2,H=12,L=4096,D=128,w=1024,causal=1"}
+# The tensor-core issue's shapes (bf16): dense D=128 H=16 and D=64 H=32 with B=16384/L; maskbias and perkey.
+ALL_CASES="dense:B=16,H=16,L=1024,D=128,causal=0;dense:B=16,H=16,L=1024,D=128,causal=1;dense:B=4,H=16,L=4096,D=128,causal=0;dense:B=4,H=16,L=4096,D=128,causal=1;dense:B=1,H=16,L=16384,D=128,causal=0;dense:B=1,H=16,L=16384,D=128,causal=1;dense:B=16,H=32,L=1024,D=64,causal=0;dense:B=16,H=32,L=1024,D=64,causal=1;dense:B=4,H=32,L=4096,D=64,causal=0;dense:B=4,H=32,L=4096,D=64,causal=1;dense:B=1,H=32,L=16384,D=64,causal=0;dense:B=1,H=32,L=16384,D=64,causal=1;maskbias:B=2,H=12,L=4096,D=128,w=1024,causal=1;maskbias:B=1,H=16,L=8192,D=128,w=2048,causal=1;maskbias:B=1,H=8,L=16384,D=128,w=2048,causal=1;perkey:B=2,H=12,L=4096,D=128,w=1024,causal=1;perkey:B=1,H=16,L=8192,D=128,w=2048,causal=1;perkey:B=1,H=8,L=16384,D=128,w=2048,causal=1"
+[ "${CASES:-}" = all ] && CASES=$ALL_CASES
+SMALL="dense:B=1,H=2,L=128,D=64,causal=0;maskbias:B=1,H=2,L=200,D=128,w=50,causal=1;perkey:B=2,H=3,L=77,D=32,w=20,causal=1"
 for step in "$@"; do
   case $step in
     tests)
@@ -18,5 +22,10 @@ for step in "$@"; do
       [ -n "${PORTABLE_TOO:-}" ] && FLASHDMATTN_KERNEL=portable bash .gpu/run.sh FlashDmAttn.Bench --gpu --cases "$CASES" --reps 5 | sed 's/^FlashDmAttn|/portable|/' | tee -a "$OUT/ours.txt"
       PYTHONUNBUFFERED=1 python3 .gpu/peers.py --cases "$CASES" --peers "${PEERS:-sdpa-flash,sdpa-cudnn,flex}" > "$OUT/peers.txt" 2>"$OUT/peers.err"; echo "peers rc=$?"
       python3 .gpu/compare.py "$OUT/ours.txt" "$OUT/peers.txt" | tee "$OUT/compare.txt" ;;
+    sanitize)
+      for tool in memcheck racecheck; do
+        compute-sanitizer --tool $tool --print-limit 20 bash .gpu/run.sh FlashDmAttn.Bench --gpu --cases "$SMALL" --reps 1 > "$OUT/sanitize-$tool.txt" 2>&1
+        echo "$tool rc=$?"; grep -E "ERROR SUMMARY|Hazard|Invalid" "$OUT/sanitize-$tool.txt" | sort | uniq -c | head -5
+      done ;;
   esac
 done
