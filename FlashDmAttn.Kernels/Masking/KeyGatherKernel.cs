@@ -1,4 +1,6 @@
 using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Algorithms.ScanReduceOperations;
 using ILGPU.Runtime;
 using FlashDmAttn.Kernels.Forward;
 using FlashDmAttn.Kernels.Launch;
@@ -9,13 +11,13 @@ namespace FlashDmAttn.Kernels.Masking;
 /// Lists, once per mask row, the visible keys of a mask that is broadcast over queries (shape (B|1, H|Hkv|1, 1, Lk)),
 /// so the forward kernels walk only those keys instead of all Lk: with keep_window_size w of L keys visible the
 /// work drops by L/w. Output in seqInfo at p.GatherOffset: GatherRows counts, then one SeqK-long slot of ascending
-/// key indices per row. One group per row; contiguous chunks per thread and an exclusive scan keep the order.
+/// key indices per row. One group per row; contiguous chunks per thread and a group exclusive scan
+/// (ILGPU.Algorithms) keep the order.
 /// </summary>
 public static class KeyGatherKernel
 {
     public static void Run(ArrayView<byte> mask, ArrayView<int> info, FwdParams p)
     {
-        var prefix = SharedMemory.GetDynamic<int>();
         int tid = Group.IdxX, nt = Group.DimX;
         int row = Grid.IdxX;
         int gb = row / p.GatherHeads, gh = row - gb * p.GatherHeads;
@@ -25,21 +27,9 @@ public static class KeyGatherKernel
         int visible = 0;
         for (int j = start; j < end; j++)
             if (MaskBias.MaskVisible(p, mask, maskRow, j)) visible++;
-        prefix[tid] = visible;
-        Group.Barrier();
-        if (tid == 0)
-        {
-            int run = 0;
-            for (int x = 0; x < nt; x++)
-            {
-                int c = prefix[x];
-                prefix[x] = run;
-                run += c;
-            }
-            info[p.GatherOffset + row] = run;
-        }
-        Group.Barrier();
-        long slot = p.GatherOffset + p.GatherRows + (long)row * n + prefix[tid];
+        int before = GroupExtensions.ExclusiveScan<int, AddInt32>(visible);
+        if (tid == nt - 1) info[p.GatherOffset + row] = before + visible;
+        long slot = p.GatherOffset + p.GatherRows + (long)row * n + before;
         for (int j = start; j < end; j++)
             if (MaskBias.MaskVisible(p, mask, maskRow, j)) info[slot++] = j;
     }
@@ -64,7 +54,7 @@ public static class KeyGatherKernel
         var kernel = cache.GetOrAdd("key-gather",
             acc => acc.LoadStreamKernel<ArrayView<byte>, ArrayView<int>, FwdParams>(Run));
         int group = accelerator.AcceleratorType == AcceleratorType.CPU ? Math.Min(accelerator.MaxNumThreadsPerGroup, 16) : 256;
-        kernel(new KernelConfig(p.GatherRows, group, SharedMemoryConfig.RequestDynamic<int>(group)), mask, table, p);
+        kernel(new KernelConfig(p.GatherRows, group), mask, table, p);
         return table;
     }
 }

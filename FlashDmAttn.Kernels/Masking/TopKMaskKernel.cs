@@ -1,4 +1,6 @@
 using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Algorithms.ScanReduceOperations;
 using ILGPU.Runtime;
 using FlashDmAttn.Kernels.Launch;
 using FlashDmAttn.Kernels.Numerics;
@@ -35,7 +37,6 @@ public static class TopKMaskKernel
         where TCodec : struct, IElementCodec<TElem>
     {
         var hist = SharedMemory.Allocate<int>(Bins + 2);
-        var prefix = SharedMemory.GetDynamic<int>();
         int tid = Group.IdxX, nt = Group.DimX;
         int row = Grid.IdxX;
         int bh = row / p.RowsPerHead, i = row - bh * p.RowsPerHead;
@@ -76,25 +77,12 @@ public static class TopKMaskKernel
             Group.Barrier();
         }
 
-        // Ties at t: each thread owns a contiguous chunk; an exclusive scan of the chunks' tie counts orders them.
+        // Ties at t: each thread owns a contiguous chunk; a group exclusive scan of the chunks' tie counts orders them.
         int chunk = (n + nt - 1) / nt, start = tid * chunk, end = start + chunk < n ? start + chunk : n;
         int ties = 0;
         for (int j = start; j < end; j++)
             if (keep > 0 && OrderKey(TCodec.ToFloat(bias[inRow + j])) == t) ties++;
-        prefix[tid] = ties;
-        Group.Barrier();
-        if (tid == 0)
-        {
-            int run = 0;
-            for (int x = 0; x < nt; x++)
-            {
-                int c = prefix[x];
-                prefix[x] = run;
-                run += c;
-            }
-        }
-        Group.Barrier();
-        int seen = prefix[tid];
+        int seen = GroupExtensions.ExclusiveScan<int, AddInt32>(ties);
         for (int j = start; j < end; j++)
         {
             uint key = OrderKey(TCodec.ToFloat(bias[inRow + j]));
@@ -118,6 +106,6 @@ public static class TopKMaskKernel
             ("topk-mask", typeof(TElem), typeof(TCodec)),
             acc => acc.LoadStreamKernel<ArrayView<TElem>, ArrayView<byte>, TopKParams>(Run<TElem, TCodec>));
         int group = accelerator.AcceleratorType == AcceleratorType.CPU ? Math.Min(accelerator.MaxNumThreadsPerGroup, 16) : 256;
-        kernel(new KernelConfig(rows, group, SharedMemoryConfig.RequestDynamic<int>(group)), bias, mask, p);
+        kernel(new KernelConfig(rows, group), bias, mask, p);
     }
 }
