@@ -104,8 +104,9 @@ public static class PortableForwardKernel
                 float dot = 0f;
                 for (int x = 0; x < d; x++)
                     dot += smem[qs + r * d + x] * smem[ks + c * d + x];
+                // A gathered bias is stored in slot order (see KeyGatherKernel.GatherBias).
                 smem[ss + e] = MaskBias.Score<TElem, TCodec>(p, dot, bias, MaskBias.BiasIndex(p, b, h, q0 + r),
-                    BlockInfo.KeyAt(p, seqInfo, gRow, k0 + c));
+                    p.GatherKeys != 0 ? k0 + c : BlockInfo.KeyAt(p, seqInfo, gRow, k0 + c));
             }
             Group.Barrier();
 

@@ -40,6 +40,8 @@ public static class ForwardLauncher
     /// <summary>Which forward kernel a bf16 problem of this head dim gets here, for logs and benchmarks.</summary>
     public static string Describe(Accelerator accelerator, int headDim)
     {
+        if (!ForcePortable && accelerator.AcceleratorType == AcceleratorType.Cuda && TensorCoreLauncher.SupportsHeadDim(headDim))
+            return $"tensor-core mma.sync (D={headDim})";
         var (tq, tk, g) = PortableShape(accelerator, headDim, int.MaxValue);
         return $"portable(tile {tq}x{tk}, {g} threads)";
     }
@@ -48,9 +50,18 @@ public static class ForwardLauncher
         where TElem : unmanaged
         where TCodec : struct, IElementCodec<TElem>
     {
-        if (!ForcePortable && TensorCoreLauncher.TryLaunch<TElem, TCodec>(accelerator, p, buffers))
+        var b = buffers;
+        // A mask broadcast over queries (with a bias that is too, or none): list the visible keys once, so the
+        // kernels walk w keys instead of Lk.
+        if (p.HasMask != 0 && p.MaskStrideQ == 0 && p.SeqK > 0 && (p.HasBias == 0 || p.BiasStrideQ == 0))
+        {
+            var table = KeyGatherKernel.Prepare(accelerator, ref p, b.Mask, b.SeqInfo);
+            var bias = p.HasBias != 0 ? KeyGatherKernel.GatherBias(accelerator, ref p, b.Bias, table) : b.Bias;
+            b = b with { SeqInfo = table, Bias = bias };
+        }
+        if (!ForcePortable && TensorCoreLauncher.TryLaunch<TElem, TCodec>(accelerator, p, b))
             return;
-        LaunchPortable<TElem, TCodec>(accelerator, p, buffers);
+        LaunchPortable<TElem, TCodec>(accelerator, p, b);
     }
 
     /// <summary>The portable kernel: every accelerator, head dim and dtype.</summary>
@@ -60,8 +71,6 @@ public static class ForwardLauncher
     {
         var cache = KernelCache.For(accelerator);
         var seqInfo = buffers.SeqInfo;
-        if (p.HasMask != 0 && p.MaskStrideQ == 0 && p.SeqK > 0)
-            seqInfo = KeyGatherKernel.Prepare(accelerator, ref p, buffers.Mask, seqInfo);
         var (tileQ, tileK, group) = PortableShape(accelerator, p.HeadDim, Math.Max(p.SeqQ, p.SeqK));
         p.TileQ = tileQ;
         p.TileK = tileK;

@@ -20,25 +20,27 @@ public sealed class KernelCache
     /// <summary>64 bytes that stand in for absent optional buffers (never written).</summary>
     public MemoryBuffer1D<byte, ILGPU.Stride1D.Dense> Dummy { get; }
 
-    private MemoryBuffer1D<int, ILGPU.Stride1D.Dense>? _scratch;
+    private readonly MemoryBuffer1D<int, ILGPU.Stride1D.Dense>?[] _scratch = new MemoryBuffer1D<int, ILGPU.Stride1D.Dense>?[2];
 
     /// <summary>
     /// A reusable int buffer of at least <paramref name="length"/> elements for per-call tables. Kernels run in stream
     /// order on the default stream, so a later call's writes follow the earlier call's reads; growing synchronises first.
     /// </summary>
-    public ILGPU.ArrayView<int> Scratch(int length)
+    /// <param name="slot">0: key tables; 1: gathered bias.</param>
+    public ILGPU.ArrayView<int> Scratch(int length, int slot = 0)
     {
         lock (_entries)
         {
-            if (_scratch is null || _scratch.Length < length)
+            var buffer = _scratch[slot];
+            if (buffer is null || buffer.Length < length)
             {
                 _accelerator.Synchronize();
-                _scratch?.Dispose();
-                _scratch = _accelerator.Allocate1D<int>(Math.Max(length, 1024));
-                var s = _scratch;
-                _accelerator.Disposed += (_, _) => s.Dispose();
+                buffer?.Dispose();
+                buffer = _accelerator.Allocate1D<int>(Math.Max(length, 1024));
+                _scratch[slot] = buffer;
+                _accelerator.Disposed += (_, _) => buffer.Dispose();
             }
-            return _scratch.View.SubView(0, length);
+            return buffer.View.SubView(0, length);
         }
     }
 

@@ -50,11 +50,52 @@ public static class KeyGatherKernel
         var cache = KernelCache.For(accelerator);
         var table = cache.Scratch(checked((int)total));
         if (prefixLength > 0) seqInfo.CopyTo(table.SubView(0, prefixLength));
-        p.GatherKeys = 1;
         var kernel = cache.GetOrAdd("key-gather",
             acc => acc.LoadStreamKernel<ArrayView<byte>, ArrayView<int>, FwdParams>(Run));
         int group = accelerator.AcceleratorType == AcceleratorType.CPU ? Math.Min(accelerator.MaxNumThreadsPerGroup, 16) : 256;
         kernel(new KernelConfig(p.GatherRows, group), mask, table, p);
+        // From here on the lists are the mask: kernels read no mask bytes.
+        p.GatherKeys = 1;
+        p.HasMask = 0;
         return table;
+    }
+
+    /// <summary>The bias of (b, h) at slot n of its key list: a (B, H, 1, SeqK) table in key-slot order.</summary>
+    public static void GatherBiasKernel<TElem>(Index1D index, ArrayView<TElem> bias, ArrayView<int> info, ArrayView<TElem> gathered, FwdParams p, int stride)
+        where TElem : unmanaged
+    {
+        long total = (long)p.Batch * p.Heads * p.SeqK;
+        for (long e = index; e < total; e += stride)
+        {
+            int n = (int)(e % p.SeqK);
+            int bh = (int)(e / p.SeqK);
+            int b = bh / p.Heads, h = bh - b * p.Heads;
+            var blk = BlockInfo.Create(p, info, b);
+            int row = blk.GatherRow(p, h);
+            if (n < BlockInfo.KeySlots(p, info, row, 0))
+                gathered[e] = bias[MaskBias.BiasIndex(p, b, h, 0) + BlockInfo.KeyAt(p, info, row, n)];
+        }
+    }
+
+    /// <summary>
+    /// For a bias broadcast over queries: copies it into key-slot order, (B, H, 1, SeqK), and points p at the copy,
+    /// so kernels read the bias of consecutive slots from consecutive addresses.
+    /// </summary>
+    public static ArrayView<TElem> GatherBias<TElem>(Accelerator accelerator, ref FwdParams p, ArrayView<TElem> bias, ArrayView<int> info)
+        where TElem : unmanaged
+    {
+        long total = (long)p.Batch * p.Heads * p.SeqK;
+        int elem = Interop.SizeOf<TElem>();
+        var cache = KernelCache.For(accelerator);
+        var gathered = cache.Scratch(checked((int)((total * elem + 3) / 4)), slot: 1).Cast<TElem>().SubView(0, total);
+        var kernel = cache.GetOrAdd(("bias-gather", typeof(TElem)),
+            acc => acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<TElem>, ArrayView<int>, ArrayView<TElem>, FwdParams, int>(GatherBiasKernel));
+        int threads = (int)Math.Min(total, 1 << 20);
+        kernel(threads, bias, info, gathered, p, threads);
+        p.BiasStrideB = (long)p.Heads * p.SeqK;
+        p.BiasStrideH = p.SeqK;
+        p.BiasStrideQ = 0;
+        p.BiasHeadDiv = 1;
+        return gathered;
     }
 }

@@ -130,6 +130,10 @@ public static class Ptx
     [IntrinsicImplementation]
     public static unsafe ulong GlobalAddr(ref ushort globalElem) => (ulong)Unsafe.AsPointer(ref globalElem);
 
+    /// <summary>64-bit global byte address of a global byte (masks).</summary>
+    [IntrinsicImplementation]
+    public static unsafe ulong GlobalAddrB(ref byte globalElem) => (ulong)Unsafe.AsPointer(ref globalElem);
+
     // ---------------- ldmatrix ----------------
     /// <summary>ldmatrix.x4: lanes 8i..8i+7 give the 16-byte row addresses of matrix i; result i = row lane/4, cols 2(lane%4)..+1.</summary>
     [IntrinsicImplementation]
@@ -171,6 +175,19 @@ public static class Ptx
     [IntrinsicImplementation]
     public static float Ex2(float x) => MathF.Pow(2f, x);
 
+    // ---------------- global loads / stores through 64-bit byte addresses ----------------
+    /// <summary>st.global.u32: one packed pair of 16-bit outputs (addr 4-byte aligned).</summary>
+    [IntrinsicImplementation]
+    public static unsafe void StGlobalU32(ulong addr, uint value) => *(uint*)addr = value;
+
+    /// <summary>ld.global.nc.u32 (read-only path; addr 4-byte aligned).</summary>
+    [IntrinsicImplementation]
+    public static unsafe uint LdGlobalNcU32(ulong addr) => *(uint*)addr;
+
+    /// <summary>ld.global.nc.u16, zero-extended (addr 2-byte aligned).</summary>
+    [IntrinsicImplementation]
+    public static unsafe uint LdGlobalNcU16(ulong addr) => *(ushort*)addr;
+
     // ---------------- cp.async ----------------
     /// <summary>cp.async.cg.shared.global 16 bytes with src-size: copies srcBytes (0 or 16) bytes, zero-fills the rest.
     /// With srcBytes = 0 nothing is read from gaddr. CPU twin: synchronous copy.</summary>
@@ -208,10 +225,14 @@ public static class PtxIntrinsics
         Reg(nameof(Ptx.PackF16), nameof(PtxGen.PackF16));
         Reg(nameof(Ptx.SharedAddr), nameof(PtxGen.SharedAddr));
         Reg(nameof(Ptx.GlobalAddr), nameof(PtxGen.GlobalAddr));
+        Reg(nameof(Ptx.GlobalAddrB), nameof(PtxGen.GlobalAddr));
         Reg(nameof(Ptx.LdMatrixX4), nameof(PtxGen.LdMatrix));
         Reg(nameof(Ptx.LdMatrixX4Trans), nameof(PtxGen.LdMatrixTrans));
         Reg(nameof(Ptx.Ex2), nameof(PtxGen.Ex2));
         Reg(nameof(Ptx.CpAsync16), nameof(PtxGen.CpAsync));
+        Reg(nameof(Ptx.StGlobalU32), nameof(PtxGen.StGlobalU32));
+        Reg(nameof(Ptx.LdGlobalNcU32), nameof(PtxGen.LdGlobalNcU32));
+        Reg(nameof(Ptx.LdGlobalNcU16), nameof(PtxGen.LdGlobalNcU16));
         Reg(nameof(Ptx.CpAsyncCommit), nameof(PtxGen.Commit));
         Reg(nameof(Ptx.CpAsyncWait), nameof(PtxGen.Wait));
         return builder;
@@ -334,6 +355,29 @@ internal static class PtxGen
         cmd.AppendArgument(r);
         cmd.AppendArgument(p);
     }
+
+    public static void StGlobalU32(PTXBackend backend, PTXCodeGenerator cg, Value value)
+    {
+        var call = (MethodCall)value;
+        var a = Hw(cg, cg.Load(call[0]));
+        var v = Hw(cg, cg.Load(call[1]));
+        using var cmd = cg.BeginCommand("st.global.u32");
+        cmd.AppendArgumentValue(a);
+        cmd.AppendArgument(v);
+    }
+
+    private static void LdGlobal(PTXCodeGenerator cg, Value value, string instr)
+    {
+        var call = (MethodCall)value;
+        var a = Hw(cg, cg.Load(call[0]));
+        var r = cg.AllocateHardware(value);
+        using var cmd = cg.BeginCommand(instr);
+        cmd.AppendArgument(r);
+        cmd.AppendArgumentValue(a);
+    }
+
+    public static void LdGlobalNcU32(PTXBackend backend, PTXCodeGenerator cg, Value value) => LdGlobal(cg, value, "ld.global.nc.u32");
+    public static void LdGlobalNcU16(PTXBackend backend, PTXCodeGenerator cg, Value value) => LdGlobal(cg, value, "ld.global.nc.u16");
 
     public static void Commit(PTXBackend backend, PTXCodeGenerator cg, Value value) =>
         cg.Command("cp.async.commit_group");

@@ -5,12 +5,12 @@ using FlashDmAttn.Kernels.Forward;
 
 namespace FlashDmAttn.Kernels.TensorCore;
 
-/// <summary>Per-tile arguments of the score transform (this lane's two rows).</summary>
+/// <summary>Per-tile arguments of the score transform (this lane's two rows of one m-tile).</summary>
 public struct ScoreArgs
 {
     public float Scale, ScaleLog2, Cap;
-    public int Plain, HasBias;
-    public long BiasRowA, BiasRowB;
+    /// <summary>Byte addresses of this lane's bias rows (rows past the sequence clamped to its last row).</summary>
+    public ulong BiasA, BiasB;
     /// <summary>Key index of this lane's first column in the tile: k0 + 2·(lane % 4).</summary>
     public int Col0;
 }
@@ -23,29 +23,57 @@ internal static class TcScore
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Max(float a, float b) => a > b ? a : b;
 
-    /// <summary>s·scale → softcap → + bias, in the log2 domain; invisible → −∞ (bias not read).</summary>
+    /// <summary>s·scale → softcap → + bias, in the log2 domain (visibility applied by the caller).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float Elem<TE>(float dot, bool visible, in ScoreArgs sa, ArrayView<ushort> bias, long biasRow, int col)
-        where TE : struct, ITcElem
+    public static float Elem<TF>(float dot, in ScoreArgs sa, float bias, bool hasBias) where TF : struct, ITcFlags
     {
-        if (!visible) return float.NegativeInfinity;
-        if (sa.Plain != 0) return dot * sa.ScaleLog2;
+        if (!TF.Bias && !TF.Softcap) return dot * sa.ScaleLog2;
         float s = dot * sa.Scale;
-        if (sa.Cap > 0f) s = sa.Cap * XMath.Tanh(s / sa.Cap);
-        if (sa.HasBias != 0) s += TE.ToFloat(bias[biasRow + col]);
+        if (TF.Softcap && sa.Cap > 0f) s = sa.Cap * XMath.Tanh(s / sa.Cap);
+        if (TF.Bias && hasBias) s += bias;
         return s * Log2E;
     }
 
-    /// <summary>One n-tile: bits 0..3 = (row A, col), (row A, col+1), (row B, col), (row B, col+1).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static F4 Tile<TE>(F4 v, uint bits, in ScoreArgs sa, ArrayView<ushort> bias, int colOff) where TE : struct, ITcElem
+    private static float Lo<TE>(uint w) where TE : struct, ITcElem => TE.ToFloat((ushort)(w & 0xFFFFu));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Hi<TE>(uint w) where TE : struct, ITcElem => TE.ToFloat((ushort)(w >> 16));
+
+    /// <summary>
+    /// One n-tile: bits 0..3 = (row A, col), (row A, col+1), (row B, col), (row B, col+1); invisible → −∞.
+    /// <paramref name="full"/> (a literal at every call): every element is visible. <paramref name="pre"/>: the bias
+    /// pairs were prefetched as 32-bit words (<paramref name="wa"/>, <paramref name="wb"/>); otherwise the bias of
+    /// invisible elements is not read.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static F4 Tile<TE, TF>(F4 v, uint bits, in ScoreArgs sa, int colOff, bool full, bool hasBias, bool pre, uint wa, uint wb)
+        where TE : struct, ITcElem where TF : struct, ITcFlags
     {
-        int c = sa.Col0 + colOff;
+        float b0 = 0f, b1 = 0f, b2 = 0f, b3 = 0f;
+        if (TF.Bias && hasBias)
+        {
+            if (pre)
+            {
+                b0 = Lo<TE>(wa); b1 = Hi<TE>(wa); b2 = Lo<TE>(wb); b3 = Hi<TE>(wb);
+            }
+            else
+            {
+                ulong cb = (ulong)(2 * (sa.Col0 + colOff));
+                if (full || (bits & 1u) != 0) b0 = TE.ToFloat((ushort)Ptx.LdGlobalNcU16(sa.BiasA + cb));
+                if (full || (bits & 2u) != 0) b1 = TE.ToFloat((ushort)Ptx.LdGlobalNcU16(sa.BiasA + cb + 2));
+                if (full || (bits & 4u) != 0) b2 = TE.ToFloat((ushort)Ptx.LdGlobalNcU16(sa.BiasB + cb));
+                if (full || (bits & 8u) != 0) b3 = TE.ToFloat((ushort)Ptx.LdGlobalNcU16(sa.BiasB + cb + 2));
+            }
+        }
+        float x = Elem<TF>(v.X, sa, b0, hasBias), y = Elem<TF>(v.Y, sa, b1, hasBias);
+        float z = Elem<TF>(v.Z, sa, b2, hasBias), w = Elem<TF>(v.W, sa, b3, hasBias);
+        if (full) return new F4(x, y, z, w);
         return new F4(
-            Elem<TE>(v.X, (bits & 1u) != 0, sa, bias, sa.BiasRowA, c),
-            Elem<TE>(v.Y, (bits & 2u) != 0, sa, bias, sa.BiasRowA, c + 1),
-            Elem<TE>(v.Z, (bits & 4u) != 0, sa, bias, sa.BiasRowB, c),
-            Elem<TE>(v.W, (bits & 8u) != 0, sa, bias, sa.BiasRowB, c + 1));
+            (bits & 1u) != 0 ? x : float.NegativeInfinity,
+            (bits & 2u) != 0 ? y : float.NegativeInfinity,
+            (bits & 4u) != 0 ? z : float.NegativeInfinity,
+            (bits & 8u) != 0 ? w : float.NegativeInfinity);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -65,37 +93,80 @@ internal static class TcScore
     }
 }
 
+/// <summary>Running max and sum of this lane's two rows of one m-tile (log2 domain).</summary>
+public struct MRow { public float MA, MB, LA, LB; }
+
+/// <summary>One m-tile's softmax step: P fragments, the new row state and the rescale factors of O.</summary>
+public struct Smx { public PFrag P; public MRow R; public float AlA, AlB; }
+
 /// <summary>
 /// FlashAttention-2-style forward kernel on mma.sync m16n8k16 (bf16/fp16 in, fp32 accumulate), same semantics as
-/// <see cref="PortableForwardKernel"/>. One group = 4 warps = 64 query rows of one (batch, head); each warp owns 16
-/// rows and keeps S, P and O as register fragments. K/V tiles of Bc keys are double-buffered in dynamic shared
-/// memory and loaded with cp.async (ragged rows zero-filled). The visibility of the next tile (causal band, mask,
-/// lengths) is computed first, one bit per fragment element; a tile that is invisible for all 64 rows
-/// (Group.BarrierOr) is skipped before its K, V or bias is read.
-/// Grid: (ceil(max Lq / 64), Batch·Heads), group 128 threads, shared bytes <see cref="SharedBytes{THd}"/>.
+/// <see cref="PortableForwardKernel"/>. One group = 4 warps = 64·Mt query rows of one (batch, head); each warp owns
+/// Mt m-tiles of 16 rows (every K/V ldmatrix fragment feeds Mt mma) and keeps S, P and O as register fragments.
+/// K/V tiles of Bc keys are double-buffered in dynamic shared memory and loaded with cp.async (ragged rows
+/// zero-filled). Specialised on <typeparamref name="TF"/> (static switch): a feature that is off costs nothing.
+/// Tiles that every row sees whole (no mask, inside the causal band and the lengths) skip the per-element
+/// visibility; the others compute it, one bit per fragment element. With a mask, the visibility of the next tile is
+/// computed first and a tile invisible to every row (Group.BarrierOr) is skipped before its K, V or bias is read.
+/// Grid: (ceil(max Lq / Br), Batch·Heads), group 128 threads, shared bytes <see cref="SharedBytes{THd}"/>.
 /// </summary>
 public static class TensorCoreForwardKernel
 {
-    public const int Rows = 64, Threads = 128;
+    public const int Threads = 128;
 
-    public static int SharedBytes<THd>() where THd : struct, ITcHeadDim => (Rows + 4 * THd.Bc) * THd.RowBytes;
+    /// <summary>Query rows per group.</summary>
+    public static int RowsOf<THd>() where THd : struct, ITcHeadDim => 64 * THd.Mt;
+
+    public static int SharedBytes<THd>() where THd : struct, ITcHeadDim => (64 * THd.Mt + 4 * THd.Bc) * THd.RowBytes;
 
     /// <summary>Visibility bits of this lane's fragment elements of the tile at k0 (bit 4j+e, see TcScore.Tile).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static uint TileBits<THd>(in FwdParams p, in BlockInfo blk, ArrayView<byte> mask, int k0, int kEnd,
-        int rA, long mRowA, long mRowB, int col0) where THd : struct, ITcHeadDim
+    private static uint TileBits<THd, TF>(in FwdParams p, in BlockInfo blk, ArrayView<byte> mask, int k0, int kEnd,
+        int rA, long mRowA, long mRowB, int col0, bool causal, bool hasMask, ulong maskG, bool maskVec,
+        ArrayView<int> seqInfo, int gRow)
+        where THd : struct, ITcHeadDim where TF : struct, ITcFlags
     {
+        if (TF.Mask && hasMask && maskVec && k0 + THd.Bc <= blk.SeqK)
+        {
+            // Byte mask, tile inside the key range: all byte pairs of the tile in flight at once (rows past Lq read
+            // the last row: in bounds, and their geometry bits are 0), then the geometry.
+            int last = blk.SeqQ - 1;
+            long ma = rA < blk.SeqQ ? mRowA : mRowA - (long)(rA - last) * p.MaskStrideQ;
+            long mb = rA + 8 < blk.SeqQ ? mRowB : mRowB - (long)(rA + 8 - last) * p.MaskStrideQ;
+            RowWords w = Frag.LoadWords16<THd>(maskG + (ulong)(ma + k0 + col0), maskG + (ulong)(mb + k0 + col0));
+            return Frag.MaskBits<THd>(w) & TileGeom<THd>(blk, k0, kEnd, rA, col0, causal);
+        }
         uint bits = 0;
+        int diag = blk.SeqK - blk.SeqQ;
         for (int j = 0; j < THd.Bc / 8; j++)
         {
             for (int e = 0; e < 4; e++)
             {
                 int r = rA + ((e & 2) << 2);
                 int c = k0 + 8 * j + col0 + (e & 1);
-                bool vis = r < blk.SeqQ && c < kEnd && MaskBias.CausalVisible(p, blk, r, c);
-                if (vis && p.HasMask != 0)
+                // With gathered keys, c is a key slot: the causal band compares the key it holds.
+                bool vis = r < blk.SeqQ && c < kEnd && (!causal || BlockInfo.KeyAt(p, seqInfo, gRow, c) <= r + diag);
+                if (TF.Mask && hasMask && vis)
                     vis = MaskBias.MaskVisible(p, mask, (e & 2) != 0 ? mRowB : mRowA, c);
                 if (vis) bits |= 1u << (4 * j + e);
+            }
+        }
+        return bits;
+    }
+
+    /// <summary>Visibility bits from the geometry only: rows inside Lq, keys below kEnd, the causal band.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static uint TileGeom<THd>(in BlockInfo blk, int k0, int kEnd, int rA, int col0, bool causal) where THd : struct, ITcHeadDim
+    {
+        uint bits = 0;
+        int diag = blk.SeqK - blk.SeqQ;
+        for (int j = 0; j < THd.Bc / 8; j++)
+        {
+            for (int e = 0; e < 4; e++)
+            {
+                int r = rA + ((e & 2) << 2);
+                int c = k0 + 8 * j + col0 + (e & 1);
+                if (r < blk.SeqQ && c < kEnd && (!causal || c <= r + diag)) bits |= 1u << (4 * j + e);
             }
         }
         return bits;
@@ -104,9 +175,57 @@ public static class TensorCoreForwardKernel
     /// <summary>cp.async of the K and V rows [k0, k0 + Bc) into shared memory; rows at or past kEnd are zero-filled.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void LoadKv<THd>(in FwdParams p, in BlockInfo blk, ArrayView<int> seqInfo, ulong kG, ulong vG,
-        uint kS, uint vS, int k0, int kEnd, int hk, int tid) where THd : struct, ITcHeadDim
+        uint kS, uint vS, int k0, int kEnd, int hk, int tid, int gRow) where THd : struct, ITcHeadDim
     {
         int cpr = THd.D / 8;
+        if (Threads % cpr == 0 && p.Paged == 0 && p.GatherKeys == 0)
+        {
+            // Each thread copies chunk column c of rows r0, r0 + step, ...: per-tile base addresses once, then adds.
+            int step = Threads / cpr;
+            int r0 = tid / cpr, c = tid - r0 * cpr;
+            long row = blk.RowK0 + k0 + r0;
+            ulong kA = kG + (ulong)((blk.Batch * p.KStrideB + row * p.KStrideL + hk * p.KStrideH) * 2 + c * 16);
+            ulong vA = vG + (ulong)((blk.Batch * p.VStrideB + row * p.VStrideL + hk * p.VStrideH) * 2 + c * 16);
+            ulong kStep = (ulong)(step * p.KStrideL * 2), vStep = (ulong)(step * p.VStrideL * 2);
+            uint dst = (uint)(r0 * THd.RowBytes + c * 16);
+            int j = k0 + r0;
+            for (int i = 0; i < THd.Bc / step; i++)
+            {
+                bool ok = j < kEnd;
+                Ptx.CpAsync16(kS + dst, ok ? kA : kG, ok ? 16u : 0u);
+                Ptx.CpAsync16(vS + dst, ok ? vA : vG, ok ? 16u : 0u);
+                kA += kStep;
+                vA += vStep;
+                dst += (uint)(step * THd.RowBytes);
+                j += step;
+            }
+            return;
+        }
+        if (Threads % cpr == 0)
+        {
+            // Gathered keys or paged rows: the same chunk walk, with each row's address from its key.
+            int step = Threads / cpr;
+            int r0 = tid / cpr, c = tid - r0 * cpr;
+            uint dst = (uint)(r0 * THd.RowBytes + c * 16);
+            for (int j = k0 + r0; j < k0 + THd.Bc; j += step)
+            {
+                if (j < kEnd)
+                {
+                    int key = BlockInfo.KeyAt(p, seqInfo, gRow, j);
+                    long ko = blk.KOffset(p, seqInfo, p.KStrideB, p.KStrideL, p.KStrideH, key, hk);
+                    long vo = blk.KOffset(p, seqInfo, p.VStrideB, p.VStrideL, p.VStrideH, key, hk);
+                    Ptx.CpAsync16(kS + dst, kG + (ulong)(ko * 2 + c * 16), 16u);
+                    Ptx.CpAsync16(vS + dst, vG + (ulong)(vo * 2 + c * 16), 16u);
+                }
+                else
+                {
+                    Ptx.CpAsync16(kS + dst, kG, 0u);
+                    Ptx.CpAsync16(vS + dst, vG, 0u);
+                }
+                dst += (uint)(step * THd.RowBytes);
+            }
+            return;
+        }
         for (int e = tid; e < THd.Bc * cpr; e += Threads)
         {
             int r = e / cpr, c = e - r * cpr;
@@ -114,8 +233,9 @@ public static class TensorCoreForwardKernel
             uint dst = (uint)(r * THd.RowBytes + c * 16);
             if (j < kEnd)
             {
-                long ko = blk.KOffset(p, seqInfo, p.KStrideB, p.KStrideL, p.KStrideH, j, hk);
-                long vo = blk.KOffset(p, seqInfo, p.VStrideB, p.VStrideL, p.VStrideH, j, hk);
+                int key = BlockInfo.KeyAt(p, seqInfo, gRow, j); // j itself unless keys are gathered
+                long ko = blk.KOffset(p, seqInfo, p.KStrideB, p.KStrideL, p.KStrideH, key, hk);
+                long vo = blk.KOffset(p, seqInfo, p.VStrideB, p.VStrideL, p.VStrideH, key, hk);
                 Ptx.CpAsync16(kS + dst, kG + (ulong)(ko * 2 + c * 16), 16u);
                 Ptx.CpAsync16(vS + dst, vG + (ulong)(vo * 2 + c * 16), 16u);
             }
@@ -127,18 +247,86 @@ public static class TensorCoreForwardKernel
         }
     }
 
-    public static void Run<TE, THd>(
+    /// <summary>Online-softmax step of one m-tile (scores already in the log2 domain).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Smx Softmax<TE, THd>(SAcc s, MRow r) where TE : struct, ITcElem where THd : struct, ITcHeadDim
+    {
+        F2 mx = Frag.RowMax<THd>(s);
+        mx.A = TcScore.Max(mx.A, Warp.ShuffleXor(mx.A, 1));
+        mx.A = TcScore.Max(mx.A, Warp.ShuffleXor(mx.A, 2));
+        mx.B = TcScore.Max(mx.B, Warp.ShuffleXor(mx.B, 1));
+        mx.B = TcScore.Max(mx.B, Warp.ShuffleXor(mx.B, 2));
+        float nA = TcScore.Max(r.MA, mx.A), nB = TcScore.Max(r.MB, mx.B);
+        var res = new Smx();
+        res.AlA = nA == float.NegativeInfinity ? 1f : Ptx.Ex2(r.MA - nA);
+        res.AlB = nB == float.NegativeInfinity ? 1f : Ptx.Ex2(r.MB - nB);
+        PExp pe = Frag.Exp<TE, THd>(s, nA == float.NegativeInfinity ? 0f : nA, nB == float.NegativeInfinity ? 0f : nB);
+        res.P = pe.P;
+        res.R = new MRow { MA = nA, MB = nB, LA = r.LA * res.AlA + pe.La, LB = r.LB * res.AlB + pe.Lb };
+        return res;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ScoreArgs MakeArgs(in FwdParams p, in BlockInfo blk, ulong biasG, int b, int h, int rA, bool hasBias)
+    {
+        var sa = new ScoreArgs { Scale = p.Scale, ScaleLog2 = p.Scale * TcScore.Log2E, Cap = p.Softcap, Col0 = 0 };
+        if (hasBias)
+        {
+            // Rows past the sequence read the last row's bias (in bounds); their output is never written.
+            int last = blk.SeqQ - 1;
+            int ra = rA < last ? rA : last, rb = rA + 8 < last ? rA + 8 : last;
+            sa.BiasA = biasG + (ulong)(2 * MaskBias.BiasIndex(p, b, h, ra));
+            sa.BiasB = biasG + (ulong)(2 * MaskBias.BiasIndex(p, b, h, rb));
+        }
+        return sa;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Epilogue<TE, THd>(in FwdParams p, in BlockInfo blk, OAcc acc, MRow st, ArrayView<ushort> o,
+        ArrayView<float> lse, ulong oG, bool oVec, int b, int h, int rA, int t)
+        where TE : struct, ITcElem where THd : struct, ITcHeadDim
+    {
+        float lA = st.LA, lB = st.LB;
+        lA += Warp.ShuffleXor(lA, 1);
+        lA += Warp.ShuffleXor(lA, 2);
+        lB += Warp.ShuffleXor(lB, 1);
+        lB += Warp.ShuffleXor(lB, 2);
+        int rB = rA + 8;
+        bool okA = rA < blk.SeqQ, okB = rB < blk.SeqQ;
+        long oA = blk.QOffset(p.OStrideB, p.OStrideL, p.OStrideH, rA, h) + 2 * t;
+        long oB = blk.QOffset(p.OStrideB, p.OStrideL, p.OStrideH, rB, h) + 2 * t;
+        float ia = OnlineSoftmax.Normaliser(lA), ib = OnlineSoftmax.Normaliser(lB);
+        if (oVec)
+            Frag.Store32<TE, THd>(acc, oG + (ulong)(2 * oA), oG + (ulong)(2 * oB), okA, okB, ia, ib);
+        else
+            Frag.Store<TE, THd>(acc, o, oA, oB, okA, okB, ia, ib);
+        if (p.WriteLse != 0 && t == 0)
+        {
+            long lrow = b * p.LseStrideB + h * p.LseStrideH + blk.RowQ0;
+            if (okA) lse[lrow + rA] = lA > 0f ? st.MA * TcScore.Ln2 + XMath.Log(lA) : float.NegativeInfinity;
+            if (okB) lse[lrow + rB] = lB > 0f ? st.MB * TcScore.Ln2 + XMath.Log(lB) : float.NegativeInfinity;
+        }
+    }
+
+    public static void Run<TE, THd, TF>(
         ArrayView<ushort> q, ArrayView<ushort> k, ArrayView<ushort> v, ArrayView<ushort> o,
         ArrayView<ushort> bias, ArrayView<byte> mask, ArrayView<float> lse, ArrayView<int> seqInfo,
         FwdParams p)
         where TE : struct, ITcElem
         where THd : struct, ITcHeadDim
+        where TF : struct, ITcFlags
     {
         var smem = SharedMemory.GetDynamic<Chunk16>();
         uint sBase = Ptx.SharedAddr(ref smem[0]);
         int tid = Group.IdxX;
         int lane = Warp.LaneIdx, warp = tid >> 5;
         int g = lane >> 2, t = lane & 3;
+        int Rows = 64 * THd.Mt;
+
+        // Runtime features inside the static ones ("may have"): both fold to false when the flag is off.
+        bool causal = TF.Causal && p.Causal != 0;
+        bool hasMask = TF.Mask && p.HasMask != 0;
+        bool hasBias = TF.Bias && p.HasBias != 0;
 
         int bh = Grid.IdxY;
         int b = bh / p.Heads, h = bh - b * p.Heads, hk = h / p.HeadGroup;
@@ -169,122 +357,159 @@ public static class TensorCoreForwardKernel
         }
         Ptx.CpAsyncCommit();
 
-        // This lane's rows (A = g, B = g + 8 of the warp's 16) and their mask/bias rows.
-        int rA = q0 + warp * 16 + g, rB = rA + 8;
-        long mRowA = MaskBias.MaskIndex(p, b, h, rA), mRowB = MaskBias.MaskIndex(p, b, h, rB);
-        var sa = new ScoreArgs
+        // This lane's rows: m-tile m covers rows rA_m = q0 + warp·16·Mt + 16·m + g and rA_m + 8.
+        int rA0 = q0 + warp * 16 * THd.Mt + g, rA1 = rA0 + 16;
+        long mRowA0 = 0, mRowB0 = 0, mRowA1 = 0, mRowB1 = 0;
+        if (hasMask)
         {
-            Scale = p.Scale,
-            ScaleLog2 = p.Scale * TcScore.Log2E,
-            Cap = p.Softcap,
-            Plain = p.Softcap > 0f || p.HasBias != 0 ? 0 : 1,
-            HasBias = p.HasBias,
-            BiasRowA = MaskBias.BiasIndex(p, b, h, rA),
-            BiasRowB = MaskBias.BiasIndex(p, b, h, rB),
-            Col0 = 0,
-        };
+            mRowA0 = MaskBias.MaskIndex(p, b, h, rA0); mRowB0 = MaskBias.MaskIndex(p, b, h, rA0 + 8);
+            mRowA1 = MaskBias.MaskIndex(p, b, h, rA1); mRowB1 = MaskBias.MaskIndex(p, b, h, rA1 + 8);
+        }
+        ulong biasG = hasBias ? Ptx.GlobalAddr(ref bias[0]) : 0ul;
+        bool biasVec = hasBias && ((p.BiasStrideB | p.BiasStrideH | p.BiasStrideQ) & 1) == 0 && (biasG & 3ul) == 0;
+        ulong maskG = hasMask ? Ptx.GlobalAddrB(ref mask[0]) : 0ul;
+        bool maskVec = hasMask && p.MaskElemBytes == 1 && ((p.MaskStrideB | p.MaskStrideH | p.MaskStrideQ) & 1) == 0 && (maskG & 1ul) == 0;
+        var sa0 = MakeArgs(p, blk, biasG, b, h, rA0, hasBias);
+        var sa1 = THd.Mt > 1 ? MakeArgs(p, blk, biasG, b, h, rA1, hasBias) : sa0;
 
-        int kEnd = blk.KeyEnd(p, q0 + rows);
+        int diag = blk.SeqK - blk.SeqQ;
+        int kEnd = blk.SeqK;
+        int fullEnd = kEnd; // keys below fullEnd are visible to every row of the group (rows past Lq included)
+        if (causal)
+        {
+            int e1 = q0 + rows + diag;
+            kEnd = e1 < 0 ? 0 : (e1 > blk.SeqK ? blk.SeqK : e1);
+            int e0 = q0 + diag + 1;
+            fullEnd = e0 < 0 ? 0 : (e0 > kEnd ? kEnd : e0);
+        }
+        // Gathered keys (a mask broadcast over queries): walk key slots; the bounds become slot counts.
+        int gRow = blk.GatherRow(p, h);
+        if (p.GatherKeys != 0)
+        {
+            int slots = BlockInfo.KeySlots(p, seqInfo, gRow, 0);
+            kEnd = BlockInfo.SlotsBelow(p, seqInfo, gRow, slots, kEnd);
+            fullEnd = BlockInfo.SlotsBelow(p, seqInfo, gRow, kEnd, fullEnd);
+        }
         int nTiles = (kEnd + THd.Bc - 1) / THd.Bc;
 
-        // First visible tile.
+        // First visible tile (without a mask every tile below nTiles has a visible element).
         int cur = 0;
-        uint curBits = 0;
-        while (cur < nTiles)
+        uint curBits0 = 0, curBits1 = 0;
+        if (hasMask)
         {
-            curBits = TileBits<THd>(p, blk, mask, cur * THd.Bc, kEnd, rA, mRowA, mRowB, 2 * t);
-            if (Group.BarrierOr(curBits != 0)) break;
-            cur++;
+            while (cur < nTiles)
+            {
+                curBits0 = TileBits<THd, TF>(p, blk, mask, cur * THd.Bc, kEnd, rA0, mRowA0, mRowB0, 2 * t, causal, hasMask, maskG, maskVec, seqInfo, gRow);
+                curBits1 = THd.Mt > 1 ? TileBits<THd, TF>(p, blk, mask, cur * THd.Bc, kEnd, rA1, mRowA1, mRowB1, 2 * t, causal, hasMask, maskG, maskVec, seqInfo, gRow) : 0u;
+                if (Group.BarrierOr((curBits0 | curBits1) != 0)) break;
+                cur++;
+            }
         }
         if (cur < nTiles)
-            LoadKv<THd>(p, blk, seqInfo, kG, vG, kv0, kv0 + tileBytes, cur * THd.Bc, kEnd, hk, tid);
+            LoadKv<THd>(p, blk, seqInfo, kG, vG, kv0, kv0 + tileBytes, cur * THd.Bc, kEnd, hk, tid, gRow);
         Ptx.CpAsyncCommit();
 
         // Q fragments (the Q group is complete once at most the K/V group is pending).
         Ptx.CpAsyncWait(1);
         Group.Barrier();
-        uint qLane = qS + (uint)((warp * 16 + (lane & 15)) * rowBytes + (lane >> 4) * 16);
-        QFrag qf = Frag.LoadQ<THd>(qLane);
+        uint qLane0 = qS + (uint)((warp * 16 * THd.Mt + (lane & 15)) * rowBytes + (lane >> 4) * 16);
+        uint qLane1 = qLane0 + (uint)(16 * rowBytes);
+        QFrag qf0 = Frag.LoadQ<THd>(qLane0);
+        QFrag qf1 = THd.Mt > 1 ? Frag.LoadQ<THd>(qLane1) : default;
 
         uint kLaneOff = (uint)((((lane >> 4) << 3) + (lane & 7)) * rowBytes + ((lane >> 3) & 1) * 16);
         uint vLaneOff = (uint)(((((lane >> 3) & 1) << 3) + (lane & 7)) * rowBytes + (lane >> 4) * 16);
 
-        float mA = float.NegativeInfinity, mB = float.NegativeInfinity, lA = 0f, lB = 0f;
-        OAcc acc = default;
+        var neg = new MRow { MA = float.NegativeInfinity, MB = float.NegativeInfinity, LA = 0f, LB = 0f };
+        MRow st0 = neg, st1 = neg;
+        OAcc2 acc = default;
         int buf = 0;
         while (cur < nTiles)
         {
-            // Visibility of the next visible tile, then its K/V loads into the other buffer.
+            // With a mask: visibility of the next visible tile. Then its K/V loads into the other buffer.
             int nxt = cur + 1;
-            uint nxtBits = 0;
-            while (nxt < nTiles)
+            uint nxtBits0 = 0, nxtBits1 = 0;
+            if (hasMask)
             {
-                nxtBits = TileBits<THd>(p, blk, mask, nxt * THd.Bc, kEnd, rA, mRowA, mRowB, 2 * t);
-                if (Group.BarrierOr(nxtBits != 0)) break;
-                nxt++;
+                while (nxt < nTiles)
+                {
+                    nxtBits0 = TileBits<THd, TF>(p, blk, mask, nxt * THd.Bc, kEnd, rA0, mRowA0, mRowB0, 2 * t, causal, hasMask, maskG, maskVec, seqInfo, gRow);
+                    nxtBits1 = THd.Mt > 1 ? TileBits<THd, TF>(p, blk, mask, nxt * THd.Bc, kEnd, rA1, mRowA1, mRowB1, 2 * t, causal, hasMask, maskG, maskVec, seqInfo, gRow) : 0u;
+                    if (Group.BarrierOr((nxtBits0 | nxtBits1) != 0)) break;
+                    nxt++;
+                }
             }
             uint kCur = kv0 + (uint)buf * 2u * tileBytes;
             uint kNxt = kv0 + (uint)(buf ^ 1) * 2u * tileBytes;
             if (nxt < nTiles)
-                LoadKv<THd>(p, blk, seqInfo, kG, vG, kNxt, kNxt + tileBytes, nxt * THd.Bc, kEnd, hk, tid);
+                LoadKv<THd>(p, blk, seqInfo, kG, vG, kNxt, kNxt + tileBytes, nxt * THd.Bc, kEnd, hk, tid, gRow);
             Ptx.CpAsyncCommit();
+
+            // Bias of a tile inside the key range: 32-bit pairs, issued now so that Q·Kᵀ hides their latency
+            // (rows past Lq read the last row; invisible elements are read but not used).
+            int k0 = cur * THd.Bc;
+            bool pre = biasVec && k0 + THd.Bc <= blk.SeqK;
+            RowWords bw0 = default, bw1 = default;
+            if (pre)
+            {
+                ulong cb = (ulong)(2 * (k0 + 2 * t));
+                bw0 = Frag.LoadWords32<THd>(sa0.BiasA + cb, sa0.BiasB + cb);
+                if (THd.Mt > 1) bw1 = Frag.LoadWords32<THd>(sa1.BiasA + cb, sa1.BiasB + cb);
+            }
             Ptx.CpAsyncWait(1);
             Group.Barrier();
 
-            // S = Q·Kᵀ.
+            // S = Q·Kᵀ for the warp's m-tiles.
             uint kA = kCur + kLaneOff;
-            SAcc s;
-            if (THd.QInRegs)
+            SAcc2 s = THd.QInRegs ? Frag.QkRegs2<TE, THd>(qf0, qf1, kA) : Frag.QkSmem2<TE, THd>(qLane0, qLane1, kA);
+
+            // Scores (log2 domain): whole tiles skip the per-element visibility.
+            sa0.Col0 = k0 + 2 * t;
+            sa1.Col0 = k0 + 2 * t;
+            bool full = !hasMask && k0 + THd.Bc <= fullEnd;
+            if (full)
             {
-                s = Frag.QkRegs<TE, THd>(qf, kA);
+                s.A = Frag.Scores<TE, THd, TF>(s.A, 0xFFFFFFFFu, sa0, true, hasBias, pre, bw0);
+                if (THd.Mt > 1) s.B = Frag.Scores<TE, THd, TF>(s.B, 0xFFFFFFFFu, sa1, true, hasBias, pre, bw1);
             }
             else
             {
-                s = default;
-                for (int kk = 0; kk < THd.D / 16; kk++)
-                    s = Frag.QkStep<TE, THd>(s, Ptx.LdMatrixX4(qLane + (uint)(kk * 32)), kA + (uint)(kk * 32));
+                if (!hasMask)
+                {
+                    curBits0 = TileBits<THd, TF>(p, blk, mask, k0, kEnd, rA0, mRowA0, mRowB0, 2 * t, causal, hasMask, maskG, maskVec, seqInfo, gRow);
+                    curBits1 = THd.Mt > 1 ? TileBits<THd, TF>(p, blk, mask, k0, kEnd, rA1, mRowA1, mRowB1, 2 * t, causal, hasMask, maskG, maskVec, seqInfo, gRow) : 0u;
+                }
+                s.A = Frag.Scores<TE, THd, TF>(s.A, curBits0, sa0, false, hasBias, pre, bw0);
+                if (THd.Mt > 1) s.B = Frag.Scores<TE, THd, TF>(s.B, curBits1, sa1, false, hasBias, pre, bw1);
             }
 
-            // Scores, online softmax (log2 domain), P·V.
-            sa.Col0 = cur * THd.Bc + 2 * t;
-            s = Frag.Scores<TE, THd>(s, curBits, sa, bias);
-            F2 mx = Frag.RowMax<THd>(s);
-            mx.A = TcScore.Max(mx.A, Warp.ShuffleXor(mx.A, 1));
-            mx.A = TcScore.Max(mx.A, Warp.ShuffleXor(mx.A, 2));
-            mx.B = TcScore.Max(mx.B, Warp.ShuffleXor(mx.B, 1));
-            mx.B = TcScore.Max(mx.B, Warp.ShuffleXor(mx.B, 2));
-            float nA = TcScore.Max(mA, mx.A), nB = TcScore.Max(mB, mx.B);
-            float alphaA = nA == float.NegativeInfinity ? 1f : Ptx.Ex2(mA - nA);
-            float alphaB = nB == float.NegativeInfinity ? 1f : Ptx.Ex2(mB - nB);
-            PExp pe = Frag.Exp<TE, THd>(s, nA == float.NegativeInfinity ? 0f : nA, nB == float.NegativeInfinity ? 0f : nB);
-            lA = lA * alphaA + pe.La;
-            lB = lB * alphaB + pe.Lb;
-            mA = nA;
-            mB = nB;
-            acc = Frag.Rescale<THd>(acc, alphaA, alphaB);
-            acc = Frag.Pv<TE, THd>(acc, pe.P, kCur + tileBytes + vLaneOff);
+            // Online softmax, then O = O·α + P·V.
+            Smx x0 = Softmax<TE, THd>(s.A, st0);
+            st0 = x0.R;
+            acc.A = Frag.Rescale<THd>(acc.A, x0.AlA, x0.AlB);
+            PFrag p1 = default;
+            if (THd.Mt > 1)
+            {
+                Smx x1 = Softmax<TE, THd>(s.B, st1);
+                st1 = x1.R;
+                acc.B = Frag.Rescale<THd>(acc.B, x1.AlA, x1.AlB);
+                p1 = x1.P;
+            }
+            acc = Frag.Pv2<TE, THd>(acc, x0.P, p1, kCur + tileBytes + vLaneOff);
 
             Group.Barrier(); // all warps are done with this buffer before it is refilled
             cur = nxt;
-            curBits = nxtBits;
+            curBits0 = nxtBits0;
+            curBits1 = nxtBits1;
             buf ^= 1;
         }
         Ptx.CpAsyncWait(0);
 
         // Epilogue: row sums across the quad, normalise, write; empty rows give 0 and LSE −∞.
-        lA += Warp.ShuffleXor(lA, 1);
-        lA += Warp.ShuffleXor(lA, 2);
-        lB += Warp.ShuffleXor(lB, 1);
-        lB += Warp.ShuffleXor(lB, 2);
-        bool okA = rA < blk.SeqQ, okB = rB < blk.SeqQ;
-        long oA = blk.QOffset(p.OStrideB, p.OStrideL, p.OStrideH, rA, h) + 2 * t;
-        long oB = blk.QOffset(p.OStrideB, p.OStrideL, p.OStrideH, rB, h) + 2 * t;
-        Frag.Store<TE, THd>(acc, o, oA, oB, okA, okB, OnlineSoftmax.Normaliser(lA), OnlineSoftmax.Normaliser(lB));
-        if (p.WriteLse != 0 && t == 0)
-        {
-            long lrow = b * p.LseStrideB + h * p.LseStrideH + blk.RowQ0;
-            if (okA) lse[lrow + rA] = lA > 0f ? mA * TcScore.Ln2 + XMath.Log(lA) : float.NegativeInfinity;
-            if (okB) lse[lrow + rB] = lB > 0f ? mB * TcScore.Ln2 + XMath.Log(lB) : float.NegativeInfinity;
-        }
+        ulong oG = Ptx.GlobalAddr(ref o[0]);
+        bool oVec = ((p.OStrideB | p.OStrideL | p.OStrideH) & 1) == 0 && (oG & 3ul) == 0;
+        Epilogue<TE, THd>(p, blk, acc.A, st0, o, lse, oG, oVec, b, h, rA0, t);
+        if (THd.Mt > 1)
+            Epilogue<TE, THd>(p, blk, acc.B, st1, o, lse, oG, oVec, b, h, rA1, t);
     }
 }

@@ -28,6 +28,19 @@ public struct OAcc
     public F4 O0, O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12, O13, O14, O15, O16, O17, O18, O19, O20, O21, O22, O23, O24, O25, O26, O27, O28, O29, O30, O31;
 }
 
+/// <summary>Score accumulators of a warp's Mt m-tiles (B unused when Mt = 1).</summary>
+public struct SAcc2 { public SAcc A, B; }
+
+/// <summary>Output accumulators of a warp's Mt m-tiles (B unused when Mt = 1).</summary>
+public struct OAcc2 { public OAcc A, B; }
+
+/// <summary>Prefetched 32-bit words of this lane's two rows per 8-key n-tile (bias pairs or mask byte pairs).</summary>
+public struct RowWords
+{
+    public uint A0, A1, A2, A3, A4, A5, A6, A7;
+    public uint B0, B1, B2, B3, B4, B5, B6, B7;
+}
+
 /// <summary>Two floats (one per row of a lane: g and g+8).</summary>
 public struct F2 { public float A, B; }
 
@@ -101,16 +114,16 @@ internal static class Frag
 
     /// <summary>Applies scale/softcap/bias/visibility to every score (log2 domain) and returns the per-row maxima of this lane.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static SAcc Scores<TE, THd>(SAcc s, uint bits, in ScoreArgs sa, ArrayView<ushort> bias) where TE : struct, ITcElem where THd : struct, ITcHeadDim
+    public static SAcc Scores<TE, THd, TF>(SAcc s, uint bits, in ScoreArgs sa, bool full, bool hasBias, bool pre, RowWords bw) where TE : struct, ITcElem where THd : struct, ITcHeadDim where TF : struct, ITcFlags
     {
-        if (THd.Bc > 0) s.S0 = TcScore.Tile<TE>(s.S0, bits >> 0, sa, bias, 0);
-        if (THd.Bc > 8) s.S1 = TcScore.Tile<TE>(s.S1, bits >> 4, sa, bias, 8);
-        if (THd.Bc > 16) s.S2 = TcScore.Tile<TE>(s.S2, bits >> 8, sa, bias, 16);
-        if (THd.Bc > 24) s.S3 = TcScore.Tile<TE>(s.S3, bits >> 12, sa, bias, 24);
-        if (THd.Bc > 32) s.S4 = TcScore.Tile<TE>(s.S4, bits >> 16, sa, bias, 32);
-        if (THd.Bc > 40) s.S5 = TcScore.Tile<TE>(s.S5, bits >> 20, sa, bias, 40);
-        if (THd.Bc > 48) s.S6 = TcScore.Tile<TE>(s.S6, bits >> 24, sa, bias, 48);
-        if (THd.Bc > 56) s.S7 = TcScore.Tile<TE>(s.S7, bits >> 28, sa, bias, 56);
+        if (THd.Bc > 0) s.S0 = TcScore.Tile<TE, TF>(s.S0, bits >> 0, sa, 0, full, hasBias, pre, bw.A0, bw.B0);
+        if (THd.Bc > 8) s.S1 = TcScore.Tile<TE, TF>(s.S1, bits >> 4, sa, 8, full, hasBias, pre, bw.A1, bw.B1);
+        if (THd.Bc > 16) s.S2 = TcScore.Tile<TE, TF>(s.S2, bits >> 8, sa, 16, full, hasBias, pre, bw.A2, bw.B2);
+        if (THd.Bc > 24) s.S3 = TcScore.Tile<TE, TF>(s.S3, bits >> 12, sa, 24, full, hasBias, pre, bw.A3, bw.B3);
+        if (THd.Bc > 32) s.S4 = TcScore.Tile<TE, TF>(s.S4, bits >> 16, sa, 32, full, hasBias, pre, bw.A4, bw.B4);
+        if (THd.Bc > 40) s.S5 = TcScore.Tile<TE, TF>(s.S5, bits >> 20, sa, 40, full, hasBias, pre, bw.A5, bw.B5);
+        if (THd.Bc > 48) s.S6 = TcScore.Tile<TE, TF>(s.S6, bits >> 24, sa, 48, full, hasBias, pre, bw.A6, bw.B6);
+        if (THd.Bc > 56) s.S7 = TcScore.Tile<TE, TF>(s.S7, bits >> 28, sa, 56, full, hasBias, pre, bw.A7, bw.B7);
         return s;
     }
 
@@ -357,5 +370,293 @@ internal static class Frag
         if (THd.D > 232) TcScore.StorePair<TE>(o.O29, dst, offA + 232, offB + 232, okA, okB, ia, ib);
         if (THd.D > 240) TcScore.StorePair<TE>(o.O30, dst, offA + 240, offB + 240, okA, okB, ia, ib);
         if (THd.D > 248) TcScore.StorePair<TE>(o.O31, dst, offA + 248, offB + 248, okA, okB, ia, ib);
+    }
+    /// <summary>S += Q[m-tiles, 16-wide k step] · K[Bc keys]ᵀ; each K fragment feeds both m-tiles.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static SAcc2 QkStep2<TE, THd>(SAcc2 s, U4 a0, U4 a1, uint kAddr) where TE : struct, ITcElem where THd : struct, ITcHeadDim
+    {
+        if (THd.Bc > 0)
+        {
+            U4 b = Ptx.LdMatrixX4(kAddr + (uint)(0 * THd.RowBytes));
+            s.A.S0 = TE.Mma(a0, new U2(b.X, b.Y), s.A.S0);
+            s.A.S1 = TE.Mma(a0, new U2(b.Z, b.W), s.A.S1);
+            if (THd.Mt > 1) { s.B.S0 = TE.Mma(a1, new U2(b.X, b.Y), s.B.S0); s.B.S1 = TE.Mma(a1, new U2(b.Z, b.W), s.B.S1); }
+        }
+        if (THd.Bc > 16)
+        {
+            U4 b = Ptx.LdMatrixX4(kAddr + (uint)(16 * THd.RowBytes));
+            s.A.S2 = TE.Mma(a0, new U2(b.X, b.Y), s.A.S2);
+            s.A.S3 = TE.Mma(a0, new U2(b.Z, b.W), s.A.S3);
+            if (THd.Mt > 1) { s.B.S2 = TE.Mma(a1, new U2(b.X, b.Y), s.B.S2); s.B.S3 = TE.Mma(a1, new U2(b.Z, b.W), s.B.S3); }
+        }
+        if (THd.Bc > 32)
+        {
+            U4 b = Ptx.LdMatrixX4(kAddr + (uint)(32 * THd.RowBytes));
+            s.A.S4 = TE.Mma(a0, new U2(b.X, b.Y), s.A.S4);
+            s.A.S5 = TE.Mma(a0, new U2(b.Z, b.W), s.A.S5);
+            if (THd.Mt > 1) { s.B.S4 = TE.Mma(a1, new U2(b.X, b.Y), s.B.S4); s.B.S5 = TE.Mma(a1, new U2(b.Z, b.W), s.B.S5); }
+        }
+        if (THd.Bc > 48)
+        {
+            U4 b = Ptx.LdMatrixX4(kAddr + (uint)(48 * THd.RowBytes));
+            s.A.S6 = TE.Mma(a0, new U2(b.X, b.Y), s.A.S6);
+            s.A.S7 = TE.Mma(a0, new U2(b.Z, b.W), s.A.S7);
+            if (THd.Mt > 1) { s.B.S6 = TE.Mma(a1, new U2(b.X, b.Y), s.B.S6); s.B.S7 = TE.Mma(a1, new U2(b.Z, b.W), s.B.S7); }
+        }
+        return s;
+    }
+
+    /// <summary>S = Q · Kᵀ for the warp's m-tiles, Q fragments in registers.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static SAcc2 QkRegs2<TE, THd>(QFrag q0, QFrag q1, uint kAddr) where TE : struct, ITcElem where THd : struct, ITcHeadDim
+    {
+        SAcc2 s = default;
+        if (THd.D > 0) s = QkStep2<TE, THd>(s, q0.Q0, q1.Q0, kAddr + 0u);
+        if (THd.D > 16) s = QkStep2<TE, THd>(s, q0.Q1, q1.Q1, kAddr + 32u);
+        if (THd.D > 32) s = QkStep2<TE, THd>(s, q0.Q2, q1.Q2, kAddr + 64u);
+        if (THd.D > 48) s = QkStep2<TE, THd>(s, q0.Q3, q1.Q3, kAddr + 96u);
+        if (THd.D > 64) s = QkStep2<TE, THd>(s, q0.Q4, q1.Q4, kAddr + 128u);
+        if (THd.D > 80) s = QkStep2<TE, THd>(s, q0.Q5, q1.Q5, kAddr + 160u);
+        if (THd.D > 96) s = QkStep2<TE, THd>(s, q0.Q6, q1.Q6, kAddr + 192u);
+        if (THd.D > 112) s = QkStep2<TE, THd>(s, q0.Q7, q1.Q7, kAddr + 224u);
+        return s;
+    }
+
+    /// <summary>S = Q · Kᵀ for the warp's m-tiles, Q fragments re-read from shared memory (qAddr0/1: this lane's row address per m-tile).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static SAcc2 QkSmem2<TE, THd>(uint qAddr0, uint qAddr1, uint kAddr) where TE : struct, ITcElem where THd : struct, ITcHeadDim
+    {
+        SAcc2 s = default;
+        if (THd.D > 0) s = QkStep2<TE, THd>(s, Ptx.LdMatrixX4(qAddr0 + 0u), THd.Mt > 1 ? Ptx.LdMatrixX4(qAddr1 + 0u) : default, kAddr + 0u);
+        if (THd.D > 16) s = QkStep2<TE, THd>(s, Ptx.LdMatrixX4(qAddr0 + 32u), THd.Mt > 1 ? Ptx.LdMatrixX4(qAddr1 + 32u) : default, kAddr + 32u);
+        if (THd.D > 32) s = QkStep2<TE, THd>(s, Ptx.LdMatrixX4(qAddr0 + 64u), THd.Mt > 1 ? Ptx.LdMatrixX4(qAddr1 + 64u) : default, kAddr + 64u);
+        if (THd.D > 48) s = QkStep2<TE, THd>(s, Ptx.LdMatrixX4(qAddr0 + 96u), THd.Mt > 1 ? Ptx.LdMatrixX4(qAddr1 + 96u) : default, kAddr + 96u);
+        if (THd.D > 64) s = QkStep2<TE, THd>(s, Ptx.LdMatrixX4(qAddr0 + 128u), THd.Mt > 1 ? Ptx.LdMatrixX4(qAddr1 + 128u) : default, kAddr + 128u);
+        if (THd.D > 80) s = QkStep2<TE, THd>(s, Ptx.LdMatrixX4(qAddr0 + 160u), THd.Mt > 1 ? Ptx.LdMatrixX4(qAddr1 + 160u) : default, kAddr + 160u);
+        if (THd.D > 96) s = QkStep2<TE, THd>(s, Ptx.LdMatrixX4(qAddr0 + 192u), THd.Mt > 1 ? Ptx.LdMatrixX4(qAddr1 + 192u) : default, kAddr + 192u);
+        if (THd.D > 112) s = QkStep2<TE, THd>(s, Ptx.LdMatrixX4(qAddr0 + 224u), THd.Mt > 1 ? Ptx.LdMatrixX4(qAddr1 + 224u) : default, kAddr + 224u);
+        if (THd.D > 128) s = QkStep2<TE, THd>(s, Ptx.LdMatrixX4(qAddr0 + 256u), THd.Mt > 1 ? Ptx.LdMatrixX4(qAddr1 + 256u) : default, kAddr + 256u);
+        if (THd.D > 144) s = QkStep2<TE, THd>(s, Ptx.LdMatrixX4(qAddr0 + 288u), THd.Mt > 1 ? Ptx.LdMatrixX4(qAddr1 + 288u) : default, kAddr + 288u);
+        if (THd.D > 160) s = QkStep2<TE, THd>(s, Ptx.LdMatrixX4(qAddr0 + 320u), THd.Mt > 1 ? Ptx.LdMatrixX4(qAddr1 + 320u) : default, kAddr + 320u);
+        if (THd.D > 176) s = QkStep2<TE, THd>(s, Ptx.LdMatrixX4(qAddr0 + 352u), THd.Mt > 1 ? Ptx.LdMatrixX4(qAddr1 + 352u) : default, kAddr + 352u);
+        if (THd.D > 192) s = QkStep2<TE, THd>(s, Ptx.LdMatrixX4(qAddr0 + 384u), THd.Mt > 1 ? Ptx.LdMatrixX4(qAddr1 + 384u) : default, kAddr + 384u);
+        if (THd.D > 208) s = QkStep2<TE, THd>(s, Ptx.LdMatrixX4(qAddr0 + 416u), THd.Mt > 1 ? Ptx.LdMatrixX4(qAddr1 + 416u) : default, kAddr + 416u);
+        if (THd.D > 224) s = QkStep2<TE, THd>(s, Ptx.LdMatrixX4(qAddr0 + 448u), THd.Mt > 1 ? Ptx.LdMatrixX4(qAddr1 + 448u) : default, kAddr + 448u);
+        if (THd.D > 240) s = QkStep2<TE, THd>(s, Ptx.LdMatrixX4(qAddr0 + 480u), THd.Mt > 1 ? Ptx.LdMatrixX4(qAddr1 + 480u) : default, kAddr + 480u);
+        return s;
+    }
+
+    /// <summary>O += P[m-tiles, 16-key k step] · V[16 keys, D]; each V fragment feeds both m-tiles.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static OAcc2 PvStep2<TE, THd>(OAcc2 o, U4 p0, U4 p1, uint vAddr) where TE : struct, ITcElem where THd : struct, ITcHeadDim
+    {
+        if (THd.D > 0)
+        {
+            U4 b = Ptx.LdMatrixX4Trans(vAddr + 0u);
+            o.A.O0 = TE.Mma(p0, new U2(b.X, b.Y), o.A.O0);
+            o.A.O1 = TE.Mma(p0, new U2(b.Z, b.W), o.A.O1);
+            if (THd.Mt > 1) { o.B.O0 = TE.Mma(p1, new U2(b.X, b.Y), o.B.O0); o.B.O1 = TE.Mma(p1, new U2(b.Z, b.W), o.B.O1); }
+        }
+        if (THd.D > 16)
+        {
+            U4 b = Ptx.LdMatrixX4Trans(vAddr + 32u);
+            o.A.O2 = TE.Mma(p0, new U2(b.X, b.Y), o.A.O2);
+            o.A.O3 = TE.Mma(p0, new U2(b.Z, b.W), o.A.O3);
+            if (THd.Mt > 1) { o.B.O2 = TE.Mma(p1, new U2(b.X, b.Y), o.B.O2); o.B.O3 = TE.Mma(p1, new U2(b.Z, b.W), o.B.O3); }
+        }
+        if (THd.D > 32)
+        {
+            U4 b = Ptx.LdMatrixX4Trans(vAddr + 64u);
+            o.A.O4 = TE.Mma(p0, new U2(b.X, b.Y), o.A.O4);
+            o.A.O5 = TE.Mma(p0, new U2(b.Z, b.W), o.A.O5);
+            if (THd.Mt > 1) { o.B.O4 = TE.Mma(p1, new U2(b.X, b.Y), o.B.O4); o.B.O5 = TE.Mma(p1, new U2(b.Z, b.W), o.B.O5); }
+        }
+        if (THd.D > 48)
+        {
+            U4 b = Ptx.LdMatrixX4Trans(vAddr + 96u);
+            o.A.O6 = TE.Mma(p0, new U2(b.X, b.Y), o.A.O6);
+            o.A.O7 = TE.Mma(p0, new U2(b.Z, b.W), o.A.O7);
+            if (THd.Mt > 1) { o.B.O6 = TE.Mma(p1, new U2(b.X, b.Y), o.B.O6); o.B.O7 = TE.Mma(p1, new U2(b.Z, b.W), o.B.O7); }
+        }
+        if (THd.D > 64)
+        {
+            U4 b = Ptx.LdMatrixX4Trans(vAddr + 128u);
+            o.A.O8 = TE.Mma(p0, new U2(b.X, b.Y), o.A.O8);
+            o.A.O9 = TE.Mma(p0, new U2(b.Z, b.W), o.A.O9);
+            if (THd.Mt > 1) { o.B.O8 = TE.Mma(p1, new U2(b.X, b.Y), o.B.O8); o.B.O9 = TE.Mma(p1, new U2(b.Z, b.W), o.B.O9); }
+        }
+        if (THd.D > 80)
+        {
+            U4 b = Ptx.LdMatrixX4Trans(vAddr + 160u);
+            o.A.O10 = TE.Mma(p0, new U2(b.X, b.Y), o.A.O10);
+            o.A.O11 = TE.Mma(p0, new U2(b.Z, b.W), o.A.O11);
+            if (THd.Mt > 1) { o.B.O10 = TE.Mma(p1, new U2(b.X, b.Y), o.B.O10); o.B.O11 = TE.Mma(p1, new U2(b.Z, b.W), o.B.O11); }
+        }
+        if (THd.D > 96)
+        {
+            U4 b = Ptx.LdMatrixX4Trans(vAddr + 192u);
+            o.A.O12 = TE.Mma(p0, new U2(b.X, b.Y), o.A.O12);
+            o.A.O13 = TE.Mma(p0, new U2(b.Z, b.W), o.A.O13);
+            if (THd.Mt > 1) { o.B.O12 = TE.Mma(p1, new U2(b.X, b.Y), o.B.O12); o.B.O13 = TE.Mma(p1, new U2(b.Z, b.W), o.B.O13); }
+        }
+        if (THd.D > 112)
+        {
+            U4 b = Ptx.LdMatrixX4Trans(vAddr + 224u);
+            o.A.O14 = TE.Mma(p0, new U2(b.X, b.Y), o.A.O14);
+            o.A.O15 = TE.Mma(p0, new U2(b.Z, b.W), o.A.O15);
+            if (THd.Mt > 1) { o.B.O14 = TE.Mma(p1, new U2(b.X, b.Y), o.B.O14); o.B.O15 = TE.Mma(p1, new U2(b.Z, b.W), o.B.O15); }
+        }
+        if (THd.D > 128)
+        {
+            U4 b = Ptx.LdMatrixX4Trans(vAddr + 256u);
+            o.A.O16 = TE.Mma(p0, new U2(b.X, b.Y), o.A.O16);
+            o.A.O17 = TE.Mma(p0, new U2(b.Z, b.W), o.A.O17);
+            if (THd.Mt > 1) { o.B.O16 = TE.Mma(p1, new U2(b.X, b.Y), o.B.O16); o.B.O17 = TE.Mma(p1, new U2(b.Z, b.W), o.B.O17); }
+        }
+        if (THd.D > 144)
+        {
+            U4 b = Ptx.LdMatrixX4Trans(vAddr + 288u);
+            o.A.O18 = TE.Mma(p0, new U2(b.X, b.Y), o.A.O18);
+            o.A.O19 = TE.Mma(p0, new U2(b.Z, b.W), o.A.O19);
+            if (THd.Mt > 1) { o.B.O18 = TE.Mma(p1, new U2(b.X, b.Y), o.B.O18); o.B.O19 = TE.Mma(p1, new U2(b.Z, b.W), o.B.O19); }
+        }
+        if (THd.D > 160)
+        {
+            U4 b = Ptx.LdMatrixX4Trans(vAddr + 320u);
+            o.A.O20 = TE.Mma(p0, new U2(b.X, b.Y), o.A.O20);
+            o.A.O21 = TE.Mma(p0, new U2(b.Z, b.W), o.A.O21);
+            if (THd.Mt > 1) { o.B.O20 = TE.Mma(p1, new U2(b.X, b.Y), o.B.O20); o.B.O21 = TE.Mma(p1, new U2(b.Z, b.W), o.B.O21); }
+        }
+        if (THd.D > 176)
+        {
+            U4 b = Ptx.LdMatrixX4Trans(vAddr + 352u);
+            o.A.O22 = TE.Mma(p0, new U2(b.X, b.Y), o.A.O22);
+            o.A.O23 = TE.Mma(p0, new U2(b.Z, b.W), o.A.O23);
+            if (THd.Mt > 1) { o.B.O22 = TE.Mma(p1, new U2(b.X, b.Y), o.B.O22); o.B.O23 = TE.Mma(p1, new U2(b.Z, b.W), o.B.O23); }
+        }
+        if (THd.D > 192)
+        {
+            U4 b = Ptx.LdMatrixX4Trans(vAddr + 384u);
+            o.A.O24 = TE.Mma(p0, new U2(b.X, b.Y), o.A.O24);
+            o.A.O25 = TE.Mma(p0, new U2(b.Z, b.W), o.A.O25);
+            if (THd.Mt > 1) { o.B.O24 = TE.Mma(p1, new U2(b.X, b.Y), o.B.O24); o.B.O25 = TE.Mma(p1, new U2(b.Z, b.W), o.B.O25); }
+        }
+        if (THd.D > 208)
+        {
+            U4 b = Ptx.LdMatrixX4Trans(vAddr + 416u);
+            o.A.O26 = TE.Mma(p0, new U2(b.X, b.Y), o.A.O26);
+            o.A.O27 = TE.Mma(p0, new U2(b.Z, b.W), o.A.O27);
+            if (THd.Mt > 1) { o.B.O26 = TE.Mma(p1, new U2(b.X, b.Y), o.B.O26); o.B.O27 = TE.Mma(p1, new U2(b.Z, b.W), o.B.O27); }
+        }
+        if (THd.D > 224)
+        {
+            U4 b = Ptx.LdMatrixX4Trans(vAddr + 448u);
+            o.A.O28 = TE.Mma(p0, new U2(b.X, b.Y), o.A.O28);
+            o.A.O29 = TE.Mma(p0, new U2(b.Z, b.W), o.A.O29);
+            if (THd.Mt > 1) { o.B.O28 = TE.Mma(p1, new U2(b.X, b.Y), o.B.O28); o.B.O29 = TE.Mma(p1, new U2(b.Z, b.W), o.B.O29); }
+        }
+        if (THd.D > 240)
+        {
+            U4 b = Ptx.LdMatrixX4Trans(vAddr + 480u);
+            o.A.O30 = TE.Mma(p0, new U2(b.X, b.Y), o.A.O30);
+            o.A.O31 = TE.Mma(p0, new U2(b.Z, b.W), o.A.O31);
+            if (THd.Mt > 1) { o.B.O30 = TE.Mma(p1, new U2(b.X, b.Y), o.B.O30); o.B.O31 = TE.Mma(p1, new U2(b.Z, b.W), o.B.O31); }
+        }
+        return o;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static OAcc2 Pv2<TE, THd>(OAcc2 o, PFrag p0, PFrag p1, uint vAddr) where TE : struct, ITcElem where THd : struct, ITcHeadDim
+    {
+        if (THd.Bc > 0) o = PvStep2<TE, THd>(o, p0.P0, p1.P0, vAddr + (uint)(0 * THd.RowBytes));
+        if (THd.Bc > 16) o = PvStep2<TE, THd>(o, p0.P1, p1.P1, vAddr + (uint)(16 * THd.RowBytes));
+        if (THd.Bc > 32) o = PvStep2<TE, THd>(o, p0.P2, p1.P2, vAddr + (uint)(32 * THd.RowBytes));
+        if (THd.Bc > 48) o = PvStep2<TE, THd>(o, p0.P3, p1.P3, vAddr + (uint)(48 * THd.RowBytes));
+        return o;
+    }
+
+    /// <summary>Writes the normalised output of this lane's two rows as packed 32-bit stores (addrA/B: byte address of column 2·(lane % 4)).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Store32<TE, THd>(OAcc o, ulong addrA, ulong addrB, bool okA, bool okB, float ia, float ib) where TE : struct, ITcElem where THd : struct, ITcHeadDim
+    {
+        if (THd.D > 0) { if (okA) Ptx.StGlobalU32(addrA + 0ul, TE.Pack(o.O0.X * ia, o.O0.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 0ul, TE.Pack(o.O0.Z * ib, o.O0.W * ib)); }
+        if (THd.D > 8) { if (okA) Ptx.StGlobalU32(addrA + 16ul, TE.Pack(o.O1.X * ia, o.O1.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 16ul, TE.Pack(o.O1.Z * ib, o.O1.W * ib)); }
+        if (THd.D > 16) { if (okA) Ptx.StGlobalU32(addrA + 32ul, TE.Pack(o.O2.X * ia, o.O2.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 32ul, TE.Pack(o.O2.Z * ib, o.O2.W * ib)); }
+        if (THd.D > 24) { if (okA) Ptx.StGlobalU32(addrA + 48ul, TE.Pack(o.O3.X * ia, o.O3.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 48ul, TE.Pack(o.O3.Z * ib, o.O3.W * ib)); }
+        if (THd.D > 32) { if (okA) Ptx.StGlobalU32(addrA + 64ul, TE.Pack(o.O4.X * ia, o.O4.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 64ul, TE.Pack(o.O4.Z * ib, o.O4.W * ib)); }
+        if (THd.D > 40) { if (okA) Ptx.StGlobalU32(addrA + 80ul, TE.Pack(o.O5.X * ia, o.O5.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 80ul, TE.Pack(o.O5.Z * ib, o.O5.W * ib)); }
+        if (THd.D > 48) { if (okA) Ptx.StGlobalU32(addrA + 96ul, TE.Pack(o.O6.X * ia, o.O6.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 96ul, TE.Pack(o.O6.Z * ib, o.O6.W * ib)); }
+        if (THd.D > 56) { if (okA) Ptx.StGlobalU32(addrA + 112ul, TE.Pack(o.O7.X * ia, o.O7.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 112ul, TE.Pack(o.O7.Z * ib, o.O7.W * ib)); }
+        if (THd.D > 64) { if (okA) Ptx.StGlobalU32(addrA + 128ul, TE.Pack(o.O8.X * ia, o.O8.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 128ul, TE.Pack(o.O8.Z * ib, o.O8.W * ib)); }
+        if (THd.D > 72) { if (okA) Ptx.StGlobalU32(addrA + 144ul, TE.Pack(o.O9.X * ia, o.O9.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 144ul, TE.Pack(o.O9.Z * ib, o.O9.W * ib)); }
+        if (THd.D > 80) { if (okA) Ptx.StGlobalU32(addrA + 160ul, TE.Pack(o.O10.X * ia, o.O10.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 160ul, TE.Pack(o.O10.Z * ib, o.O10.W * ib)); }
+        if (THd.D > 88) { if (okA) Ptx.StGlobalU32(addrA + 176ul, TE.Pack(o.O11.X * ia, o.O11.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 176ul, TE.Pack(o.O11.Z * ib, o.O11.W * ib)); }
+        if (THd.D > 96) { if (okA) Ptx.StGlobalU32(addrA + 192ul, TE.Pack(o.O12.X * ia, o.O12.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 192ul, TE.Pack(o.O12.Z * ib, o.O12.W * ib)); }
+        if (THd.D > 104) { if (okA) Ptx.StGlobalU32(addrA + 208ul, TE.Pack(o.O13.X * ia, o.O13.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 208ul, TE.Pack(o.O13.Z * ib, o.O13.W * ib)); }
+        if (THd.D > 112) { if (okA) Ptx.StGlobalU32(addrA + 224ul, TE.Pack(o.O14.X * ia, o.O14.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 224ul, TE.Pack(o.O14.Z * ib, o.O14.W * ib)); }
+        if (THd.D > 120) { if (okA) Ptx.StGlobalU32(addrA + 240ul, TE.Pack(o.O15.X * ia, o.O15.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 240ul, TE.Pack(o.O15.Z * ib, o.O15.W * ib)); }
+        if (THd.D > 128) { if (okA) Ptx.StGlobalU32(addrA + 256ul, TE.Pack(o.O16.X * ia, o.O16.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 256ul, TE.Pack(o.O16.Z * ib, o.O16.W * ib)); }
+        if (THd.D > 136) { if (okA) Ptx.StGlobalU32(addrA + 272ul, TE.Pack(o.O17.X * ia, o.O17.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 272ul, TE.Pack(o.O17.Z * ib, o.O17.W * ib)); }
+        if (THd.D > 144) { if (okA) Ptx.StGlobalU32(addrA + 288ul, TE.Pack(o.O18.X * ia, o.O18.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 288ul, TE.Pack(o.O18.Z * ib, o.O18.W * ib)); }
+        if (THd.D > 152) { if (okA) Ptx.StGlobalU32(addrA + 304ul, TE.Pack(o.O19.X * ia, o.O19.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 304ul, TE.Pack(o.O19.Z * ib, o.O19.W * ib)); }
+        if (THd.D > 160) { if (okA) Ptx.StGlobalU32(addrA + 320ul, TE.Pack(o.O20.X * ia, o.O20.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 320ul, TE.Pack(o.O20.Z * ib, o.O20.W * ib)); }
+        if (THd.D > 168) { if (okA) Ptx.StGlobalU32(addrA + 336ul, TE.Pack(o.O21.X * ia, o.O21.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 336ul, TE.Pack(o.O21.Z * ib, o.O21.W * ib)); }
+        if (THd.D > 176) { if (okA) Ptx.StGlobalU32(addrA + 352ul, TE.Pack(o.O22.X * ia, o.O22.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 352ul, TE.Pack(o.O22.Z * ib, o.O22.W * ib)); }
+        if (THd.D > 184) { if (okA) Ptx.StGlobalU32(addrA + 368ul, TE.Pack(o.O23.X * ia, o.O23.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 368ul, TE.Pack(o.O23.Z * ib, o.O23.W * ib)); }
+        if (THd.D > 192) { if (okA) Ptx.StGlobalU32(addrA + 384ul, TE.Pack(o.O24.X * ia, o.O24.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 384ul, TE.Pack(o.O24.Z * ib, o.O24.W * ib)); }
+        if (THd.D > 200) { if (okA) Ptx.StGlobalU32(addrA + 400ul, TE.Pack(o.O25.X * ia, o.O25.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 400ul, TE.Pack(o.O25.Z * ib, o.O25.W * ib)); }
+        if (THd.D > 208) { if (okA) Ptx.StGlobalU32(addrA + 416ul, TE.Pack(o.O26.X * ia, o.O26.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 416ul, TE.Pack(o.O26.Z * ib, o.O26.W * ib)); }
+        if (THd.D > 216) { if (okA) Ptx.StGlobalU32(addrA + 432ul, TE.Pack(o.O27.X * ia, o.O27.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 432ul, TE.Pack(o.O27.Z * ib, o.O27.W * ib)); }
+        if (THd.D > 224) { if (okA) Ptx.StGlobalU32(addrA + 448ul, TE.Pack(o.O28.X * ia, o.O28.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 448ul, TE.Pack(o.O28.Z * ib, o.O28.W * ib)); }
+        if (THd.D > 232) { if (okA) Ptx.StGlobalU32(addrA + 464ul, TE.Pack(o.O29.X * ia, o.O29.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 464ul, TE.Pack(o.O29.Z * ib, o.O29.W * ib)); }
+        if (THd.D > 240) { if (okA) Ptx.StGlobalU32(addrA + 480ul, TE.Pack(o.O30.X * ia, o.O30.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 480ul, TE.Pack(o.O30.Z * ib, o.O30.W * ib)); }
+        if (THd.D > 248) { if (okA) Ptx.StGlobalU32(addrA + 496ul, TE.Pack(o.O31.X * ia, o.O31.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 496ul, TE.Pack(o.O31.Z * ib, o.O31.W * ib)); }
+    }
+    /// <summary>Bias pairs (32-bit words) of this lane's two rows for every n-tile; addrA/B: byte address of column k0 + 2·(lane % 4).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static RowWords LoadWords32<THd>(ulong addrA, ulong addrB) where THd : struct, ITcHeadDim
+    {
+        RowWords w = default;
+        if (THd.Bc > 0) { w.A0 = Ptx.LdGlobalNcU32(addrA + 0ul); w.B0 = Ptx.LdGlobalNcU32(addrB + 0ul); }
+        if (THd.Bc > 8) { w.A1 = Ptx.LdGlobalNcU32(addrA + 16ul); w.B1 = Ptx.LdGlobalNcU32(addrB + 16ul); }
+        if (THd.Bc > 16) { w.A2 = Ptx.LdGlobalNcU32(addrA + 32ul); w.B2 = Ptx.LdGlobalNcU32(addrB + 32ul); }
+        if (THd.Bc > 24) { w.A3 = Ptx.LdGlobalNcU32(addrA + 48ul); w.B3 = Ptx.LdGlobalNcU32(addrB + 48ul); }
+        if (THd.Bc > 32) { w.A4 = Ptx.LdGlobalNcU32(addrA + 64ul); w.B4 = Ptx.LdGlobalNcU32(addrB + 64ul); }
+        if (THd.Bc > 40) { w.A5 = Ptx.LdGlobalNcU32(addrA + 80ul); w.B5 = Ptx.LdGlobalNcU32(addrB + 80ul); }
+        if (THd.Bc > 48) { w.A6 = Ptx.LdGlobalNcU32(addrA + 96ul); w.B6 = Ptx.LdGlobalNcU32(addrB + 96ul); }
+        if (THd.Bc > 56) { w.A7 = Ptx.LdGlobalNcU32(addrA + 112ul); w.B7 = Ptx.LdGlobalNcU32(addrB + 112ul); }
+        return w;
+    }
+
+    /// <summary>Byte-mask pairs (16-bit words) of this lane's two rows for every n-tile; addrA/B: byte address of column k0 + 2·(lane % 4).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static RowWords LoadWords16<THd>(ulong addrA, ulong addrB) where THd : struct, ITcHeadDim
+    {
+        RowWords w = default;
+        if (THd.Bc > 0) { w.A0 = Ptx.LdGlobalNcU16(addrA + 0ul); w.B0 = Ptx.LdGlobalNcU16(addrB + 0ul); }
+        if (THd.Bc > 8) { w.A1 = Ptx.LdGlobalNcU16(addrA + 8ul); w.B1 = Ptx.LdGlobalNcU16(addrB + 8ul); }
+        if (THd.Bc > 16) { w.A2 = Ptx.LdGlobalNcU16(addrA + 16ul); w.B2 = Ptx.LdGlobalNcU16(addrB + 16ul); }
+        if (THd.Bc > 24) { w.A3 = Ptx.LdGlobalNcU16(addrA + 24ul); w.B3 = Ptx.LdGlobalNcU16(addrB + 24ul); }
+        if (THd.Bc > 32) { w.A4 = Ptx.LdGlobalNcU16(addrA + 32ul); w.B4 = Ptx.LdGlobalNcU16(addrB + 32ul); }
+        if (THd.Bc > 40) { w.A5 = Ptx.LdGlobalNcU16(addrA + 40ul); w.B5 = Ptx.LdGlobalNcU16(addrB + 40ul); }
+        if (THd.Bc > 48) { w.A6 = Ptx.LdGlobalNcU16(addrA + 48ul); w.B6 = Ptx.LdGlobalNcU16(addrB + 48ul); }
+        if (THd.Bc > 56) { w.A7 = Ptx.LdGlobalNcU16(addrA + 56ul); w.B7 = Ptx.LdGlobalNcU16(addrB + 56ul); }
+        return w;
+    }
+
+    /// <summary>Visibility bits (bit 4j+e as in TcScore.Tile) from byte-mask pairs.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static uint MaskBits<THd>(RowWords w) where THd : struct, ITcHeadDim
+    {
+        uint bits = 0;
+        if (THd.Bc > 0) bits |= ((w.A0 & 0xFFu) != 0 ? 1u : 0u) | ((w.A0 & 0xFF00u) != 0 ? 2u : 0u) | ((w.B0 & 0xFFu) != 0 ? 4u : 0u) | ((w.B0 & 0xFF00u) != 0 ? 8u : 0u);
+        if (THd.Bc > 8) bits |= ((w.A1 & 0xFFu) != 0 ? 16u : 0u) | ((w.A1 & 0xFF00u) != 0 ? 32u : 0u) | ((w.B1 & 0xFFu) != 0 ? 64u : 0u) | ((w.B1 & 0xFF00u) != 0 ? 128u : 0u);
+        if (THd.Bc > 16) bits |= ((w.A2 & 0xFFu) != 0 ? 256u : 0u) | ((w.A2 & 0xFF00u) != 0 ? 512u : 0u) | ((w.B2 & 0xFFu) != 0 ? 1024u : 0u) | ((w.B2 & 0xFF00u) != 0 ? 2048u : 0u);
+        if (THd.Bc > 24) bits |= ((w.A3 & 0xFFu) != 0 ? 4096u : 0u) | ((w.A3 & 0xFF00u) != 0 ? 8192u : 0u) | ((w.B3 & 0xFFu) != 0 ? 16384u : 0u) | ((w.B3 & 0xFF00u) != 0 ? 32768u : 0u);
+        if (THd.Bc > 32) bits |= ((w.A4 & 0xFFu) != 0 ? 65536u : 0u) | ((w.A4 & 0xFF00u) != 0 ? 131072u : 0u) | ((w.B4 & 0xFFu) != 0 ? 262144u : 0u) | ((w.B4 & 0xFF00u) != 0 ? 524288u : 0u);
+        if (THd.Bc > 40) bits |= ((w.A5 & 0xFFu) != 0 ? 1048576u : 0u) | ((w.A5 & 0xFF00u) != 0 ? 2097152u : 0u) | ((w.B5 & 0xFFu) != 0 ? 4194304u : 0u) | ((w.B5 & 0xFF00u) != 0 ? 8388608u : 0u);
+        if (THd.Bc > 48) bits |= ((w.A6 & 0xFFu) != 0 ? 16777216u : 0u) | ((w.A6 & 0xFF00u) != 0 ? 33554432u : 0u) | ((w.B6 & 0xFFu) != 0 ? 67108864u : 0u) | ((w.B6 & 0xFF00u) != 0 ? 134217728u : 0u);
+        if (THd.Bc > 56) bits |= ((w.A7 & 0xFFu) != 0 ? 268435456u : 0u) | ((w.A7 & 0xFF00u) != 0 ? 536870912u : 0u) | ((w.B7 & 0xFFu) != 0 ? 1073741824u : 0u) | ((w.B7 & 0xFF00u) != 0 ? 2147483648u : 0u);
+        return bits;
     }
 }

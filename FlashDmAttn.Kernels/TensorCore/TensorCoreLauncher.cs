@@ -36,7 +36,7 @@ public static class TensorCoreLauncher
         32 => TensorCoreForwardKernel.SharedBytes<Hd32>(),
         64 => TensorCoreForwardKernel.SharedBytes<Hd64>(),
         96 => TensorCoreForwardKernel.SharedBytes<Hd96>(),
-        128 => TensorCoreForwardKernel.SharedBytes<Hd128>(),
+        128 => Math.Max(TensorCoreForwardKernel.SharedBytes<Hd128>(), TensorCoreForwardKernel.SharedBytes<Hd128R64>()),
         192 => TensorCoreForwardKernel.SharedBytes<Hd192>(),
         256 => TensorCoreForwardKernel.SharedBytes<Hd256>(),
         _ => 0,
@@ -88,30 +88,64 @@ public static class TensorCoreLauncher
                && accelerator.MaxNumThreadsPerGroup >= TensorCoreForwardKernel.Threads;
     }
 
+    /// <summary>FLASHDMATTN_TC_ROWS=64: D = 64/128 use the 64-row groups (one m-tile per warp), for A/B timing.</summary>
+    private static readonly bool Rows64 = Environment.GetEnvironmentVariable("FLASHDMATTN_TC_ROWS") == "64";
+
+    /// <summary>FLASHDMATTN_TC_GENERIC=1: one specialisation with every feature on (runtime checks), for A/B timing.</summary>
+    private static readonly bool Generic = Environment.GetEnvironmentVariable("FLASHDMATTN_TC_GENERIC") == "1";
+
     private static void Dispatch<TE>(Accelerator acc, FwdParams p, in TcBuffers buf) where TE : struct, ITcElem
     {
         switch (p.HeadDim)
         {
-            case 32: Launch<TE, Hd32>(acc, p, buf); break;
-            case 64: Launch<TE, Hd64>(acc, p, buf); break;
-            case 96: Launch<TE, Hd96>(acc, p, buf); break;
-            case 128: Launch<TE, Hd128>(acc, p, buf); break;
-            case 192: Launch<TE, Hd192>(acc, p, buf); break;
-            default: Launch<TE, Hd256>(acc, p, buf); break;
+            case 32: Flags<TE, Hd32>(acc, p, buf); break;
+            case 64: if (Rows64) Flags<TE, Hd64R64>(acc, p, buf); else Flags<TE, Hd64>(acc, p, buf); break;
+            case 96: Flags<TE, Hd96>(acc, p, buf); break;
+            // D = 128 with a mask or bias: 64 rows (the 128-row shape spills there and measured slower, PERF-NOTES.md).
+            case 128: if (Rows64 || p.HasMask != 0 || p.HasBias != 0) Flags<TE, Hd128R64>(acc, p, buf); else Flags<TE, Hd128>(acc, p, buf); break;
+            case 192: Flags<TE, Hd192>(acc, p, buf); break;
+            default: Flags<TE, Hd256>(acc, p, buf); break;
         }
     }
 
-    private static void Launch<TE, THd>(Accelerator acc, FwdParams p, in TcBuffers buf)
+    // Static switch (FlashAttention's static_switch.h): one specialisation per combination of features.
+    private static void Flags<TE, THd>(Accelerator acc, FwdParams p, in TcBuffers buf)
+        where TE : struct, ITcElem where THd : struct, ITcHeadDim
+    {
+        if (Generic) { Launch<TE, THd, TcFlags<On, On, On, On>>(acc, p, buf); return; }
+        if (p.Causal != 0) FlagsMask<TE, THd, On>(acc, p, buf);
+        else FlagsMask<TE, THd, Off>(acc, p, buf);
+    }
+
+    private static void FlagsMask<TE, THd, TC>(Accelerator acc, FwdParams p, in TcBuffers buf)
+        where TE : struct, ITcElem where THd : struct, ITcHeadDim where TC : struct, IStaticBool
+    {
+        if (p.HasMask != 0) FlagsBias<TE, THd, TC, On>(acc, p, buf);
+        else FlagsBias<TE, THd, TC, Off>(acc, p, buf);
+    }
+
+    private static void FlagsBias<TE, THd, TC, TM>(Accelerator acc, FwdParams p, in TcBuffers buf)
+        where TE : struct, ITcElem where THd : struct, ITcHeadDim where TC : struct, IStaticBool where TM : struct, IStaticBool
+    {
+        bool bias = p.HasBias != 0, cap = p.Softcap > 0f;
+        if (bias && cap) Launch<TE, THd, TcFlags<TC, TM, On, On>>(acc, p, buf);
+        else if (bias) Launch<TE, THd, TcFlags<TC, TM, On, Off>>(acc, p, buf);
+        else if (cap) Launch<TE, THd, TcFlags<TC, TM, Off, On>>(acc, p, buf);
+        else Launch<TE, THd, TcFlags<TC, TM, Off, Off>>(acc, p, buf);
+    }
+
+    private static void Launch<TE, THd, TF>(Accelerator acc, FwdParams p, in TcBuffers buf)
         where TE : struct, ITcElem
         where THd : struct, ITcHeadDim
+        where TF : struct, ITcFlags
     {
         var cache = KernelCache.For(acc);
         int shared = TensorCoreForwardKernel.SharedBytes<THd>();
-        var kernel = cache.GetOrAdd(("tc-fwd", typeof(TE), typeof(THd)), a =>
+        var kernel = cache.GetOrAdd(("tc-fwd", typeof(TE), typeof(THd), typeof(TF)), a =>
         {
             var launcher = a.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
                 ArrayView<ushort>, ArrayView<byte>, ArrayView<float>, ArrayView<int>, FwdParams>(
-                TensorCoreForwardKernel.Run<TE, THd>, new KernelSpecialization(TensorCoreForwardKernel.Threads, 1));
+                TensorCoreForwardKernel.Run<TE, THd, TF>, new KernelSpecialization(TensorCoreForwardKernel.Threads, 1));
             if (a is CudaAccelerator && shared > 48 * 1024)
                 AllowLargeSharedMemory((CudaKernel)launcher.GetKernel(), shared);
             return launcher;
@@ -123,7 +157,8 @@ public static class TensorCoreLauncher
         var lse = buf.Lse.IsValid && buf.Lse.Length > 0 ? buf.Lse : dummy.Cast<float>();
         var seq = buf.SeqInfo.IsValid && buf.SeqInfo.Length > 0 ? buf.SeqInfo : dummy.Cast<int>();
 
-        int gridX = (p.SeqQ + TensorCoreForwardKernel.Rows - 1) / TensorCoreForwardKernel.Rows;
+        int rows = TensorCoreForwardKernel.RowsOf<THd>();
+        int gridX = (p.SeqQ + rows - 1) / rows;
         int gridY = p.Batch * p.Heads;
         Interlocked.Increment(ref _launches);
         if (gridX == 0 || gridY == 0) return;

@@ -30,23 +30,54 @@ public readonly struct Fp16Mma : ITcElem
 }
 
 /// <summary>
-/// Head dim and tile shape. Br = 64 query rows per group (4 warps × 16 rows) for every head dim.
-/// Shared memory: Q tile (64 rows) + double-buffered K and V tiles (Bc rows each), rows padded by 16 bytes
-/// (row stride (D + 8)·2 bytes: an odd number of 16-byte chunks, so ldmatrix and cp.async rows are conflict-free).
+/// Head dim and tile shape. Br = 64·Mt query rows per group (4 warps, each Mt m-tiles of 16 rows that share every
+/// K/V ldmatrix fragment). Shared memory: Q tile (Br rows) + double-buffered K and V tiles (Bc rows each), rows
+/// padded by 16 bytes (row stride (D + 8)·2 bytes: an odd number of 16-byte chunks, so ldmatrix and cp.async rows
+/// are conflict-free).
 /// </summary>
 public interface ITcHeadDim
 {
     static abstract int D { get; }
     /// <summary>Keys per tile (a multiple of 16, at most 64).</summary>
     static abstract int Bc { get; }
-    /// <summary>Q fragments kept in registers (D ≤ 128); otherwise re-read from shared memory by ldmatrix each tile.</summary>
+    /// <summary>Q fragments kept in registers; otherwise re-read from shared memory by ldmatrix each tile.</summary>
     static abstract bool QInRegs { get; }
     static abstract int RowBytes { get; }
+    /// <summary>m-tiles (16 rows each) per warp: 1 or 2.</summary>
+    static abstract int Mt { get; }
 }
 
-public readonly struct Hd32 : ITcHeadDim { public static int D => 32; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (32 + 8) * 2; }
-public readonly struct Hd64 : ITcHeadDim { public static int D => 64; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (64 + 8) * 2; }
-public readonly struct Hd96 : ITcHeadDim { public static int D => 96; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (96 + 8) * 2; }
-public readonly struct Hd128 : ITcHeadDim { public static int D => 128; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (128 + 8) * 2; }
-public readonly struct Hd192 : ITcHeadDim { public static int D => 192; public static int Bc => 64; public static bool QInRegs => false; public static int RowBytes => (192 + 8) * 2; }
-public readonly struct Hd256 : ITcHeadDim { public static int D => 256; public static int Bc => 32; public static bool QInRegs => false; public static int RowBytes => (256 + 8) * 2; }
+public readonly struct Hd32 : ITcHeadDim { public static int D => 32; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (32 + 8) * 2; public static int Mt => 2; }
+public readonly struct Hd64 : ITcHeadDim { public static int D => 64; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (64 + 8) * 2; public static int Mt => 2; }
+public readonly struct Hd96 : ITcHeadDim { public static int D => 96; public static int Bc => 64; public static bool QInRegs => false; public static int RowBytes => (96 + 8) * 2; public static int Mt => 2; }
+public readonly struct Hd128 : ITcHeadDim { public static int D => 128; public static int Bc => 64; public static bool QInRegs => false; public static int RowBytes => (128 + 8) * 2; public static int Mt => 2; }
+public readonly struct Hd192 : ITcHeadDim { public static int D => 192; public static int Bc => 64; public static bool QInRegs => false; public static int RowBytes => (192 + 8) * 2; public static int Mt => 1; }
+public readonly struct Hd256 : ITcHeadDim { public static int D => 256; public static int Bc => 32; public static bool QInRegs => false; public static int RowBytes => (256 + 8) * 2; public static int Mt => 1; }
+/// <summary>The previous D = 128 shape (64 rows, Q in registers), kept for A/B timing (FLASHDMATTN_TC_ROWS=64).</summary>
+public readonly struct Hd128R64 : ITcHeadDim { public static int D => 128; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (128 + 8) * 2; public static int Mt => 1; }
+/// <summary>D = 64 with 64 rows per group (FLASHDMATTN_TC_ROWS=64).</summary>
+public readonly struct Hd64R64 : ITcHeadDim { public static int D => 64; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (64 + 8) * 2; public static int Mt => 1; }
+
+/// <summary>A compile-time boolean (FlashAttention's static_switch): kernels specialise on these, branches fold away.</summary>
+public interface IStaticBool { static abstract bool V { get; } }
+public readonly struct On : IStaticBool { public static bool V => true; }
+public readonly struct Off : IStaticBool { public static bool V => false; }
+
+/// <summary>Which score features a specialisation handles; a feature that is off costs nothing in the kernel.</summary>
+public interface ITcFlags
+{
+    static abstract bool Causal { get; }
+    static abstract bool Mask { get; }
+    static abstract bool Bias { get; }
+    static abstract bool Softcap { get; }
+}
+
+public readonly struct TcFlags<TCausal, TMask, TBias, TCap> : ITcFlags
+    where TCausal : struct, IStaticBool where TMask : struct, IStaticBool
+    where TBias : struct, IStaticBool where TCap : struct, IStaticBool
+{
+    public static bool Causal => TCausal.V;
+    public static bool Mask => TMask.V;
+    public static bool Bias => TBias.V;
+    public static bool Softcap => TCap.V;
+}

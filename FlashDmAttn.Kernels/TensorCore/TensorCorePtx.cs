@@ -20,15 +20,22 @@ public static class TensorCorePtx
     public sealed record Entry(string Name, string Ptx, int LocalDecls, int LocalLoads, int LocalStores, int Calls,
         int Mma, int LdMatrix, int CpAsync, int BarSync, int SharedLoads, int SharedStores);
 
-    public static readonly (string Name, Type Elem, Type HeadDim)[] Specializations =
+    /// <summary>Dense (no feature), causal, causal + mask + bias (the maskbias/perkey benchmarks), every feature.</summary>
+    public static readonly (string Tag, Type Flags)[] FlagSets =
     [
-        ("bf16_d32", typeof(Bf16Mma), typeof(Hd32)), ("bf16_d64", typeof(Bf16Mma), typeof(Hd64)),
-        ("bf16_d96", typeof(Bf16Mma), typeof(Hd96)), ("bf16_d128", typeof(Bf16Mma), typeof(Hd128)),
-        ("bf16_d192", typeof(Bf16Mma), typeof(Hd192)), ("bf16_d256", typeof(Bf16Mma), typeof(Hd256)),
-        ("fp16_d32", typeof(Fp16Mma), typeof(Hd32)), ("fp16_d64", typeof(Fp16Mma), typeof(Hd64)),
-        ("fp16_d96", typeof(Fp16Mma), typeof(Hd96)), ("fp16_d128", typeof(Fp16Mma), typeof(Hd128)),
-        ("fp16_d192", typeof(Fp16Mma), typeof(Hd192)), ("fp16_d256", typeof(Fp16Mma), typeof(Hd256)),
+        ("dense", typeof(TcFlags<Off, Off, Off, Off>)), ("causal", typeof(TcFlags<On, Off, Off, Off>)),
+        ("cmb", typeof(TcFlags<On, On, On, Off>)), ("all", typeof(TcFlags<On, On, On, On>)),
     ];
+
+    /// <summary>Every head dim and dtype with every flag set of <see cref="FlagSets"/> (name: dtype_dD_tag).</summary>
+    public static readonly (string Name, Type Elem, Type HeadDim, Type Flags)[] Specializations =
+        (from e in new[] { ("bf16", typeof(Bf16Mma)), ("fp16", typeof(Fp16Mma)) }
+         from d in new[] { (32, typeof(Hd32)), (64, typeof(Hd64)), (96, typeof(Hd96)), (128, typeof(Hd128)), (192, typeof(Hd192)), (256, typeof(Hd256)), (128, typeof(Hd128R64)) }
+         from f in FlagSets
+         // Kept small (the PTX test compiles each one on the CPU, ~4 s apiece): every head dim with every feature,
+         // the benchmarked shapes with each flag set, fp16 once.
+         where e.Item1 == "bf16" ? f.Tag == "all" || d.Item1 is 64 or 128 : d.Item1 == 128 && d.Item2 == typeof(Hd128) && f.Tag == "all"
+         select ($"{e.Item1}_d{d.Item1}{(d.Item2 == typeof(Hd128R64) ? "r64" : "")}_{f.Tag}", e.Item2, d.Item2, f.Flags)).ToArray();
 
     /// <summary>Compiles the specializations whose name contains <paramref name="filter"/> (all when null).</summary>
     public static IReadOnlyList<Entry> Compile(string? filter = null, OptimizationLevel level = OptimizationLevel.O1)
@@ -37,10 +44,10 @@ public static class TensorCorePtx
         using var backend = new PTXBackend(ctx, CudaArchitecture.SM_80, CudaInstructionSet.ISA_78, null!);
         var run = typeof(TensorCoreForwardKernel).GetMethod(nameof(TensorCoreForwardKernel.Run), BindingFlags.Public | BindingFlags.Static)!;
         var list = new List<Entry>();
-        foreach (var (name, elem, hd) in Specializations)
+        foreach (var (name, elem, hd, flags) in Specializations)
         {
             if (filter is not null && !name.Contains(filter, StringComparison.Ordinal)) continue;
-            var entry = EntryPointDescription.FromExplicitlyGroupedKernel(run.MakeGenericMethod(elem, hd));
+            var entry = EntryPointDescription.FromExplicitlyGroupedKernel(run.MakeGenericMethod(elem, hd, flags));
             var ck = (PTXCompiledKernel)backend.Compile(entry, new KernelSpecialization(TensorCoreForwardKernel.Threads, 1));
             list.Add(Analyse(name, ck.PTXAssembly));
         }
@@ -127,14 +134,14 @@ public static class TensorCorePtx
     {
         Directory.CreateDirectory(dir);
         var sb = new StringBuilder();
-        sb.AppendLine("name        shared_B  .local ld.local st.local call  mma ldmatrix cp.async bar ld.shared st.shared barrier-order");
+        sb.AppendLine("name                   shared_B  .local ld.local st.local call  mma ldmatrix cp.async bar ld.shared st.shared barrier-order");
         entries = Compile(filter);
         foreach (var e in entries)
         {
             File.WriteAllText(Path.Combine(dir, $"tc_fwd_{e.Name}.ptx"), e.Ptx);
             File.WriteAllText(Path.Combine(dir, $"tc_fwd_{e.Name}.trace.txt"), BarrierTrace(e.Ptx));
-            int d = int.Parse(e.Name[(e.Name.IndexOf("_d", StringComparison.Ordinal) + 2)..]);
-            sb.AppendLine($"{e.Name,-11} {TensorCoreLauncher.SharedBytes(d),8} {e.LocalDecls,7} {e.LocalLoads,8} {e.LocalStores,8} {e.Calls,4} {e.Mma,4} {e.LdMatrix,8} {e.CpAsync,8} {e.BarSync,3} {e.SharedLoads,9} {e.SharedStores,9} {CheckBarrierOrder(e.Ptx) ?? "ok"}");
+            int d = int.Parse(Regex.Match(e.Name, @"_d(\d+)").Groups[1].Value);
+            sb.AppendLine($"{e.Name,-22} {TensorCoreLauncher.SharedBytes(d),8} {e.LocalDecls,7} {e.LocalLoads,8} {e.LocalStores,8} {e.Calls,4} {e.Mma,4} {e.LdMatrix,8} {e.CpAsync,8} {e.BarSync,3} {e.SharedLoads,9} {e.SharedStores,9} {CheckBarrierOrder(e.Ptx) ?? "ok"}");
         }
         File.WriteAllText(Path.Combine(dir, "summary.txt"), sb.ToString());
         return sb.ToString();

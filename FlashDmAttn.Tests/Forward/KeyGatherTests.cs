@@ -6,12 +6,14 @@ namespace FlashDmAttn.Tests.Forward;
 /// <summary>
 /// Masks broadcast over queries make the kernels walk only the visible keys. Proof: the K and V rows of masked keys
 /// are NaN, which any read would spread into the output (0·NaN = NaN in P·V); the result must still match float64.
-/// Runs on the portable kernel (the CPU accelerator).
+/// Runs on the CPU accelerator with the portable kernel, and with the tensor-core kernel's logic (its PTX twins).
 /// </summary>
-public class KeyGatherTests
+[TestFixture(false)]
+[TestFixture(true)]
+public class KeyGatherTests(bool tensorCore)
 {
     [TestCase("bf16", 2, 3, 1, 70, 150, 32, true, 1, 0)]    // mask (B, H, 1, Lk): per head
-    [TestCase("fp32", 1, 4, 2, 33, 97, 64, false, 1, 1)]   // mask (1, Hkv, 1, Lk): shared by a query-head group
+    [TestCase("fp16", 1, 4, 2, 33, 97, 64, false, 1, 1)]   // mask (1, Hkv, 1, Lk): shared by a query-head group
     [TestCase("fp16", 2, 2, 2, 129, 129, 40, true, 0, 0)]  // mask (1, 1, 1, Lk)
     public void MaskedKeysAreNeverRead(string dtype, int b, int h, int hkv, int lq, int lk, int d, bool causal, int perHead, int kvHeadMask)
     {
@@ -23,7 +25,7 @@ public class KeyGatherTests
         }
     }
 
-    private static void Run<T>(int B, int H, int Hkv, int Lq, int Lk, int D, bool causal, int perHead, int kvHeadMask) where T : unmanaged
+    private void Run<T>(int B, int H, int Hkv, int Lq, int Lk, int D, bool causal, int perHead, int kvHeadMask) where T : unmanaged
     {
         var backend = TestBackends.Get("cpu");
         var acc = backend.Accelerator;
@@ -59,7 +61,16 @@ public class KeyGatherTests
         using var mask = DeviceTensor<byte>.FromHost(acc, md.Select(x => (byte)x).ToArray(), mb, mh, 1, Lk);
         using var o = DeviceTensor<T>.FromHost(acc, TestData.Poison<T>((long)B * Lq * H * D), B, Lq, H, D);
         using var lse = DeviceTensor<float>.FromHost(acc, TestData.Poison<float>((long)B * H * Lq), B, H, Lq);
-        backend.Forward(qt, kt, vt, mask, isCausal: causal, output: o, softmaxLse: lse);
+        bool old = FlashDmAttn.Kernels.TensorCore.TensorCoreLauncher.ForceOnAnyAccelerator;
+        FlashDmAttn.Kernels.TensorCore.TensorCoreLauncher.ForceOnAnyAccelerator = tensorCore;
+        try
+        {
+            backend.Forward(qt, kt, vt, mask, isCausal: causal, output: o, softmaxLse: lse);
+        }
+        finally
+        {
+            FlashDmAttn.Kernels.TensorCore.TensorCoreLauncher.ForceOnAnyAccelerator = old;
+        }
         TestData.AssertClose(o.ToHost().Select(TestData.ToDouble).ToArray(), oRef, TestData.Tolerance<T>(), $"gathered keys seed={seed}");
         var lseOut = lse.ToHost();
         for (int i = 0; i < lseRef.Length; i++)

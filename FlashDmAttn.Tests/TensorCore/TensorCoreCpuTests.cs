@@ -58,6 +58,11 @@ public class TensorCoreCpuTests
             new("bf16", 1, 12, 21, 4, 1, 64, Path: ApiPath.KvPacked, BiasShape: [0, 0, 0, 0]),
             new("bf16", 3, 21, 40, 2, 1, 64, Causal: true, Path: ApiPath.Varlen, MaskShape: [0, 0, 0, 0]),
             new("fp16", 3, 15, 45, 2, 2, 32, Path: ApiPath.Paged, PageSize: 16, BiasShape: [0, 0, 0, 0], Softcap: 3f),
+            // Masks broadcast over queries: gathered keys (perkey), with a per-key bias, causal, GQA, ragged.
+            new("bf16", 2, 70, 150, 4, 2, 64, Causal: true, MaskShape: [0, 0, 1, 0], BiasShape: [0, 0, 1, 0]),
+            new("fp16", 1, 33, 97, 2, 1, 128, MaskShape: [1, -1, 1, 0], BiasShape: [1, 1, 1, 0], Softcap: 4f),
+            new("bf16", 3, 21, 60, 2, 2, 32, Causal: true, Path: ApiPath.Varlen, MaskShape: [0, 0, 1, 0]),
+            new("fp16", 2, 15, 45, 2, 1, 64, Path: ApiPath.Paged, PageSize: 16, MaskShape: [1, 1, 1, 0], BiasShape: [0, -1, 1, 0]),
         ];
         foreach (var c in cases)
             yield return new TestCaseData(c).SetName($"TensorCore {c}");
