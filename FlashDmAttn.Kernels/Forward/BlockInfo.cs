@@ -53,18 +53,14 @@ public readonly struct BlockInfo
     public static int KeyAt(in FwdParams p, ArrayView<int> seqInfo, int gatherRow, int n)
         => p.GatherKeys == 0 ? n : seqInfo[p.GatherOffset + p.GatherRows + (long)gatherRow * p.SeqK + n];
 
-    /// <summary>How many of the first <paramref name="slots"/> key slots hold a key below <paramref name="bound"/> (binary search).</summary>
+    /// <summary>How many of the first <paramref name="slots"/> key slots hold a key below <paramref name="bound"/>.</summary>
     public static int SlotsBelow(in FwdParams p, ArrayView<int> seqInfo, int gatherRow, int slots, int bound)
     {
-        if (p.GatherKeys == 0) return slots < bound ? slots : bound;
-        int lo = 0, hi = slots;
-        while (lo < hi)
-        {
-            int mid = (lo + hi) >> 1;
-            if (KeyAt(p, seqInfo, gatherRow, mid) < bound) lo = mid + 1;
-            else hi = mid;
-        }
-        return lo;
+        int below = bound;
+        if (p.GatherKeys != 0)
+            below = bound >= p.SeqK ? seqInfo[p.GatherOffset + gatherRow]
+                : seqInfo[p.GatherOffset + p.GatherRows + (long)(p.GatherRows + gatherRow) * p.SeqK + (bound < 0 ? 0 : bound)];
+        return below < slots ? below : slots;
     }
 
     /// <summary>Last key (exclusive) that query rows below <paramref name="qEnd"/> can see under the causal band.</summary>

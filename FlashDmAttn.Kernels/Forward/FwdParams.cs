@@ -37,7 +37,7 @@ public struct FwdParams
 
     // Key gathering, for masks broadcast over queries (one visible-key set per (batch, mask head)): seqInfo holds at
     // GatherOffset the count of visible keys of each of the GatherRows mask rows, then each row's SeqK-long slot of
-    // ascending key indices. Kernels then walk only the visible keys (Masking/KeyGatherKernel builds the lists).
+    // ascending key indices, then each row's SeqK key ranks. Kernels then walk only the visible keys (Masking/KeyGatherKernel builds the lists).
     public int GatherKeys, GatherOffset, GatherRows, GatherBatchStride, GatherHeads;
 
     // Tile shape of the portable kernel.

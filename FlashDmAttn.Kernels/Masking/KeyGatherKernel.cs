@@ -11,7 +11,7 @@ namespace FlashDmAttn.Kernels.Masking;
 /// Lists, once per mask row, the visible keys of a mask that is broadcast over queries (shape (B|1, H|Hkv|1, 1, Lk)),
 /// so the forward kernels walk only those keys instead of all Lk: with keep_window_size w of L keys visible the
 /// work drops by L/w. Output in seqInfo at p.GatherOffset: GatherRows counts, then one SeqK-long slot of ascending
-/// key indices per row. One group per row; contiguous chunks per thread and a group exclusive scan
+/// key indices per row, then per row the rank of every key (visible keys below it), so bounds map to slots in one load. One group per row; contiguous chunks per thread and a group exclusive scan
 /// (ILGPU.Algorithms) keep the order.
 /// </summary>
 public static class KeyGatherKernel
@@ -30,8 +30,17 @@ public static class KeyGatherKernel
         int before = GroupExtensions.ExclusiveScan<int, AddInt32>(visible);
         if (tid == nt - 1) info[p.GatherOffset + row] = before + visible;
         long slot = p.GatherOffset + p.GatherRows + (long)row * n + before;
+        long rank = p.GatherOffset + p.GatherRows + (long)(p.GatherRows + row) * n;
+        int seen = before;
         for (int j = start; j < end; j++)
-            if (MaskBias.MaskVisible(p, mask, maskRow, j)) info[slot++] = j;
+        {
+            info[rank + j] = seen; // visible keys below j
+            if (MaskBias.MaskVisible(p, mask, maskRow, j))
+            {
+                info[slot++] = j;
+                seen++;
+            }
+        }
     }
 
     /// <summary>
@@ -46,7 +55,7 @@ public static class KeyGatherKernel
         p.GatherRows = maskBatch * p.GatherHeads;
         long prefixLength = seqInfo.IsValid ? seqInfo.Length : 0;
         p.GatherOffset = checked((int)prefixLength);
-        long total = prefixLength + p.GatherRows + (long)p.GatherRows * p.SeqK;
+        long total = prefixLength + p.GatherRows + 2L * p.GatherRows * p.SeqK;
         var cache = KernelCache.For(accelerator);
         var table = cache.Scratch(checked((int)total));
         if (prefixLength > 0) seqInfo.CopyTo(table.SubView(0, prefixLength));
