@@ -100,11 +100,7 @@ public sealed partial class AttentionBackend
         float? softcap = null, bool deterministic = false, DeviceTensor<T>? output = null, DeviceTensor<float>? softmaxLse = null)
         where T : unmanaged
     {
-        Check.DType<T>(nameof(qkv));
-        Check.NotNull(qkv, nameof(qkv));
-        Check.Rank(qkv.Shape, 5, "(batch, seqlen, 3, heads, head_dim)", nameof(qkv));
-        Check.Dim(qkv.Shape, 2, 3, "the q/k/v dim", nameof(qkv));
-        CheckTensor(qkv, nameof(qkv));
+        CheckPacked(qkv, 3, "(batch, seqlen, 3, heads, head_dim)", "the q/k/v dim", nameof(qkv));
         var (q, k, v) = (Unpack(qkv, 0), Unpack(qkv, 1), Unpack(qkv, 2));
         return Forward(q, k, v, attnMask, attnBias, scale, isCausal, softcap, deterministic, output, softmaxLse);
     }
@@ -115,12 +111,18 @@ public sealed partial class AttentionBackend
         float? softcap = null, bool deterministic = false, DeviceTensor<T>? output = null, DeviceTensor<float>? softmaxLse = null)
         where T : unmanaged
     {
-        Check.DType<T>(nameof(kv));
-        Check.NotNull(kv, nameof(kv));
-        Check.Rank(kv.Shape, 5, "(batch, seqlen_k, 2, kv_heads, head_dim)", nameof(kv));
-        Check.Dim(kv.Shape, 2, 2, "the k/v dim", nameof(kv));
-        CheckTensor(kv, nameof(kv));
+        CheckPacked(kv, 2, "(batch, seqlen_k, 2, kv_heads, head_dim)", "the k/v dim", nameof(kv));
         return Forward(query, Unpack(kv, 0), Unpack(kv, 1), attnMask, attnBias, scale, isCausal, softcap, deterministic, output, softmaxLse);
+    }
+
+    /// <summary>A packed (B, L, n, H, D) tensor: dtype, rank 5, n in dim 2, layout and accelerator.</summary>
+    private void CheckPacked<T>(DeviceTensor<T> packed, int count, string layout, string what, string name) where T : unmanaged
+    {
+        Check.DType<T>(name);
+        Check.NotNull(packed, name);
+        Check.Rank(packed.Shape, 5, layout, name);
+        Check.Dim(packed.Shape, 2, count, what, name);
+        CheckTensor(packed, name);
     }
 
     private static DeviceTensor<T> Unpack<T>(DeviceTensor<T> packed, int which) where T : unmanaged

@@ -201,31 +201,6 @@ public static class TensorCoreForwardKernel
             }
             return;
         }
-        if (Threads % cpr == 0)
-        {
-            // Gathered keys or paged rows: the same chunk walk, with each row's address from its key.
-            int step = Threads / cpr;
-            int r0 = tid / cpr, c = tid - r0 * cpr;
-            uint dst = (uint)(r0 * THd.RowBytes + c * 16);
-            for (int j = k0 + r0; j < k0 + THd.Bc; j += step)
-            {
-                if (j < kEnd)
-                {
-                    int key = BlockInfo.KeyAt(p, seqInfo, gRow, j);
-                    long ko = blk.KOffset(p, seqInfo, p.KStrideB, p.KStrideL, p.KStrideH, key, hk);
-                    long vo = blk.KOffset(p, seqInfo, p.VStrideB, p.VStrideL, p.VStrideH, key, hk);
-                    Ptx.CpAsync16(kS + dst, kG + (ulong)(ko * 2 + c * 16), 16u);
-                    Ptx.CpAsync16(vS + dst, vG + (ulong)(vo * 2 + c * 16), 16u);
-                }
-                else
-                {
-                    Ptx.CpAsync16(kS + dst, kG, 0u);
-                    Ptx.CpAsync16(vS + dst, vG, 0u);
-                }
-                dst += (uint)(step * THd.RowBytes);
-            }
-            return;
-        }
         for (int e = tid; e < THd.Bc * cpr; e += Threads)
         {
             int r = e / cpr, c = e - r * cpr;
