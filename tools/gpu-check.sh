@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On the GPU host (device run, carry .gpu): GPU-category tests, ptxas -v on the tensor-core PTX, benchmarks with
-# the peers measured in the same command. Logs under $OUT. Usage: bash tools/gpu-check.sh [tests|ptx|bench|sanitize]...
+# the peers measured in the same command. Logs under $OUT. Usage: bash tools/gpu-check.sh [tests|ptx|bench|ncu|sanitize]...
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 CASES=${CASES:-"dense:B=4,H=16,L=4096,D=128,causal=0;dense:B=4,H=16,L=4096,D=128,causal=1;maskbias:B=2,H=12,L=4096,D=128,w=1024,causal=1;perkey:B=2,H=12,L=4096,D=128,w=1024,causal=1"}
@@ -22,6 +22,18 @@ for step in "$@"; do
       [ -n "${PORTABLE_TOO:-}" ] && FLASHDMATTN_KERNEL=portable bash .gpu/run.sh FlashDmAttn.Bench --gpu --cases "$CASES" --reps 5 | sed 's/^FlashDmAttn|/portable|/' | tee -a "$OUT/ours.txt"
       PYTHONUNBUFFERED=1 python3 .gpu/peers.py --cases "$CASES" --peers "${PEERS:-sdpa-flash,sdpa-cudnn,flex}" > "$OUT/peers.txt" 2>"$OUT/peers.err"; echo "peers rc=$?"
       python3 .gpu/compare.py "$OUT/ours.txt" "$OUT/peers.txt" | tee "$OUT/compare.txt" ;;
+    ncu)
+      # One tensor-core launch per case (after the 3 warm-ups), full section set; text details + SASS source counters.
+      NCU_CASES=${NCU_CASES:-"maskbias:B=2,H=12,L=4096,D=128,w=1024,causal=1;dense:B=4,H=16,L=4096,D=128,causal=0"}
+      i=0; IFS=';' read -ra ncs <<< "$NCU_CASES"
+      for c in "${ncs[@]}"; do
+        i=$((i+1))
+        ncu --kernel-name Kernel_Run --launch-skip 3 --launch-count 1 --set full -f -o "/tmp/ncu$i" \
+          bash .gpu/run.sh FlashDmAttn.Bench --gpu --cases "$c" --reps 1 > "$OUT/ncu$i.log" 2>&1
+        echo "ncu $c rc=$?" | tee -a "$OUT/ncu$i.log"
+        ncu -i "/tmp/ncu$i.ncu-rep" --page details > "$OUT/ncu$i-details.txt" 2>&1
+        ncu -i "/tmp/ncu$i.ncu-rep" --page source --print-source sass --csv 2>&1 | gzip > "$OUT/ncu$i-sass.csv.gz"
+      done ;;
     sanitize)
       for tool in memcheck racecheck; do
         compute-sanitizer --tool $tool --print-limit 20 bash .gpu/run.sh FlashDmAttn.Bench --gpu --cases "$SMALL" --reps 1 > "$OUT/sanitize-$tool.txt" 2>&1

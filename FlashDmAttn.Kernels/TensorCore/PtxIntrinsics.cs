@@ -188,6 +188,18 @@ public static class Ptx
     [IntrinsicImplementation]
     public static unsafe uint LdGlobalNcU16(ulong addr) => *(ushort*)addr;
 
+    /// <summary>ld.global.nc.v4.u32: 16 bytes (addr 16-byte aligned).</summary>
+    [IntrinsicImplementation]
+    public static unsafe U4 LdGlobalNcV4U32(ulong addr)
+    {
+        uint* x = (uint*)addr;
+        return new U4(x[0], x[1], x[2], x[3]);
+    }
+
+    /// <summary>ld.shared.u32 through a 32-bit shared-window byte address (4-byte aligned).</summary>
+    [IntrinsicImplementation]
+    public static unsafe uint LdSharedU32(uint addr) => *(uint*)CpuShared(addr);
+
     // ---------------- cp.async ----------------
     /// <summary>cp.async.cg.shared.global 16 bytes with src-size: copies srcBytes (0 or 16) bytes, zero-fills the rest.
     /// With srcBytes = 0 nothing is read from gaddr. CPU twin: synchronous copy.</summary>
@@ -233,6 +245,8 @@ public static class PtxIntrinsics
         Reg(nameof(Ptx.StGlobalU32), nameof(PtxGen.StGlobalU32));
         Reg(nameof(Ptx.LdGlobalNcU32), nameof(PtxGen.LdGlobalNcU32));
         Reg(nameof(Ptx.LdGlobalNcU16), nameof(PtxGen.LdGlobalNcU16));
+        Reg(nameof(Ptx.LdGlobalNcV4U32), nameof(PtxGen.LdGlobalNcV4U32));
+        Reg(nameof(Ptx.LdSharedU32), nameof(PtxGen.LdSharedU32));
         Reg(nameof(Ptx.CpAsyncCommit), nameof(PtxGen.Commit));
         Reg(nameof(Ptx.CpAsyncWait), nameof(PtxGen.Wait));
         return builder;
@@ -378,6 +392,17 @@ internal static class PtxGen
 
     public static void LdGlobalNcU32(PTXBackend backend, PTXCodeGenerator cg, Value value) => LdGlobal(cg, value, "ld.global.nc.u32");
     public static void LdGlobalNcU16(PTXBackend backend, PTXCodeGenerator cg, Value value) => LdGlobal(cg, value, "ld.global.nc.u16");
+    public static void LdSharedU32(PTXBackend backend, PTXCodeGenerator cg, Value value) => LdGlobal(cg, value, "ld.shared.u32");
+
+    public static void LdGlobalNcV4U32(PTXBackend backend, PTXCodeGenerator cg, Value value)
+    {
+        var call = (MethodCall)value;
+        var a = Hw(cg, cg.Load(call[0]));
+        var d = Parts(cg, cg.Allocate(call), 4);
+        using var cmd = cg.BeginCommand("ld.global.nc.v4.u32");
+        cmd.AppendVectorArgument(Vec(d));
+        cmd.AppendArgumentValue(a);
+    }
 
     public static void Commit(PTXBackend backend, PTXCodeGenerator cg, Value value) =>
         cg.Command("cp.async.commit_group");

@@ -20,14 +20,22 @@ internal static class TcScore
     public const float Log2E = 1.44269504088896340736f;
     public const float Ln2 = 0.693147180559945309417f;
 
+    /// <summary>max.f32 (one instruction; a compare and select would be two).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float Max(float a, float b) => a > b ? a : b;
+    public static float Max(float a, float b) => XMath.Max(a, b);
 
-    /// <summary>s·scale → softcap → + bias, in the log2 domain (visibility applied by the caller).</summary>
+    /// <summary>
+    /// Scores stay raw dot products (no bias, no softcap, scale ≥ 0: the launcher sends a negative scale to the
+    /// softcap specialisation): the row max is taken on them and the scale folds into the exponent's FFMA.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool Raw<TF>() where TF : struct, ITcFlags => !TF.Bias && !TF.Softcap;
+
+    /// <summary>s·scale → softcap → + bias, in the log2 domain (visibility applied by the caller); raw scores unchanged.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Elem<TF>(float dot, in ScoreArgs sa, float bias, bool hasBias) where TF : struct, ITcFlags
     {
-        if (!TF.Bias && !TF.Softcap) return dot * sa.ScaleLog2;
+        if (Raw<TF>()) return dot;
         float s = dot * sa.Scale;
         if (TF.Softcap && sa.Cap > 0f) s = sa.Cap * XMath.Tanh(s / sa.Cap);
         if (TF.Bias && hasBias) s += bias;
@@ -93,6 +101,48 @@ internal static class TcScore
     }
 }
 
+/// <summary>Raw byte-mask words of this lane's rows for one tile: 16 bytes of row A and of row B per m-tile.</summary>
+public struct MaskQuad { public U4 A0, B0, A1, B1; }
+
+/// <summary>
+/// Byte masks read 16 bytes per lane (ld.global.nc.v4): the 4 lanes of a quad hold one row's 64 tile bytes and
+/// exchange them as bits, so a 64-key tile costs 2 loads per m-tile and lane instead of 16. Used for the look-ahead,
+/// whose loads are issued a tile early so their latency hides behind the current tile's math.
+/// </summary>
+internal static class TcMask
+{
+    /// <summary>Nonzero bytes of a word → 4 bits (byte i → bit i).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static uint Nz4(uint x)
+    {
+        uint y = ((((x & 0x7F7F7F7Fu) + 0x7F7F7F7Fu) | x) & 0x80808080u) >> 7; // bits 0, 8, 16, 24
+        return ((y * 0x00204081u) >> 21) & 0xFu;                                 // → bits 21..24, no carries
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static uint Nz16(U4 w) => Nz4(w.X) | (Nz4(w.Y) << 4) | (Nz4(w.Z) << 8) | (Nz4(w.W) << 12);
+
+    /// <summary>Bits 0..7 of fragment visibility (n-tiles 2s, 2s + 1) from source lane s's word, pre-shifted by 2t.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static uint Spread(uint x) => (x & 3u) | (((x >> 16) & 3u) << 2) | (((x >> 8) & 3u) << 4) | (((x >> 24) & 3u) << 6);
+
+    /// <summary>
+    /// Visibility bits (bit 4j+e as in TcScore.Tile) of a 64-key tile from this lane's 16 bytes of row A
+    /// (<paramref name="a"/>) and row B (<paramref name="b"/>): lane t of a quad holds tile bytes [16t, 16t + 16).
+    /// All lanes of the warp must call it.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static uint Bits(U4 a, U4 b, int lane)
+    {
+        uint u = Nz16(a) | (Nz16(b) << 16);
+        int quad = lane & ~3;
+        int sh = 2 * (lane & 3);
+        uint v0 = Warp.Shuffle(u, quad) >> sh, v1 = Warp.Shuffle(u, quad + 1) >> sh;
+        uint v2 = Warp.Shuffle(u, quad + 2) >> sh, v3 = Warp.Shuffle(u, quad + 3) >> sh;
+        return Spread(v0) | (Spread(v1) << 8) | (Spread(v2) << 16) | (Spread(v3) << 24);
+    }
+}
+
 /// <summary>Running max and sum of this lane's two rows of one m-tile (log2 domain).</summary>
 public struct MRow { public float MA, MB, LA, LB; }
 
@@ -117,7 +167,66 @@ public static class TensorCoreForwardKernel
     /// <summary>Query rows per group.</summary>
     public static int RowsOf<THd>() where THd : struct, ITcHeadDim => 64 * THd.Mt;
 
-    public static int SharedBytes<THd>() where THd : struct, ITcHeadDim => (64 * THd.Mt + 4 * THd.Bc) * THd.RowBytes;
+    /// <summary>Q tile + double-buffered K and V tiles, + double-buffered bias tiles when the bias is staged.</summary>
+    public static int SharedBytes<THd>(bool bias) where THd : struct, ITcHeadDim
+        => (64 * THd.Mt + 4 * THd.Bc) * THd.RowBytes + (bias ? 2 * 64 * THd.Mt * BiasRowBytes<THd>() : 0);
+
+    /// <summary>Row stride of a staged bias tile: Bc 16-bit values + 16 bytes (conflict-free ld.shared.u32 per quad).</summary>
+    public static int BiasRowBytes<THd>() where THd : struct, ITcHeadDim => 2 * THd.Bc + 16;
+
+    /// <summary>
+    /// cp.async of the bias rows [q0, q0 + Rows) × keys [k0, k0 + Bc) into shared memory (the caller checks that the
+    /// tile lies inside the key range and that rows are 16-byte aligned); rows past the sequence copy its last row.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void LoadBiasTile<THd>(in FwdParams p, in BlockInfo blk, ulong biasG, uint dst, int b, int h, int q0, int k0, int tid)
+        where THd : struct, ITcHeadDim
+    {
+        int cpr = THd.Bc / 8, step = Threads / cpr, rows = 64 * THd.Mt, rb = BiasRowBytes<THd>();
+        int r0 = tid / cpr, c = tid - r0 * cpr;
+        int last = blk.SeqQ - 1;
+        long rowBase = MaskBias.BiasIndex(p, b, h, 0) + k0;
+        for (int r = r0; r < rows; r += step)
+        {
+            int row = q0 + r < last ? q0 + r : last;
+            Ptx.CpAsync16(dst + (uint)(r * rb + c * 16), biasG + (ulong)((rowBase + row * p.BiasStrideQ) * 2 + c * 16), 16u);
+        }
+    }
+
+    /// <summary>This lane's 16 mask bytes of rows A and B of each m-tile for the tile at k0 (see TcMask).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static MaskQuad LoadMaskQuad<THd>(ulong a0, ulong b0, ulong a1, ulong b1, int k0) where THd : struct, ITcHeadDim
+    {
+        var w = new MaskQuad();
+        w.A0 = Ptx.LdGlobalNcV4U32(a0 + (ulong)k0);
+        w.B0 = Ptx.LdGlobalNcV4U32(b0 + (ulong)k0);
+        if (THd.Mt > 1)
+        {
+            w.A1 = Ptx.LdGlobalNcV4U32(a1 + (ulong)k0);
+            w.B1 = Ptx.LdGlobalNcV4U32(b1 + (ulong)k0);
+        }
+        return w;
+    }
+
+    /// <summary>Score transform of one m-tile: bias from the staged shared tile (read per n-tile), else as prefetched.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static SAcc ApplyScores<TE, THd, TF>(SAcc s, uint bits, in ScoreArgs sa, bool full, bool hasBias, bool pre, bool staged,
+        RowWords bw, uint bsA, uint bsB)
+        where TE : struct, ITcElem where THd : struct, ITcHeadDim where TF : struct, ITcFlags
+    {
+        if (TF.Bias && staged) return Frag.ScoresShared<TE, THd, TF>(s, bits, sa, full, bsA, bsB);
+        return Frag.Scores<TE, THd, TF>(s, bits, sa, full, hasBias, pre, bw);
+    }
+
+    /// <summary>Visibility bits of one m-tile from its mask words: the geometry only where the tile is not whole.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static uint QuadTileBits<THd>(U4 a, U4 b, int lane, in BlockInfo blk, int k0, int kEnd, int fullEnd, int rA, int col0, bool causal)
+        where THd : struct, ITcHeadDim
+    {
+        uint bits = TcMask.Bits(a, b, lane);
+        if (k0 + THd.Bc <= fullEnd) return bits;
+        return bits & TileGeom<THd>(blk, k0, kEnd, rA, col0, causal);
+    }
 
     /// <summary>Visibility bits of this lane's fragment elements of the tile at k0 (bit 4j+e, see TcScore.Tile).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -222,20 +331,31 @@ public static class TensorCoreForwardKernel
         }
     }
 
-    /// <summary>Online-softmax step of one m-tile (scores already in the log2 domain).</summary>
+    /// <summary>
+    /// Online-softmax step of one m-tile. Scores are in the log2 domain, or raw (TcScore.Raw) with
+    /// <paramref name="scaleLog2"/> ≥ 0 applied to their row max and inside the exponent. Row state is in log2 units.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Smx Softmax<TE, THd>(SAcc s, MRow r) where TE : struct, ITcElem where THd : struct, ITcHeadDim
+    private static Smx Softmax<TE, THd, TF>(SAcc s, MRow r, float scaleLog2)
+        where TE : struct, ITcElem where THd : struct, ITcHeadDim where TF : struct, ITcFlags
     {
         F2 mx = Frag.RowMax<THd>(s);
         mx.A = TcScore.Max(mx.A, Warp.ShuffleXor(mx.A, 1));
         mx.A = TcScore.Max(mx.A, Warp.ShuffleXor(mx.A, 2));
         mx.B = TcScore.Max(mx.B, Warp.ShuffleXor(mx.B, 1));
         mx.B = TcScore.Max(mx.B, Warp.ShuffleXor(mx.B, 2));
+        float c = 1f;
+        if (TcScore.Raw<TF>())
+        {
+            c = scaleLog2;
+            mx.A *= c;
+            mx.B *= c;
+        }
         float nA = TcScore.Max(r.MA, mx.A), nB = TcScore.Max(r.MB, mx.B);
         var res = new Smx();
         res.AlA = nA == float.NegativeInfinity ? 1f : Ptx.Ex2(r.MA - nA);
         res.AlB = nB == float.NegativeInfinity ? 1f : Ptx.Ex2(r.MB - nB);
-        PExp pe = Frag.Exp<TE, THd>(s, nA == float.NegativeInfinity ? 0f : nA, nB == float.NegativeInfinity ? 0f : nB);
+        PExp pe = Frag.Exp<TE, THd>(s, c, nA == float.NegativeInfinity ? 0f : nA, nB == float.NegativeInfinity ? 0f : nB);
         res.P = pe.P;
         res.R = new MRow { MA = nA, MB = nB, LA = r.LA * res.AlA + pe.La, LB = r.LB * res.AlB + pe.Lb };
         return res;
@@ -306,7 +426,8 @@ public static class TensorCoreForwardKernel
         int bh = Grid.IdxY;
         int b = bh / p.Heads, h = bh - b * p.Heads, hk = h / p.HeadGroup;
         var blk = BlockInfo.Create(p, seqInfo, b);
-        int q0 = Grid.IdxX * Rows;
+        // Query blocks in reverse order: with a causal band the longest rows start first, the short ones fill the tail.
+        int q0 = (Grid.DimX - 1 - Grid.IdxX) * Rows;
         if (q0 >= blk.SeqQ) return; // uniform over the group
         int rows = blk.SeqQ - q0 < Rows ? blk.SeqQ - q0 : Rows;
 
@@ -314,6 +435,8 @@ public static class TensorCoreForwardKernel
         uint qS = sBase;
         uint kv0 = sBase + (uint)(Rows * rowBytes);
         uint tileBytes = (uint)(THd.Bc * rowBytes);
+        uint biasS = kv0 + 4u * tileBytes; // staged bias tiles, two of stageBytes
+        uint stageBytes = (uint)(Rows * BiasRowBytes<THd>());
 
         ulong qG = Ptx.GlobalAddr(ref q[0]);
         ulong kG = Ptx.GlobalAddr(ref k[0]);
@@ -344,6 +467,10 @@ public static class TensorCoreForwardKernel
         bool biasVec = hasBias && ((p.BiasStrideB | p.BiasStrideH | p.BiasStrideQ) & 1) == 0 && (biasG & 3ul) == 0;
         ulong maskG = hasMask ? Ptx.GlobalAddrB(ref mask[0]) : 0ul;
         bool maskVec = hasMask && p.MaskElemBytes == 1 && ((p.MaskStrideB | p.MaskStrideH | p.MaskStrideQ) & 1) == 0 && (maskG & 1ul) == 0;
+        // Bias tiles go through shared memory with their K/V (cp.async, a tile ahead) when rows are 16-byte aligned
+        // (a bias shared by all queries stays on the per-lane path: its one row lives in L1).
+        bool biasStage = TF.Bias && biasVec && p.BiasStrideQ != 0 && ((p.BiasStrideB | p.BiasStrideH | p.BiasStrideQ) & 7) == 0 && (biasG & 15ul) == 0;
+        uint bsLane = (uint)((warp * 16 * THd.Mt + g) * BiasRowBytes<THd>() + 4 * t);
         var sa0 = MakeArgs(p, blk, biasG, b, h, rA0, hasBias);
         var sa1 = THd.Mt > 1 ? MakeArgs(p, blk, biasG, b, h, rA1, hasBias) : sa0;
 
@@ -367,6 +494,21 @@ public static class TensorCoreForwardKernel
         }
         int nTiles = (kEnd + THd.Bc - 1) / THd.Bc;
 
+        // Mask look-ahead by 16-byte words (64-key tiles, 16-byte aligned rows, no gathered keys): the words of the
+        // tile after next are loaded while this tile computes. Rows past the sequence read its last row.
+        bool maskQuad = TF.Mask && hasMask && THd.Bc == 64 && p.GatherKeys == 0 && p.MaskElemBytes == 1
+                        && ((p.MaskStrideB | p.MaskStrideH | p.MaskStrideQ) & 15) == 0 && (maskG & 15ul) == 0;
+        ulong mqA0 = 0, mqB0 = 0, mqA1 = 0, mqB1 = 0;
+        if (maskQuad)
+        {
+            int last = blk.SeqQ - 1;
+            ulong lane16 = maskG + (ulong)(16 * t);
+            mqA0 = lane16 + (ulong)MaskBias.MaskIndex(p, b, h, rA0 < last ? rA0 : last);
+            mqB0 = lane16 + (ulong)MaskBias.MaskIndex(p, b, h, rA0 + 8 < last ? rA0 + 8 : last);
+            mqA1 = lane16 + (ulong)MaskBias.MaskIndex(p, b, h, rA1 < last ? rA1 : last);
+            mqB1 = lane16 + (ulong)MaskBias.MaskIndex(p, b, h, rA1 + 8 < last ? rA1 + 8 : last);
+        }
+
         // First visible tile (without a mask every tile below nTiles has a visible element).
         int cur = 0;
         uint curBits0 = 0, curBits1 = 0;
@@ -374,15 +516,32 @@ public static class TensorCoreForwardKernel
         {
             while (cur < nTiles)
             {
-                curBits0 = TileBits<THd, TF>(p, blk, mask, cur * THd.Bc, kEnd, rA0, mRowA0, mRowB0, 2 * t, causal, hasMask, maskG, maskVec, seqInfo, gRow);
-                curBits1 = THd.Mt > 1 ? TileBits<THd, TF>(p, blk, mask, cur * THd.Bc, kEnd, rA1, mRowA1, mRowB1, 2 * t, causal, hasMask, maskG, maskVec, seqInfo, gRow) : 0u;
+                int kc = cur * THd.Bc;
+                if (TF.Mask && maskQuad && kc + THd.Bc <= blk.SeqK)
+                {
+                    MaskQuad w = LoadMaskQuad<THd>(mqA0, mqB0, mqA1, mqB1, kc);
+                    curBits0 = QuadTileBits<THd>(w.A0, w.B0, lane, blk, kc, kEnd, fullEnd, rA0, 2 * t, causal);
+                    curBits1 = THd.Mt > 1 ? QuadTileBits<THd>(w.A1, w.B1, lane, blk, kc, kEnd, fullEnd, rA1, 2 * t, causal) : 0u;
+                }
+                else
+                {
+                    curBits0 = TileBits<THd, TF>(p, blk, mask, kc, kEnd, rA0, mRowA0, mRowB0, 2 * t, causal, hasMask, maskG, maskVec, seqInfo, gRow);
+                    curBits1 = THd.Mt > 1 ? TileBits<THd, TF>(p, blk, mask, kc, kEnd, rA1, mRowA1, mRowB1, 2 * t, causal, hasMask, maskG, maskVec, seqInfo, gRow) : 0u;
+                }
                 if (Group.BarrierOr((curBits0 | curBits1) != 0)) break;
                 cur++;
             }
         }
         if (cur < nTiles)
+        {
             LoadKv<THd>(p, blk, seqInfo, kG, vG, kv0, kv0 + tileBytes, cur * THd.Bc, kEnd, hk, tid, gRow);
+            if (TF.Bias && biasStage && cur * THd.Bc + THd.Bc <= blk.SeqK)
+                LoadBiasTile<THd>(p, blk, biasG, biasS, b, h, q0, cur * THd.Bc, tid);
+        }
         Ptx.CpAsyncCommit();
+        MaskQuad pf = default; // mask words of tile cur + 1
+        if (TF.Mask && maskQuad && cur + 1 < nTiles && (cur + 2) * THd.Bc <= blk.SeqK)
+            pf = LoadMaskQuad<THd>(mqA0, mqB0, mqA1, mqB1, (cur + 1) * THd.Bc);
 
         // Q fragments (the Q group is complete once at most the K/V group is pending).
         Ptx.CpAsyncWait(1);
@@ -401,15 +560,28 @@ public static class TensorCoreForwardKernel
         int buf = 0;
         while (cur < nTiles)
         {
-            // With a mask: visibility of the next visible tile. Then its K/V loads into the other buffer.
+            // With a mask: visibility of the next visible tile (its words prefetched a tile ago when possible).
+            // Then its K/V (and bias) loads into the other buffer, and the mask words of the tile after it.
             int nxt = cur + 1;
             uint nxtBits0 = 0, nxtBits1 = 0;
             if (hasMask)
             {
+                bool prefetched = true;
                 while (nxt < nTiles)
                 {
-                    nxtBits0 = TileBits<THd, TF>(p, blk, mask, nxt * THd.Bc, kEnd, rA0, mRowA0, mRowB0, 2 * t, causal, hasMask, maskG, maskVec, seqInfo, gRow);
-                    nxtBits1 = THd.Mt > 1 ? TileBits<THd, TF>(p, blk, mask, nxt * THd.Bc, kEnd, rA1, mRowA1, mRowB1, 2 * t, causal, hasMask, maskG, maskVec, seqInfo, gRow) : 0u;
+                    int kn = nxt * THd.Bc;
+                    if (TF.Mask && maskQuad && kn + THd.Bc <= blk.SeqK)
+                    {
+                        MaskQuad w = prefetched ? pf : LoadMaskQuad<THd>(mqA0, mqB0, mqA1, mqB1, kn);
+                        nxtBits0 = QuadTileBits<THd>(w.A0, w.B0, lane, blk, kn, kEnd, fullEnd, rA0, 2 * t, causal);
+                        nxtBits1 = THd.Mt > 1 ? QuadTileBits<THd>(w.A1, w.B1, lane, blk, kn, kEnd, fullEnd, rA1, 2 * t, causal) : 0u;
+                    }
+                    else
+                    {
+                        nxtBits0 = TileBits<THd, TF>(p, blk, mask, kn, kEnd, rA0, mRowA0, mRowB0, 2 * t, causal, hasMask, maskG, maskVec, seqInfo, gRow);
+                        nxtBits1 = THd.Mt > 1 ? TileBits<THd, TF>(p, blk, mask, kn, kEnd, rA1, mRowA1, mRowB1, 2 * t, causal, hasMask, maskG, maskVec, seqInfo, gRow) : 0u;
+                    }
+                    prefetched = false;
                     if (Group.BarrierOr((nxtBits0 | nxtBits1) != 0)) break;
                     nxt++;
                 }
@@ -417,15 +589,24 @@ public static class TensorCoreForwardKernel
             uint kCur = kv0 + (uint)buf * 2u * tileBytes;
             uint kNxt = kv0 + (uint)(buf ^ 1) * 2u * tileBytes;
             if (nxt < nTiles)
+            {
                 LoadKv<THd>(p, blk, seqInfo, kG, vG, kNxt, kNxt + tileBytes, nxt * THd.Bc, kEnd, hk, tid, gRow);
+                if (TF.Bias && biasStage && nxt * THd.Bc + THd.Bc <= blk.SeqK)
+                    LoadBiasTile<THd>(p, blk, biasG, biasS + (uint)(buf ^ 1) * stageBytes, b, h, q0, nxt * THd.Bc, tid);
+            }
             Ptx.CpAsyncCommit();
+            if (TF.Mask && maskQuad && nxt + 1 < nTiles && (nxt + 2) * THd.Bc <= blk.SeqK)
+                pf = LoadMaskQuad<THd>(mqA0, mqB0, mqA1, mqB1, (nxt + 1) * THd.Bc);
 
-            // Bias of a tile inside the key range: 32-bit pairs, issued now so that Q·Kᵀ hides their latency
-            // (rows past Lq read the last row; invisible elements are read but not used).
+            // Bias of a tile inside the key range as 32-bit pairs: staged in shared memory (read after the wait), or
+            // loaded from global now so that Q·Kᵀ hides their latency (rows past Lq read the last row; invisible
+            // elements are read but not used).
             int k0 = cur * THd.Bc;
-            bool pre = biasVec && k0 + THd.Bc <= blk.SeqK;
+            bool inRange = k0 + THd.Bc <= blk.SeqK;
+            bool staged = TF.Bias && biasStage && inRange;
+            bool pre = TF.Bias && biasVec && inRange;
             RowWords bw0 = default, bw1 = default;
-            if (pre)
+            if (TF.Bias && pre && !staged)
             {
                 ulong cb = (ulong)(2 * (k0 + 2 * t));
                 bw0 = Frag.LoadWords32<THd>(sa0.BiasA + cb, sa0.BiasB + cb);
@@ -437,6 +618,8 @@ public static class TensorCoreForwardKernel
             // S = Q·Kᵀ for the warp's m-tiles.
             uint kA = kCur + kLaneOff;
             SAcc2 s = THd.QInRegs ? Frag.QkRegs2<TE, THd>(qf0, qf1, kA) : Frag.QkSmem2<TE, THd>(qLane0, qLane1, kA);
+            uint bs = biasS + (uint)buf * stageBytes + bsLane; // this lane's staged bias pair (row A, m-tile 0)
+            uint rowB = (uint)(8 * BiasRowBytes<THd>());
 
             // Scores (log2 domain): whole tiles skip the per-element visibility.
             sa0.Col0 = k0 + 2 * t;
@@ -444,8 +627,8 @@ public static class TensorCoreForwardKernel
             bool full = !hasMask && k0 + THd.Bc <= fullEnd;
             if (full)
             {
-                s.A = Frag.Scores<TE, THd, TF>(s.A, 0xFFFFFFFFu, sa0, true, hasBias, pre, bw0);
-                if (THd.Mt > 1) s.B = Frag.Scores<TE, THd, TF>(s.B, 0xFFFFFFFFu, sa1, true, hasBias, pre, bw1);
+                s.A = ApplyScores<TE, THd, TF>(s.A, 0xFFFFFFFFu, sa0, true, hasBias, pre, staged, bw0, bs, bs + rowB);
+                if (THd.Mt > 1) s.B = ApplyScores<TE, THd, TF>(s.B, 0xFFFFFFFFu, sa1, true, hasBias, pre, staged, bw1, bs + 2u * rowB, bs + 3u * rowB);
             }
             else
             {
@@ -454,18 +637,18 @@ public static class TensorCoreForwardKernel
                     curBits0 = TileBits<THd, TF>(p, blk, mask, k0, kEnd, rA0, mRowA0, mRowB0, 2 * t, causal, hasMask, maskG, maskVec, seqInfo, gRow);
                     curBits1 = THd.Mt > 1 ? TileBits<THd, TF>(p, blk, mask, k0, kEnd, rA1, mRowA1, mRowB1, 2 * t, causal, hasMask, maskG, maskVec, seqInfo, gRow) : 0u;
                 }
-                s.A = Frag.Scores<TE, THd, TF>(s.A, curBits0, sa0, false, hasBias, pre, bw0);
-                if (THd.Mt > 1) s.B = Frag.Scores<TE, THd, TF>(s.B, curBits1, sa1, false, hasBias, pre, bw1);
+                s.A = ApplyScores<TE, THd, TF>(s.A, curBits0, sa0, false, hasBias, pre, staged, bw0, bs, bs + rowB);
+                if (THd.Mt > 1) s.B = ApplyScores<TE, THd, TF>(s.B, curBits1, sa1, false, hasBias, pre, staged, bw1, bs + 2u * rowB, bs + 3u * rowB);
             }
 
             // Online softmax, then O = O·α + P·V.
-            Smx x0 = Softmax<TE, THd>(s.A, st0);
+            Smx x0 = Softmax<TE, THd, TF>(s.A, st0, sa0.ScaleLog2);
             st0 = x0.R;
             acc.A = Frag.Rescale<THd>(acc.A, x0.AlA, x0.AlB);
             PFrag p1 = default;
             if (THd.Mt > 1)
             {
-                Smx x1 = Softmax<TE, THd>(s.B, st1);
+                Smx x1 = Softmax<TE, THd, TF>(s.B, st1, sa1.ScaleLog2);
                 st1 = x1.R;
                 acc.B = Frag.Rescale<THd>(acc.B, x1.AlA, x1.AlB);
                 p1 = x1.P;

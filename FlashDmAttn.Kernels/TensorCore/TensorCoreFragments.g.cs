@@ -127,6 +127,21 @@ internal static class Frag
         return s;
     }
 
+    /// <summary>Scores with the bias read from a staged shared-memory tile one n-tile at a time (two ld.shared.u32 each); addrA/B: this lane's pair in n-tile 0.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static SAcc ScoresShared<TE, THd, TF>(SAcc s, uint bits, in ScoreArgs sa, bool full, uint addrA, uint addrB) where TE : struct, ITcElem where THd : struct, ITcHeadDim where TF : struct, ITcFlags
+    {
+        if (THd.Bc > 0) s.S0 = TcScore.Tile<TE, TF>(s.S0, bits >> 0, sa, 0, full, true, true, Ptx.LdSharedU32(addrA + 0u), Ptx.LdSharedU32(addrB + 0u));
+        if (THd.Bc > 8) s.S1 = TcScore.Tile<TE, TF>(s.S1, bits >> 4, sa, 8, full, true, true, Ptx.LdSharedU32(addrA + 16u), Ptx.LdSharedU32(addrB + 16u));
+        if (THd.Bc > 16) s.S2 = TcScore.Tile<TE, TF>(s.S2, bits >> 8, sa, 16, full, true, true, Ptx.LdSharedU32(addrA + 32u), Ptx.LdSharedU32(addrB + 32u));
+        if (THd.Bc > 24) s.S3 = TcScore.Tile<TE, TF>(s.S3, bits >> 12, sa, 24, full, true, true, Ptx.LdSharedU32(addrA + 48u), Ptx.LdSharedU32(addrB + 48u));
+        if (THd.Bc > 32) s.S4 = TcScore.Tile<TE, TF>(s.S4, bits >> 16, sa, 32, full, true, true, Ptx.LdSharedU32(addrA + 64u), Ptx.LdSharedU32(addrB + 64u));
+        if (THd.Bc > 40) s.S5 = TcScore.Tile<TE, TF>(s.S5, bits >> 20, sa, 40, full, true, true, Ptx.LdSharedU32(addrA + 80u), Ptx.LdSharedU32(addrB + 80u));
+        if (THd.Bc > 48) s.S6 = TcScore.Tile<TE, TF>(s.S6, bits >> 24, sa, 48, full, true, true, Ptx.LdSharedU32(addrA + 96u), Ptx.LdSharedU32(addrB + 96u));
+        if (THd.Bc > 56) s.S7 = TcScore.Tile<TE, TF>(s.S7, bits >> 28, sa, 56, full, true, true, Ptx.LdSharedU32(addrA + 112u), Ptx.LdSharedU32(addrB + 112u));
+        return s;
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static F2 RowMax<THd>(SAcc s) where THd : struct, ITcHeadDim
     {
@@ -142,40 +157,40 @@ internal static class Frag
         return new F2 { A = a, B = b };
     }
 
-    /// <summary>p = 2^(s − m) per element; returns the packed P fragments and the lane's row sums.</summary>
+    /// <summary>P = 2^(s·c − m) per element (one FFMA + ex2; c = 1 when s is already in the log2 domain) and the row sums.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static PExp Exp<TE, THd>(SAcc s, float ma, float mb) where TE : struct, ITcElem where THd : struct, ITcHeadDim
+    public static PExp Exp<TE, THd>(SAcc s, float c, float ma, float mb) where TE : struct, ITcElem where THd : struct, ITcHeadDim
     {
         PFrag p = default;
         float la = 0f, lb = 0f;
         if (THd.Bc > 0)
         {
-            float x0 = Ptx.Ex2(s.S0.X - ma), x1 = Ptx.Ex2(s.S0.Y - ma), x2 = Ptx.Ex2(s.S0.Z - mb), x3 = Ptx.Ex2(s.S0.W - mb);
-            float y0 = Ptx.Ex2(s.S1.X - ma), y1 = Ptx.Ex2(s.S1.Y - ma), y2 = Ptx.Ex2(s.S1.Z - mb), y3 = Ptx.Ex2(s.S1.W - mb);
+            float x0 = Ptx.Ex2(s.S0.X * c - ma), x1 = Ptx.Ex2(s.S0.Y * c - ma), x2 = Ptx.Ex2(s.S0.Z * c - mb), x3 = Ptx.Ex2(s.S0.W * c - mb);
+            float y0 = Ptx.Ex2(s.S1.X * c - ma), y1 = Ptx.Ex2(s.S1.Y * c - ma), y2 = Ptx.Ex2(s.S1.Z * c - mb), y3 = Ptx.Ex2(s.S1.W * c - mb);
             la += x0 + x1 + y0 + y1;
             lb += x2 + x3 + y2 + y3;
             p.P0 = new U4(TE.Pack(x0, x1), TE.Pack(x2, x3), TE.Pack(y0, y1), TE.Pack(y2, y3));
         }
         if (THd.Bc > 16)
         {
-            float x0 = Ptx.Ex2(s.S2.X - ma), x1 = Ptx.Ex2(s.S2.Y - ma), x2 = Ptx.Ex2(s.S2.Z - mb), x3 = Ptx.Ex2(s.S2.W - mb);
-            float y0 = Ptx.Ex2(s.S3.X - ma), y1 = Ptx.Ex2(s.S3.Y - ma), y2 = Ptx.Ex2(s.S3.Z - mb), y3 = Ptx.Ex2(s.S3.W - mb);
+            float x0 = Ptx.Ex2(s.S2.X * c - ma), x1 = Ptx.Ex2(s.S2.Y * c - ma), x2 = Ptx.Ex2(s.S2.Z * c - mb), x3 = Ptx.Ex2(s.S2.W * c - mb);
+            float y0 = Ptx.Ex2(s.S3.X * c - ma), y1 = Ptx.Ex2(s.S3.Y * c - ma), y2 = Ptx.Ex2(s.S3.Z * c - mb), y3 = Ptx.Ex2(s.S3.W * c - mb);
             la += x0 + x1 + y0 + y1;
             lb += x2 + x3 + y2 + y3;
             p.P1 = new U4(TE.Pack(x0, x1), TE.Pack(x2, x3), TE.Pack(y0, y1), TE.Pack(y2, y3));
         }
         if (THd.Bc > 32)
         {
-            float x0 = Ptx.Ex2(s.S4.X - ma), x1 = Ptx.Ex2(s.S4.Y - ma), x2 = Ptx.Ex2(s.S4.Z - mb), x3 = Ptx.Ex2(s.S4.W - mb);
-            float y0 = Ptx.Ex2(s.S5.X - ma), y1 = Ptx.Ex2(s.S5.Y - ma), y2 = Ptx.Ex2(s.S5.Z - mb), y3 = Ptx.Ex2(s.S5.W - mb);
+            float x0 = Ptx.Ex2(s.S4.X * c - ma), x1 = Ptx.Ex2(s.S4.Y * c - ma), x2 = Ptx.Ex2(s.S4.Z * c - mb), x3 = Ptx.Ex2(s.S4.W * c - mb);
+            float y0 = Ptx.Ex2(s.S5.X * c - ma), y1 = Ptx.Ex2(s.S5.Y * c - ma), y2 = Ptx.Ex2(s.S5.Z * c - mb), y3 = Ptx.Ex2(s.S5.W * c - mb);
             la += x0 + x1 + y0 + y1;
             lb += x2 + x3 + y2 + y3;
             p.P2 = new U4(TE.Pack(x0, x1), TE.Pack(x2, x3), TE.Pack(y0, y1), TE.Pack(y2, y3));
         }
         if (THd.Bc > 48)
         {
-            float x0 = Ptx.Ex2(s.S6.X - ma), x1 = Ptx.Ex2(s.S6.Y - ma), x2 = Ptx.Ex2(s.S6.Z - mb), x3 = Ptx.Ex2(s.S6.W - mb);
-            float y0 = Ptx.Ex2(s.S7.X - ma), y1 = Ptx.Ex2(s.S7.Y - ma), y2 = Ptx.Ex2(s.S7.Z - mb), y3 = Ptx.Ex2(s.S7.W - mb);
+            float x0 = Ptx.Ex2(s.S6.X * c - ma), x1 = Ptx.Ex2(s.S6.Y * c - ma), x2 = Ptx.Ex2(s.S6.Z * c - mb), x3 = Ptx.Ex2(s.S6.W * c - mb);
+            float y0 = Ptx.Ex2(s.S7.X * c - ma), y1 = Ptx.Ex2(s.S7.Y * c - ma), y2 = Ptx.Ex2(s.S7.Z * c - mb), y3 = Ptx.Ex2(s.S7.W * c - mb);
             la += x0 + x1 + y0 + y1;
             lb += x2 + x3 + y2 + y3;
             p.P3 = new U4(TE.Pack(x0, x1), TE.Pack(x2, x3), TE.Pack(y0, y1), TE.Pack(y2, y3));

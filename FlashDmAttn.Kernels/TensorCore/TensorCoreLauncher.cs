@@ -30,15 +30,15 @@ public static class TensorCoreLauncher
     /// <summary>Whether the tensor-core kernel has a specialization for this head dim.</summary>
     public static bool SupportsHeadDim(int headDim) => headDim is 32 or 64 or 96 or 128 or 192 or 256;
 
-    /// <summary>Dynamic shared memory bytes of the specialization for a head dim (0 if none).</summary>
+    /// <summary>Most dynamic shared memory bytes any specialization for a head dim uses (0 if none).</summary>
     public static int SharedBytes(int headDim) => headDim switch
     {
-        32 => TensorCoreForwardKernel.SharedBytes<Hd32>(),
-        64 => TensorCoreForwardKernel.SharedBytes<Hd64>(),
-        96 => TensorCoreForwardKernel.SharedBytes<Hd96>(),
-        128 => Math.Max(TensorCoreForwardKernel.SharedBytes<Hd128>(), TensorCoreForwardKernel.SharedBytes<Hd128R64>()),
-        192 => TensorCoreForwardKernel.SharedBytes<Hd192>(),
-        256 => TensorCoreForwardKernel.SharedBytes<Hd256>(),
+        32 => TensorCoreForwardKernel.SharedBytes<Hd32>(true),
+        64 => TensorCoreForwardKernel.SharedBytes<Hd64>(true),
+        96 => TensorCoreForwardKernel.SharedBytes<Hd96>(true),
+        128 => Math.Max(TensorCoreForwardKernel.SharedBytes<Hd128>(true), TensorCoreForwardKernel.SharedBytes<Hd128R64>(true)),
+        192 => TensorCoreForwardKernel.SharedBytes<Hd192>(true),
+        256 => TensorCoreForwardKernel.SharedBytes<Hd256>(true),
         _ => 0,
     };
 
@@ -88,8 +88,10 @@ public static class TensorCoreLauncher
                && accelerator.MaxNumThreadsPerGroup >= TensorCoreForwardKernel.Threads;
     }
 
-    /// <summary>FLASHDMATTN_TC_ROWS=64: D = 64/128 use the 64-row groups (one m-tile per warp), for A/B timing.</summary>
+    /// <summary>FLASHDMATTN_TC_ROWS=64: D = 64/128 use the 64-row groups (one m-tile per warp); =128: D = 128 uses
+    /// 128 rows with a mask or bias too. For A/B timing.</summary>
     private static readonly bool Rows64 = Environment.GetEnvironmentVariable("FLASHDMATTN_TC_ROWS") == "64";
+    private static readonly bool Rows128 = Environment.GetEnvironmentVariable("FLASHDMATTN_TC_ROWS") == "128";
 
     /// <summary>FLASHDMATTN_TC_GENERIC=1: one specialisation with every feature on (runtime checks), for A/B timing.</summary>
     private static readonly bool Generic = Environment.GetEnvironmentVariable("FLASHDMATTN_TC_GENERIC") == "1";
@@ -102,7 +104,7 @@ public static class TensorCoreLauncher
             case 64: if (Rows64) Flags<TE, Hd64R64>(acc, p, buf); else Flags<TE, Hd64>(acc, p, buf); break;
             case 96: Flags<TE, Hd96>(acc, p, buf); break;
             // D = 128 with a mask or bias: 64 rows (the 128-row shape spills there and measured slower, PERF-NOTES.md).
-            case 128: if (Rows64 || p.HasMask != 0 || p.HasBias != 0) Flags<TE, Hd128R64>(acc, p, buf); else Flags<TE, Hd128>(acc, p, buf); break;
+            case 128: if (Rows64 || (!Rows128 && (p.HasMask != 0 || p.HasBias != 0))) Flags<TE, Hd128R64>(acc, p, buf); else Flags<TE, Hd128>(acc, p, buf); break;
             case 192: Flags<TE, Hd192>(acc, p, buf); break;
             default: Flags<TE, Hd256>(acc, p, buf); break;
         }
@@ -127,7 +129,9 @@ public static class TensorCoreLauncher
     private static void FlagsBias<TE, THd, TC, TM>(Accelerator acc, FwdParams p, in TcBuffers buf)
         where TE : struct, ITcElem where THd : struct, ITcHeadDim where TC : struct, IStaticBool where TM : struct, IStaticBool
     {
-        bool bias = p.HasBias != 0, cap = p.Softcap > 0f;
+        // A negative scale reverses the order of raw scores: the softcap specialisation (scores scaled before the
+        // row max; no tanh when Softcap is 0) handles it.
+        bool bias = p.HasBias != 0, cap = p.Softcap > 0f || p.Scale < 0f;
         if (bias && cap) Launch<TE, THd, TcFlags<TC, TM, On, On>>(acc, p, buf);
         else if (bias) Launch<TE, THd, TcFlags<TC, TM, On, Off>>(acc, p, buf);
         else if (cap) Launch<TE, THd, TcFlags<TC, TM, Off, On>>(acc, p, buf);
@@ -140,7 +144,7 @@ public static class TensorCoreLauncher
         where TF : struct, ITcFlags
     {
         var cache = KernelCache.For(acc);
-        int shared = TensorCoreForwardKernel.SharedBytes<THd>();
+        int shared = TensorCoreForwardKernel.SharedBytes<THd>(TF.Bias);
         var kernel = cache.GetOrAdd(("tc-fwd", typeof(TE), typeof(THd), typeof(TF)), a =>
         {
             var launcher = a.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,

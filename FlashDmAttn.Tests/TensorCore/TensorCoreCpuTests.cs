@@ -53,6 +53,8 @@ public class TensorCoreCpuTests
             new("fp16", 1, 9, 41, 2, 1, 256, Causal: true, MaskShape: [0, 1, 0, 0], MaskKind: MaskKind.Bool),
             new("bf16", 1, 1, 1, 1, 1, 64),
             new("fp16", 1, 5, 131, 1, 1, 32, Scale: 0.3f, BiasShape: [0, 0, 1, 0]),
+            // A negative scale reverses the order of raw scores (sent to the scaled-scores specialisation).
+            new("bf16", 1, 20, 70, 1, 1, 64, Scale: -0.2f, Causal: true),
             new("bf16", 1, 12, 12, 2, 2, 32, Strided: true, Causal: true),
             new("fp16", 1, 12, 12, 2, 2, 32, Path: ApiPath.QkvPacked, MaskShape: [0, 0, 0, 0]),
             new("bf16", 1, 12, 21, 4, 1, 64, Path: ApiPath.KvPacked, BiasShape: [0, 0, 0, 0]),
@@ -63,6 +65,12 @@ public class TensorCoreCpuTests
             new("fp16", 1, 33, 97, 2, 1, 128, MaskShape: [1, -1, 1, 0], BiasShape: [1, 1, 1, 0], Softcap: 4f),
             new("bf16", 3, 21, 60, 2, 2, 32, Causal: true, Path: ApiPath.Varlen, MaskShape: [0, 0, 1, 0]),
             new("fp16", 2, 15, 45, 2, 1, 64, Path: ApiPath.Paged, PageSize: 16, MaskShape: [1, 1, 1, 0], BiasShape: [0, -1, 1, 0]),
+            // 16-byte aligned mask rows and 64-key tiles (mask words a tile ahead, bias tiles staged in shared memory):
+            // Mt = 1 (D 128) and 2 (D 64, 32), rows past Lq, broadcast strides, a ragged last tile (Lk 136: bias
+            // staged, mask by bytes).
+            new("bf16", 1, 70, 192, 2, 1, 128, Causal: true, MaskShape: [0, 0, 0, 0], BiasShape: [0, 0, 0, 0]),
+            new("fp16", 2, 40, 128, 2, 2, 64, MaskShape: [0, 1, 0, 0], BiasShape: [1, 0, 0, 0], Softcap: 2f),
+            new("bf16", 1, 130, 136, 1, 1, 32, Causal: true, MaskShape: [0, 0, 0, 0], BiasShape: [0, 0, 0, 0]),
         ];
         foreach (var c in cases)
             yield return new TestCaseData(c).SetName($"TensorCore {c}");
