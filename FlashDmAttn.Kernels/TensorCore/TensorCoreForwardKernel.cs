@@ -36,8 +36,9 @@ internal static class TcScore
     public static float Elem<TF>(float dot, in ScoreArgs sa, float bias, bool hasBias) where TF : struct, ITcFlags
     {
         if (Raw<TF>()) return dot;
+        if (!TF.Softcap) return TF.Bias && hasBias ? dot * sa.ScaleLog2 + bias * Log2E : dot * sa.ScaleLog2; // FMUL + FFMA
         float s = dot * sa.Scale;
-        if (TF.Softcap && sa.Cap > 0f) s = sa.Cap * XMath.Tanh(s / sa.Cap);
+        if (sa.Cap > 0f) s = sa.Cap * XMath.Tanh(s / sa.Cap);
         if (TF.Bias && hasBias) s += bias;
         return s * Log2E;
     }
@@ -298,6 +299,19 @@ public static class TensorCoreForwardKernel
             ulong kStep = (ulong)(step * p.KStrideL * 2), vStep = (ulong)(step * p.VStrideL * 2);
             uint dst = (uint)(r0 * THd.RowBytes + c * 16);
             int j = k0 + r0;
+            if (k0 + THd.Bc <= kEnd)
+            {
+                // Whole tile: no per-row bounds.
+                for (int i = 0; i < THd.Bc / step; i++)
+                {
+                    Ptx.CpAsync16(kS + dst, kA, 16u);
+                    Ptx.CpAsync16(vS + dst, vA, 16u);
+                    kA += kStep;
+                    vA += vStep;
+                    dst += (uint)(step * THd.RowBytes);
+                }
+                return;
+            }
             for (int i = 0; i < THd.Bc / step; i++)
             {
                 bool ok = j < kEnd;
@@ -352,13 +366,29 @@ public static class TensorCoreForwardKernel
             mx.B *= c;
         }
         float nA = TcScore.Max(r.MA, mx.A), nB = TcScore.Max(r.MB, mx.B);
+        // Lazy rescaling: a row keeps its running max while the tile's exceeds it by at most LazyMax (P ≤ 2^LazyMax,
+        // exact in relative terms in fp32 sums and 16-bit P), so O and the sums need no rescale (α = 1). A first
+        // finite max always replaces −∞ (the difference is +∞); −∞ − −∞ is NaN and keeps −∞.
+        if (nA - r.MA <= LazyMax) nA = r.MA;
+        if (nB - r.MB <= LazyMax) nB = r.MB;
         var res = new Smx();
-        res.AlA = nA == float.NegativeInfinity ? 1f : Ptx.Ex2(r.MA - nA);
-        res.AlB = nB == float.NegativeInfinity ? 1f : Ptx.Ex2(r.MB - nB);
+        res.AlA = nA == r.MA ? 1f : Ptx.Ex2(r.MA - nA);
+        res.AlB = nB == r.MB ? 1f : Ptx.Ex2(r.MB - nB);
         PExp pe = Frag.Exp<TE, THd>(s, c, nA == float.NegativeInfinity ? 0f : nA, nB == float.NegativeInfinity ? 0f : nB);
         res.P = pe.P;
         res.R = new MRow { MA = nA, MB = nB, LA = r.LA * res.AlA + pe.La, LB = r.LB * res.AlB + pe.Lb };
         return res;
+    }
+
+    /// <summary>Largest growth of a row's max (log2 units) absorbed without rescaling O.</summary>
+    private const float LazyMax = 8f;
+
+    /// <summary>O·α for one m-tile, skipped when no row of the warp changed its max (a warp-uniform branch).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static OAcc Rescale<THd>(OAcc o, float a, float b) where THd : struct, ITcHeadDim
+    {
+        if (a != 1f || b != 1f) o = Frag.Rescale<THd>(o, a, b);
+        return o;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -644,13 +674,13 @@ public static class TensorCoreForwardKernel
             // Online softmax, then O = O·α + P·V.
             Smx x0 = Softmax<TE, THd, TF>(s.A, st0, sa0.ScaleLog2);
             st0 = x0.R;
-            acc.A = Frag.Rescale<THd>(acc.A, x0.AlA, x0.AlB);
+            acc.A = Rescale<THd>(acc.A, x0.AlA, x0.AlB);
             PFrag p1 = default;
             if (THd.Mt > 1)
             {
                 Smx x1 = Softmax<TE, THd, TF>(s.B, st1, sa1.ScaleLog2);
                 st1 = x1.R;
-                acc.B = Frag.Rescale<THd>(acc.B, x1.AlA, x1.AlB);
+                acc.B = Rescale<THd>(acc.B, x1.AlA, x1.AlB);
                 p1 = x1.P;
             }
             acc = Frag.Pv2<TE, THd>(acc, x0.P, p1, kCur + tileBytes + vLaneOff);

@@ -93,6 +93,9 @@ public static class TensorCoreLauncher
     private static readonly bool Rows64 = Environment.GetEnvironmentVariable("FLASHDMATTN_TC_ROWS") == "64";
     private static readonly bool Rows128 = Environment.GetEnvironmentVariable("FLASHDMATTN_TC_ROWS") == "128";
 
+    /// <summary>FLASHDMATTN_TC_BC=32: D = 128 without mask or bias uses 32-key tiles, for A/B timing.</summary>
+    private static readonly bool Bc32 = Environment.GetEnvironmentVariable("FLASHDMATTN_TC_BC") == "32";
+
     /// <summary>FLASHDMATTN_TC_GENERIC=1: one specialisation with every feature on (runtime checks), for A/B timing.</summary>
     private static readonly bool Generic = Environment.GetEnvironmentVariable("FLASHDMATTN_TC_GENERIC") == "1";
 
@@ -104,7 +107,11 @@ public static class TensorCoreLauncher
             case 64: if (Rows64) Flags<TE, Hd64R64>(acc, p, buf); else Flags<TE, Hd64>(acc, p, buf); break;
             case 96: Flags<TE, Hd96>(acc, p, buf); break;
             // D = 128 with a mask or bias: 64 rows (the 128-row shape spills there and measured slower, PERF-NOTES.md).
-            case 128: if (Rows64 || (!Rows128 && (p.HasMask != 0 || p.HasBias != 0))) Flags<TE, Hd128R64>(acc, p, buf); else Flags<TE, Hd128>(acc, p, buf); break;
+            case 128:
+                if (Rows64 || (!Rows128 && (p.HasMask != 0 || p.HasBias != 0))) Flags<TE, Hd128R64>(acc, p, buf);
+                else if (Bc32) Flags<TE, Hd128Bc32>(acc, p, buf);
+                else Flags<TE, Hd128>(acc, p, buf);
+                break;
             case 192: Flags<TE, Hd192>(acc, p, buf); break;
             default: Flags<TE, Hd256>(acc, p, buf); break;
         }
