@@ -102,6 +102,44 @@ internal static class TcScore
     }
 }
 
+/// <summary>
+/// Geometric visibility of a lane's fragment elements in closed form (a few ALU operations instead of a loop over
+/// the 4·Bc/8 elements, which ILGPU does not unroll): element (j, e) is row rA + 8·(e ≥ 2), key c0 + 8j + (e &amp; 1);
+/// it is visible when the row is inside Lq, the key is below kEnd and, with causal, key ≤ row + diag.
+/// </summary>
+public static class TcGeom
+{
+    /// <summary>Bits 4j + e (as in TcScore.Tile) for a tile of <paramref name="bc"/> keys whose lane column starts at <paramref name="c0"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static uint Bits(int bc, int rA, int seqQ, int c0, int kEnd, bool causal, int diag)
+    {
+        int limA = kEnd - 1, limB = kEnd - 1;
+        if (causal)
+        {
+            limA = rA + diag < limA ? rA + diag : limA;
+            limB = rA + 8 + diag < limB ? rA + 8 + diag : limB;
+        }
+        uint a = rA < seqQ ? Pairs(bc, limA - c0) : 0u;
+        uint b = rA + 8 < seqQ ? Pairs(bc, limB - c0) : 0u;
+        return a | (b << 2);
+    }
+
+    /// <summary>Bits 4j (offset 8j) and 4j + 1 (offset 8j + 1) of the offsets ≤ <paramref name="lim"/>, j &lt; bc / 8.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static uint Pairs(int bc, int lim)
+    {
+        if (lim < 0) return 0u;
+        int n = bc / 8;
+        int n0 = lim / 8 + 1, n1 = (lim + 7) / 8; // j with 8j ≤ lim; j with 8j + 1 ≤ lim
+        n0 = n0 < n ? n0 : n;
+        n1 = n1 < n ? n1 : n;
+        return (Low(4 * n0) & 0x11111111u) | (Low(4 * n1) & 0x22222222u);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static uint Low(int bits) => bits >= 32 ? 0xFFFFFFFFu : (1u << bits) - 1u;
+}
+
 /// <summary>Raw byte-mask words of this lane's rows for one tile: 16 bytes of row A and of row B per m-tile.</summary>
 public struct MaskQuad { public U4 A0, B0, A1, B1; }
 
@@ -267,20 +305,7 @@ public static class TensorCoreForwardKernel
     /// <summary>Visibility bits from the geometry only: rows inside Lq, keys below kEnd, the causal band.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static uint TileGeom<THd>(in BlockInfo blk, int k0, int kEnd, int rA, int col0, bool causal) where THd : struct, ITcHeadDim
-    {
-        uint bits = 0;
-        int diag = blk.SeqK - blk.SeqQ;
-        for (int j = 0; j < THd.Bc / 8; j++)
-        {
-            for (int e = 0; e < 4; e++)
-            {
-                int r = rA + ((e & 2) << 2);
-                int c = k0 + 8 * j + col0 + (e & 1);
-                if (r < blk.SeqQ && c < kEnd && (!causal || c <= r + diag)) bits |= 1u << (4 * j + e);
-            }
-        }
-        return bits;
-    }
+        => TcGeom.Bits(THd.Bc, rA, blk.SeqQ, k0 + col0, kEnd, causal, blk.SeqK - blk.SeqQ);
 
     /// <summary>cp.async of the K and V rows [k0, k0 + Bc) into shared memory; rows at or past kEnd are zero-filled.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
