@@ -192,12 +192,14 @@ public struct Smx { public PFrag P; public MRow R; public float AlA, AlB; }
 /// FlashAttention-2-style forward kernel on mma.sync m16n8k16 (bf16/fp16 in, fp32 accumulate), same semantics as
 /// <see cref="PortableForwardKernel"/>. One group = 4 warps = 64·Mt query rows of one (batch, head); each warp owns
 /// Mt m-tiles of 16 rows (every K/V ldmatrix fragment feeds Mt mma) and keeps S, P and O as register fragments.
-/// K/V tiles of Bc keys are double-buffered in dynamic shared memory and loaded with cp.async (ragged rows
-/// zero-filled). Specialised on <typeparamref name="TF"/> (static switch): a feature that is off costs nothing.
-/// Tiles that every row sees whole (no mask, inside the causal band and the lengths) skip the per-element
-/// visibility; the others compute it, one bit per fragment element. With a mask, the visibility of the next tile is
-/// computed first and a tile invisible to every row (Group.BarrierOr) is skipped before its K, V or bias is read.
-/// Grid: (ceil(max Lq / Br), Batch·Heads), group 128 threads, shared bytes <see cref="SharedBytes{THd}"/>.
+/// K/V tiles of Bc keys (and bias tiles, when 16-byte aligned) are double-buffered in dynamic shared memory and loaded
+/// with cp.async a tile ahead (ragged rows zero-filled). Specialised on <typeparamref name="TF"/> (static switch): a
+/// feature that is off costs nothing. Tiles that every row sees whole (no mask, inside the causal band and the
+/// lengths) skip the per-element visibility; the others compute it, one bit per fragment element (TcGeom, TcMask).
+/// With a mask, the visibility of the next tile is computed first (from mask words loaded a tile earlier) and a tile
+/// invisible to every row (Group.BarrierOr) is skipped before its K, V or bias is read.
+/// Grid: (ceil(max Lq / Br), Batch·Heads), query blocks taken last-first; group 128 threads, shared bytes
+/// <see cref="SharedBytes{THd}"/>.
 /// </summary>
 public static class TensorCoreForwardKernel
 {
