@@ -303,7 +303,8 @@ internal static class PtxGen
     public static void PackBf16(PTXBackend backend, PTXCodeGenerator cg, Value value) => Pack(cg, value, "cvt.rn.bf16x2.f32");
     public static void PackF16(PTXBackend backend, PTXCodeGenerator cg, Value value) => Pack(cg, value, "cvt.rn.f16x2.f32");
 
-    private static void LdMatrixImpl(PTXCodeGenerator cg, Value value, string instr)
+    /// <summary>A load into four 32-bit registers from one address operand (ldmatrix.x4, ld.v4).</summary>
+    private static void Load4(PTXCodeGenerator cg, Value value, string instr)
     {
         var call = (MethodCall)value;
         var addr = Hw(cg, cg.Load(call[0]));
@@ -314,10 +315,10 @@ internal static class PtxGen
     }
 
     public static void LdMatrix(PTXBackend backend, PTXCodeGenerator cg, Value value) =>
-        LdMatrixImpl(cg, value, "ldmatrix.sync.aligned.m8n8.x4.shared.b16");
+        Load4(cg, value, "ldmatrix.sync.aligned.m8n8.x4.shared.b16");
 
     public static void LdMatrixTrans(PTXBackend backend, PTXCodeGenerator cg, Value value) =>
-        LdMatrixImpl(cg, value, "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16");
+        Load4(cg, value, "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16");
 
     public static void Ex2(PTXBackend backend, PTXCodeGenerator cg, Value value)
     {
@@ -394,15 +395,8 @@ internal static class PtxGen
     public static void LdGlobalNcU16(PTXBackend backend, PTXCodeGenerator cg, Value value) => LdGlobal(cg, value, "ld.global.nc.u16");
     public static void LdSharedU32(PTXBackend backend, PTXCodeGenerator cg, Value value) => LdGlobal(cg, value, "ld.shared.u32");
 
-    public static void LdGlobalNcV4U32(PTXBackend backend, PTXCodeGenerator cg, Value value)
-    {
-        var call = (MethodCall)value;
-        var a = Hw(cg, cg.Load(call[0]));
-        var d = Parts(cg, cg.Allocate(call), 4);
-        using var cmd = cg.BeginCommand("ld.global.nc.v4.u32");
-        cmd.AppendVectorArgument(Vec(d));
-        cmd.AppendArgumentValue(a);
-    }
+    public static void LdGlobalNcV4U32(PTXBackend backend, PTXCodeGenerator cg, Value value) =>
+        Load4(cg, value, "ld.global.nc.v4.u32");
 
     public static void Commit(PTXBackend backend, PTXCodeGenerator cg, Value value) =>
         cg.Command("cp.async.commit_group");
