@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On the GPU host (device run, carry .gpu): GPU-category tests, ptxas -v on the tensor-core PTX, benchmarks with
-# the peers measured in the same command. Logs under $OUT. Usage: bash tools/gpu-check.sh [tests|ptx|bench|ncu|sanitize]...
+# the peers measured in the same command. Logs under $OUT. Usage: bash tools/gpu-check.sh [tests|ptx|bench|ncu|ktime|sanitize]...
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 CASES=${CASES:-"dense:B=4,H=16,L=4096,D=128,causal=0;dense:B=4,H=16,L=4096,D=128,causal=1;maskbias:B=2,H=12,L=4096,D=128,w=1024,causal=1;perkey:B=2,H=12,L=4096,D=128,w=1024,causal=1"}
@@ -33,6 +33,14 @@ for step in "$@"; do
         echo "ncu $c rc=$?" | tee -a "$OUT/ncu$i.log"
         ncu -i "/tmp/ncu$i.ncu-rep" --page details > "$OUT/ncu$i-details.txt" 2>&1
         ncu -i "/tmp/ncu$i.ncu-rep" --page source --print-source sass --csv 2>&1 | gzip > "$OUT/ncu$i-sass.csv.gz"
+      done ;;
+    ktime)
+      # Duration of every kernel of one timed forward per case (after the warm-ups): where a multi-launch forward spends.
+      IFS=';' read -ra kcs <<< "${KT_CASES:-perkey:B=2,H=12,L=4096,D=128,w=1024,causal=1}"
+      for c in "${kcs[@]}"; do
+        echo "== $c" | tee -a "$OUT/ktime.txt"
+        ncu --metrics gpu__time_duration.sum --csv bash .gpu/run.sh FlashDmAttn.Bench --gpu --cases "$c" --reps 1 2>/dev/null \
+          | grep -E '^"' | awk -F'","' '{print $5" | "$9" | "$NF}' | tail -8 | tee -a "$OUT/ktime.txt"
       done ;;
     sanitize)
       for tool in memcheck racecheck; do

@@ -105,23 +105,30 @@ internal static class TcScore
 /// <summary>
 /// Geometric visibility of a lane's fragment elements in closed form (a few ALU operations instead of a loop over
 /// the 4·Bc/8 elements, which ILGPU does not unroll): element (j, e) is row rA + 8·(e ≥ 2), key c0 + 8j + (e &amp; 1);
-/// it is visible when the row is inside Lq, the key is below kEnd and, with causal, key ≤ row + diag.
+/// it is visible when its key is at most its row's limit, the last key the row may see (−1: none). A row's limit
+/// folds in Lq, the key range and the causal band, and is computed once per block (<see cref="Limit"/>, or from the
+/// key ranks when keys are gathered), so a tile's bits cost two <see cref="Pairs"/>.
 /// </summary>
 public static class TcGeom
 {
     /// <summary>Bits 4j + e (as in TcScore.Tile) for a tile of <paramref name="bc"/> keys whose lane column starts at <paramref name="c0"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static uint Bits(int bc, int rA, int seqQ, int c0, int kEnd, bool causal, int diag)
+        => FromLimits(bc, c0, Limit(rA, seqQ, kEnd, causal, diag), Limit(rA + 8, seqQ, kEnd, causal, diag));
+
+    /// <summary>Bits of a tile from the limits of the lane's rows A (<paramref name="limA"/>) and B (<paramref name="limB"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static uint FromLimits(int bc, int c0, int limA, int limB)
+        => Pairs(bc, limA - c0) | (Pairs(bc, limB - c0) << 2);
+
+    /// <summary>Last key row <paramref name="r"/> may see: below kEnd and, with causal, at most r + diag; −1 past Lq.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int Limit(int r, int seqQ, int kEnd, bool causal, int diag)
     {
-        int limA = kEnd - 1, limB = kEnd - 1;
-        if (causal)
-        {
-            limA = rA + diag < limA ? rA + diag : limA;
-            limB = rA + 8 + diag < limB ? rA + 8 + diag : limB;
-        }
-        uint a = rA < seqQ ? Pairs(bc, limA - c0) : 0u;
-        uint b = rA + 8 < seqQ ? Pairs(bc, limB - c0) : 0u;
-        return a | (b << 2);
+        if (r >= seqQ) return -1;
+        int lim = kEnd - 1;
+        if (causal && r + diag < lim) lim = r + diag;
+        return lim;
     }
 
     /// <summary>Bits 4j (offset 8j) and 4j + 1 (offset 8j + 1) of the offsets ≤ <paramref name="lim"/>, j &lt; bc / 8.</summary>
@@ -138,6 +145,21 @@ public static class TcGeom
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static uint Low(int bits) => bits >= 32 ? 0xFFFFFFFFu : (1u << bits) - 1u;
+}
+
+/// <summary>
+/// This lane's rows (A = rA, B = rA + 8 of m-tiles 0 and 1) as the visibility code needs them: their mask row offsets,
+/// the addresses of their 16-byte mask words (Quad path), and the last key (slot) each may see (TcGeom limits).
+/// </summary>
+public struct LaneMask
+{
+    public int RA0, RA1;
+    public int LimA0, LimB0, LimA1, LimB1;
+    public long RowA0, RowB0, RowA1, RowB1;
+    public ulong QA0, QB0, QA1, QB1;
+    /// <summary>Mask base address; Vec: byte mask with even strides (byte pairs); Quad: 16-byte words a tile ahead.</summary>
+    public ulong G;
+    public bool Vec, Quad;
 }
 
 /// <summary>Raw byte-mask words of this lane's rows for one tile: 16 bytes of row A and of row B per m-tile.</summary>
@@ -236,17 +258,40 @@ public static class TensorCoreForwardKernel
 
     /// <summary>This lane's 16 mask bytes of rows A and B of each m-tile for the tile at k0 (see TcMask).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static MaskQuad LoadMaskQuad<THd>(ulong a0, ulong b0, ulong a1, ulong b1, int k0) where THd : struct, ITcHeadDim
+    private static MaskQuad LoadMaskQuad<THd>(in LaneMask lm, int k0) where THd : struct, ITcHeadDim
     {
         var w = new MaskQuad();
-        w.A0 = Ptx.LdGlobalNcV4U32(a0 + (ulong)k0);
-        w.B0 = Ptx.LdGlobalNcV4U32(b0 + (ulong)k0);
+        w.A0 = Ptx.LdGlobalNcV4U32(lm.QA0 + (ulong)k0);
+        w.B0 = Ptx.LdGlobalNcV4U32(lm.QB0 + (ulong)k0);
         if (THd.Mt > 1)
         {
-            w.A1 = Ptx.LdGlobalNcV4U32(a1 + (ulong)k0);
-            w.B1 = Ptx.LdGlobalNcV4U32(b1 + (ulong)k0);
+            w.A1 = Ptx.LdGlobalNcV4U32(lm.QA1 + (ulong)k0);
+            w.B1 = Ptx.LdGlobalNcV4U32(lm.QB1 + (ulong)k0);
         }
         return w;
+    }
+
+    /// <summary>
+    /// Visibility bits of both m-tiles (X: m-tile 0, Y: m-tile 1) of the tile at k0 under a mask: from 16-byte mask
+    /// words where the tile takes that path (those prefetched a tile ago when <paramref name="usePf"/>, else loaded
+    /// now), otherwise by <see cref="TileBits{THd, TF}"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static U2 MaskedBits<THd, TF>(in FwdParams p, in BlockInfo blk, ArrayView<byte> mask, in LaneMask lm, int k0,
+        int fullEnd, int lane, int t, bool usePf, MaskQuad pf)
+        where THd : struct, ITcHeadDim where TF : struct, ITcFlags
+    {
+        var r = new U2();
+        if (TF.Mask && lm.Quad && k0 + THd.Bc <= blk.SeqK)
+        {
+            MaskQuad w = usePf ? pf : LoadMaskQuad<THd>(lm, k0);
+            r.X = QuadTileBits<THd>(w.A0, w.B0, lane, k0, fullEnd, 2 * t, lm.LimA0, lm.LimB0);
+            r.Y = THd.Mt > 1 ? QuadTileBits<THd>(w.A1, w.B1, lane, k0, fullEnd, 2 * t, lm.LimA1, lm.LimB1) : 0u;
+            return r;
+        }
+        r.X = TileBits<THd, TF>(p, blk, mask, k0, lm.RA0, lm.RowA0, lm.RowB0, 2 * t, lm.LimA0, lm.LimB0, true, lm.G, lm.Vec);
+        r.Y = THd.Mt > 1 ? TileBits<THd, TF>(p, blk, mask, k0, lm.RA1, lm.RowA1, lm.RowB1, 2 * t, lm.LimA1, lm.LimB1, true, lm.G, lm.Vec) : 0u;
+        return r;
     }
 
     /// <summary>Score transform of one m-tile: bias from the staged shared tile (read per n-tile), else as prefetched.</summary>
@@ -261,22 +306,26 @@ public static class TensorCoreForwardKernel
 
     /// <summary>Visibility bits of one m-tile from its mask words: the geometry only where the tile is not whole.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static uint QuadTileBits<THd>(U4 a, U4 b, int lane, in BlockInfo blk, int k0, int kEnd, int fullEnd, int rA, int col0, bool causal)
+    private static uint QuadTileBits<THd>(U4 a, U4 b, int lane, int k0, int fullEnd, int col0, int limA, int limB)
         where THd : struct, ITcHeadDim
     {
         uint bits = TcMask.Bits(a, b, lane);
         if (k0 + THd.Bc <= fullEnd) return bits;
-        return bits & TileGeom<THd>(blk, k0, kEnd, rA, col0, causal);
+        return bits & TcGeom.FromLimits(THd.Bc, k0 + col0, limA, limB);
     }
 
-    /// <summary>Visibility bits of this lane's fragment elements of the tile at k0 (bit 4j+e, see TcScore.Tile).</summary>
+    /// <summary>
+    /// Visibility bits of this lane's fragment elements of the tile at k0 (bit 4j+e, see TcScore.Tile): the geometry
+    /// from the rows' limits (<see cref="TcGeom"/>; key slots when keys are gathered), and the mask where there is one.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static uint TileBits<THd, TF>(in FwdParams p, in BlockInfo blk, ArrayView<byte> mask, int k0, int kEnd,
-        int rA, long mRowA, long mRowB, int col0, bool causal, bool hasMask, ulong maskG, bool maskVec,
-        ArrayView<int> seqInfo, int gRow)
+    private static uint TileBits<THd, TF>(in FwdParams p, in BlockInfo blk, ArrayView<byte> mask, int k0,
+        int rA, long mRowA, long mRowB, int col0, int limA, int limB, bool hasMask, ulong maskG, bool maskVec)
         where THd : struct, ITcHeadDim where TF : struct, ITcFlags
     {
-        if (TF.Mask && hasMask && maskVec && k0 + THd.Bc <= blk.SeqK)
+        uint geom = TcGeom.FromLimits(THd.Bc, k0 + col0, limA, limB);
+        if (!TF.Mask || !hasMask) return geom;
+        if (maskVec && k0 + THd.Bc <= blk.SeqK)
         {
             // Byte mask, tile inside the key range: all byte pairs of the tile in flight at once (rows past Lq read
             // the last row: in bounds, and their geometry bits are 0), then the geometry.
@@ -284,37 +333,77 @@ public static class TensorCoreForwardKernel
             long ma = rA < blk.SeqQ ? mRowA : mRowA - (long)(rA - last) * p.MaskStrideQ;
             long mb = rA + 8 < blk.SeqQ ? mRowB : mRowB - (long)(rA + 8 - last) * p.MaskStrideQ;
             RowWords w = Frag.LoadWords16<THd>(maskG + (ulong)(ma + k0 + col0), maskG + (ulong)(mb + k0 + col0));
-            return Frag.MaskBits<THd>(w) & TileGeom<THd>(blk, k0, kEnd, rA, col0, causal);
+            return Frag.MaskBits<THd>(w) & geom;
         }
+        // Other masks (dtype values, odd strides, the ragged last tile): element by element where the geometry allows.
         uint bits = 0;
-        int diag = blk.SeqK - blk.SeqQ;
         for (int j = 0; j < THd.Bc / 8; j++)
         {
             for (int e = 0; e < 4; e++)
             {
-                int r = rA + ((e & 2) << 2);
+                uint bit = 1u << (4 * j + e);
                 int c = k0 + 8 * j + col0 + (e & 1);
-                // With gathered keys, c is a key slot: the causal band compares the key it holds.
-                bool vis = r < blk.SeqQ && c < kEnd && (!causal || BlockInfo.KeyAt(p, seqInfo, gRow, c) <= r + diag);
-                if (TF.Mask && hasMask && vis)
-                    vis = MaskBias.MaskVisible(p, mask, (e & 2) != 0 ? mRowB : mRowA, c);
-                if (vis) bits |= 1u << (4 * j + e);
+                if ((geom & bit) != 0 && MaskBias.MaskVisible(p, mask, (e & 2) != 0 ? mRowB : mRowA, c)) bits |= bit;
             }
         }
         return bits;
     }
 
-    /// <summary>Visibility bits from the geometry only: rows inside Lq, keys below kEnd, the causal band.</summary>
+    /// <summary>
+    /// Last key (key slot, when keys are gathered) that row <paramref name="r"/> may see, −1 for none: below kEnd and,
+    /// with causal, at most r + diag; gathered slots hold ascending keys, so the causal limit is the key's rank.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static uint TileGeom<THd>(in BlockInfo blk, int k0, int kEnd, int rA, int col0, bool causal) where THd : struct, ITcHeadDim
-        => TcGeom.Bits(THd.Bc, rA, blk.SeqQ, k0 + col0, kEnd, causal, blk.SeqK - blk.SeqQ);
+    private static int RowLimit(in FwdParams p, in BlockInfo blk, ArrayView<int> seqInfo, int gRow, int r, int kEnd, bool causal)
+    {
+        int diag = blk.SeqK - blk.SeqQ;
+        if (p.GatherKeys == 0 || !causal || r >= blk.SeqQ) return TcGeom.Limit(r, blk.SeqQ, kEnd, causal, diag);
+        int lim = BlockInfo.SlotsBelow(p, seqInfo, gRow, kEnd, r + diag + 1) - 1;
+        return lim < kEnd - 1 ? lim : kEnd - 1;
+    }
 
-    /// <summary>cp.async of the K and V rows [k0, k0 + Bc) into shared memory; rows at or past kEnd are zero-filled.</summary>
+    /// <summary>
+    /// Gathered keys of one tile for <see cref="LoadKv{THd}"/>: lane l holds the key of tile row
+    /// warp·nr + l % nr + step·(l / nr) (nr = 32 / cpr rows per copy pass of a warp), the rows its warp copies, so one
+    /// load per lane (issued a tile ahead) replaces a dependent load per copied row; −1 past the walked slots.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int TileKeys<THd>(in FwdParams p, ArrayView<int> seqInfo, int gRow, int k0, int kEnd, int lane, int warp)
+        where THd : struct, ITcHeadDim
+    {
+        int cpr = THd.D / 8, step = Threads / cpr, nr = 32 / cpr;
+        int r = warp * nr + lane % nr + step * (lane / nr);
+        int slot = k0 + r;
+        return r < THd.Bc && slot < kEnd ? BlockInfo.KeyAt(p, seqInfo, gRow, slot) : -1;
+    }
+
+    /// <summary>
+    /// cp.async of the K and V rows [k0, k0 + Bc) into shared memory; rows at or past kEnd are zero-filled. With
+    /// <paramref name="gatherFast"/> (gathered keys, not paged, cpr dividing 32) the rows' keys come from
+    /// <paramref name="keys"/> (<see cref="TileKeys{THd}"/>) by warp shuffles.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void LoadKv<THd>(in FwdParams p, in BlockInfo blk, ArrayView<int> seqInfo, ulong kG, ulong vG,
-        uint kS, uint vS, int k0, int kEnd, int hk, int tid, int gRow) where THd : struct, ITcHeadDim
+        uint kS, uint vS, int k0, int kEnd, int hk, int tid, int gRow, bool gatherFast, int keys) where THd : struct, ITcHeadDim
     {
         int cpr = THd.D / 8;
+        if (gatherFast)
+        {
+            int step = Threads / cpr, nr = 32 / cpr;
+            int r0 = tid / cpr, c = tid - r0 * cpr, a = (tid & 31) / cpr;
+            ulong kB = kG + (ulong)((blk.Batch * p.KStrideB + (long)blk.RowK0 * p.KStrideL + hk * p.KStrideH) * 2 + c * 16);
+            ulong vB = vG + (ulong)((blk.Batch * p.VStrideB + (long)blk.RowK0 * p.VStrideL + hk * p.VStrideH) * 2 + c * 16);
+            uint dst = (uint)(r0 * THd.RowBytes + c * 16);
+            for (int i = 0; i < THd.Bc / step; i++)
+            {
+                int key = Warp.Shuffle(keys, a + nr * i);
+                bool ok = key >= 0;
+                Ptx.CpAsync16(kS + dst, ok ? kB + (ulong)(key * p.KStrideL * 2) : kG, ok ? 16u : 0u);
+                Ptx.CpAsync16(vS + dst, ok ? vB + (ulong)(key * p.VStrideL * 2) : vG, ok ? 16u : 0u);
+                dst += (uint)(step * THd.RowBytes);
+            }
+            return;
+        }
         if (Threads % cpr == 0 && p.Paged == 0 && p.GatherKeys == 0)
         {
             // Each thread copies chunk column c of rows r0, r0 + step, ...: per-tile base addresses once, then adds.
@@ -518,16 +607,16 @@ public static class TensorCoreForwardKernel
 
         // This lane's rows: m-tile m covers rows rA_m = q0 + warp·16·Mt + 16·m + g and rA_m + 8.
         int rA0 = q0 + warp * 16 * THd.Mt + g, rA1 = rA0 + 16;
-        long mRowA0 = 0, mRowB0 = 0, mRowA1 = 0, mRowB1 = 0;
+        var lm = new LaneMask { RA0 = rA0, RA1 = rA1 };
         if (hasMask)
         {
-            mRowA0 = MaskBias.MaskIndex(p, b, h, rA0); mRowB0 = MaskBias.MaskIndex(p, b, h, rA0 + 8);
-            mRowA1 = MaskBias.MaskIndex(p, b, h, rA1); mRowB1 = MaskBias.MaskIndex(p, b, h, rA1 + 8);
+            lm.RowA0 = MaskBias.MaskIndex(p, b, h, rA0); lm.RowB0 = MaskBias.MaskIndex(p, b, h, rA0 + 8);
+            lm.RowA1 = MaskBias.MaskIndex(p, b, h, rA1); lm.RowB1 = MaskBias.MaskIndex(p, b, h, rA1 + 8);
         }
         ulong biasG = hasBias ? Ptx.GlobalAddr(ref bias[0]) : 0ul;
         bool biasVec = hasBias && ((p.BiasStrideB | p.BiasStrideH | p.BiasStrideQ) & 1) == 0 && (biasG & 3ul) == 0;
-        ulong maskG = hasMask ? Ptx.GlobalAddrB(ref mask[0]) : 0ul;
-        bool maskVec = hasMask && p.MaskElemBytes == 1 && ((p.MaskStrideB | p.MaskStrideH | p.MaskStrideQ) & 1) == 0 && (maskG & 1ul) == 0;
+        lm.G = hasMask ? Ptx.GlobalAddrB(ref mask[0]) : 0ul;
+        lm.Vec = hasMask && p.MaskElemBytes == 1 && ((p.MaskStrideB | p.MaskStrideH | p.MaskStrideQ) & 1) == 0 && (lm.G & 1ul) == 0;
         // Bias tiles go through shared memory with their K/V (cp.async, a tile ahead) when rows are 16-byte aligned
         // (a bias shared by all queries stays on the per-lane path: its one row lives in L1).
         bool biasStage = TF.Bias && biasVec && p.BiasStrideQ != 0 && ((p.BiasStrideB | p.BiasStrideH | p.BiasStrideQ) & 7) == 0 && (biasG & 15ul) == 0;
@@ -554,55 +643,54 @@ public static class TensorCoreForwardKernel
             fullEnd = BlockInfo.SlotsBelow(p, seqInfo, gRow, kEnd, fullEnd);
         }
         int nTiles = (kEnd + THd.Bc - 1) / THd.Bc;
+        // The last key (slot) each of this lane's rows sees: tiles that are not whole get their geometry from these.
+        lm.LimA0 = RowLimit(p, blk, seqInfo, gRow, rA0, kEnd, causal);
+        lm.LimB0 = RowLimit(p, blk, seqInfo, gRow, rA0 + 8, kEnd, causal);
+        lm.LimA1 = RowLimit(p, blk, seqInfo, gRow, rA1, kEnd, causal);
+        lm.LimB1 = RowLimit(p, blk, seqInfo, gRow, rA1 + 8, kEnd, causal);
 
         // Mask look-ahead by 16-byte words (64-key tiles, 16-byte aligned rows, no gathered keys): the words of the
         // tile after next are loaded while this tile computes. Rows past the sequence read its last row.
-        bool maskQuad = TF.Mask && hasMask && THd.Bc == 64 && p.GatherKeys == 0 && p.MaskElemBytes == 1
-                        && ((p.MaskStrideB | p.MaskStrideH | p.MaskStrideQ) & 15) == 0 && (maskG & 15ul) == 0;
-        ulong mqA0 = 0, mqB0 = 0, mqA1 = 0, mqB1 = 0;
-        if (maskQuad)
+        lm.Quad = TF.Mask && hasMask && THd.Bc == 64 && p.GatherKeys == 0 && p.MaskElemBytes == 1
+                  && ((p.MaskStrideB | p.MaskStrideH | p.MaskStrideQ) & 15) == 0 && (lm.G & 15ul) == 0;
+        if (lm.Quad)
         {
             int last = blk.SeqQ - 1;
-            ulong lane16 = maskG + (ulong)(16 * t);
-            mqA0 = lane16 + (ulong)MaskBias.MaskIndex(p, b, h, rA0 < last ? rA0 : last);
-            mqB0 = lane16 + (ulong)MaskBias.MaskIndex(p, b, h, rA0 + 8 < last ? rA0 + 8 : last);
-            mqA1 = lane16 + (ulong)MaskBias.MaskIndex(p, b, h, rA1 < last ? rA1 : last);
-            mqB1 = lane16 + (ulong)MaskBias.MaskIndex(p, b, h, rA1 + 8 < last ? rA1 + 8 : last);
+            ulong lane16 = lm.G + (ulong)(16 * t);
+            lm.QA0 = lane16 + (ulong)MaskBias.MaskIndex(p, b, h, rA0 < last ? rA0 : last);
+            lm.QB0 = lane16 + (ulong)MaskBias.MaskIndex(p, b, h, rA0 + 8 < last ? rA0 + 8 : last);
+            lm.QA1 = lane16 + (ulong)MaskBias.MaskIndex(p, b, h, rA1 < last ? rA1 : last);
+            lm.QB1 = lane16 + (ulong)MaskBias.MaskIndex(p, b, h, rA1 + 8 < last ? rA1 + 8 : last);
         }
+
+        // Gathered keys: K/V rows are found through the tile's key list, loaded a tile ahead (see TileKeys).
+        bool gatherFast = TF.Mask && p.GatherKeys != 0 && p.Paged == 0 && 32 % cpr == 0;
 
         // First visible tile (without a mask every tile below nTiles has a visible element).
         int cur = 0;
-        uint curBits0 = 0, curBits1 = 0;
+        U2 curBits = default;
         if (hasMask)
         {
             while (cur < nTiles)
             {
-                int kc = cur * THd.Bc;
-                if (TF.Mask && maskQuad && kc + THd.Bc <= blk.SeqK)
-                {
-                    MaskQuad w = LoadMaskQuad<THd>(mqA0, mqB0, mqA1, mqB1, kc);
-                    curBits0 = QuadTileBits<THd>(w.A0, w.B0, lane, blk, kc, kEnd, fullEnd, rA0, 2 * t, causal);
-                    curBits1 = THd.Mt > 1 ? QuadTileBits<THd>(w.A1, w.B1, lane, blk, kc, kEnd, fullEnd, rA1, 2 * t, causal) : 0u;
-                }
-                else
-                {
-                    curBits0 = TileBits<THd, TF>(p, blk, mask, kc, kEnd, rA0, mRowA0, mRowB0, 2 * t, causal, hasMask, maskG, maskVec, seqInfo, gRow);
-                    curBits1 = THd.Mt > 1 ? TileBits<THd, TF>(p, blk, mask, kc, kEnd, rA1, mRowA1, mRowB1, 2 * t, causal, hasMask, maskG, maskVec, seqInfo, gRow) : 0u;
-                }
-                if (Group.BarrierOr((curBits0 | curBits1) != 0)) break;
+                curBits = MaskedBits<THd, TF>(p, blk, mask, lm, cur * THd.Bc, fullEnd, lane, t, false, default);
+                if (Group.BarrierOr((curBits.X | curBits.Y) != 0)) break;
                 cur++;
             }
         }
+        int keysPf = 0; // gathered keys of tile cur + 1
         if (cur < nTiles)
         {
-            LoadKv<THd>(p, blk, seqInfo, kG, vG, kv0, kv0 + tileBytes, cur * THd.Bc, kEnd, hk, tid, gRow);
+            int keys = gatherFast ? TileKeys<THd>(p, seqInfo, gRow, cur * THd.Bc, kEnd, lane, warp) : 0;
+            LoadKv<THd>(p, blk, seqInfo, kG, vG, kv0, kv0 + tileBytes, cur * THd.Bc, kEnd, hk, tid, gRow, gatherFast, keys);
             if (TF.Bias && biasStage && cur * THd.Bc + THd.Bc <= blk.SeqK)
                 LoadBiasTile<THd>(p, blk, biasG, biasS, b, h, q0, cur * THd.Bc, tid);
+            if (gatherFast) keysPf = TileKeys<THd>(p, seqInfo, gRow, (cur + 1) * THd.Bc, kEnd, lane, warp);
         }
         Ptx.CpAsyncCommit();
         MaskQuad pf = default; // mask words of tile cur + 1
-        if (TF.Mask && maskQuad && cur + 1 < nTiles && (cur + 2) * THd.Bc <= blk.SeqK)
-            pf = LoadMaskQuad<THd>(mqA0, mqB0, mqA1, mqB1, (cur + 1) * THd.Bc);
+        if (TF.Mask && lm.Quad && cur + 1 < nTiles && (cur + 2) * THd.Bc <= blk.SeqK)
+            pf = LoadMaskQuad<THd>(lm, (cur + 1) * THd.Bc);
 
         // Q fragments (the Q group is complete once at most the K/V group is pending).
         Ptx.CpAsyncWait(1);
@@ -624,26 +712,15 @@ public static class TensorCoreForwardKernel
             // With a mask: visibility of the next visible tile (its words prefetched a tile ago when possible).
             // Then its K/V (and bias) loads into the other buffer, and the mask words of the tile after it.
             int nxt = cur + 1;
-            uint nxtBits0 = 0, nxtBits1 = 0;
+            U2 nxtBits = default;
             if (hasMask)
             {
                 bool prefetched = true;
                 while (nxt < nTiles)
                 {
-                    int kn = nxt * THd.Bc;
-                    if (TF.Mask && maskQuad && kn + THd.Bc <= blk.SeqK)
-                    {
-                        MaskQuad w = prefetched ? pf : LoadMaskQuad<THd>(mqA0, mqB0, mqA1, mqB1, kn);
-                        nxtBits0 = QuadTileBits<THd>(w.A0, w.B0, lane, blk, kn, kEnd, fullEnd, rA0, 2 * t, causal);
-                        nxtBits1 = THd.Mt > 1 ? QuadTileBits<THd>(w.A1, w.B1, lane, blk, kn, kEnd, fullEnd, rA1, 2 * t, causal) : 0u;
-                    }
-                    else
-                    {
-                        nxtBits0 = TileBits<THd, TF>(p, blk, mask, kn, kEnd, rA0, mRowA0, mRowB0, 2 * t, causal, hasMask, maskG, maskVec, seqInfo, gRow);
-                        nxtBits1 = THd.Mt > 1 ? TileBits<THd, TF>(p, blk, mask, kn, kEnd, rA1, mRowA1, mRowB1, 2 * t, causal, hasMask, maskG, maskVec, seqInfo, gRow) : 0u;
-                    }
+                    nxtBits = MaskedBits<THd, TF>(p, blk, mask, lm, nxt * THd.Bc, fullEnd, lane, t, prefetched, pf);
                     prefetched = false;
-                    if (Group.BarrierOr((nxtBits0 | nxtBits1) != 0)) break;
+                    if (Group.BarrierOr((nxtBits.X | nxtBits.Y) != 0)) break;
                     nxt++;
                 }
             }
@@ -651,13 +728,15 @@ public static class TensorCoreForwardKernel
             uint kNxt = kv0 + (uint)(buf ^ 1) * 2u * tileBytes;
             if (nxt < nTiles)
             {
-                LoadKv<THd>(p, blk, seqInfo, kG, vG, kNxt, kNxt + tileBytes, nxt * THd.Bc, kEnd, hk, tid, gRow);
+                // Without a mask the next tile is cur + 1, whose keys were loaded a tile ago.
+                LoadKv<THd>(p, blk, seqInfo, kG, vG, kNxt, kNxt + tileBytes, nxt * THd.Bc, kEnd, hk, tid, gRow, gatherFast, keysPf);
                 if (TF.Bias && biasStage && nxt * THd.Bc + THd.Bc <= blk.SeqK)
                     LoadBiasTile<THd>(p, blk, biasG, biasS + (uint)(buf ^ 1) * stageBytes, b, h, q0, nxt * THd.Bc, tid);
             }
             Ptx.CpAsyncCommit();
-            if (TF.Mask && maskQuad && nxt + 1 < nTiles && (nxt + 2) * THd.Bc <= blk.SeqK)
-                pf = LoadMaskQuad<THd>(mqA0, mqB0, mqA1, mqB1, (nxt + 1) * THd.Bc);
+            if (gatherFast) keysPf = TileKeys<THd>(p, seqInfo, gRow, (nxt + 1) * THd.Bc, kEnd, lane, warp);
+            if (TF.Mask && lm.Quad && nxt + 1 < nTiles && (nxt + 2) * THd.Bc <= blk.SeqK)
+                pf = LoadMaskQuad<THd>(lm, (nxt + 1) * THd.Bc);
 
             // Bias of a tile inside the key range as 32-bit pairs: staged in shared memory (read after the wait), or
             // loaded from global now so that Q·Kᵀ hides their latency (rows past Lq read the last row; invisible
@@ -695,11 +774,11 @@ public static class TensorCoreForwardKernel
             {
                 if (!hasMask)
                 {
-                    curBits0 = TileBits<THd, TF>(p, blk, mask, k0, kEnd, rA0, mRowA0, mRowB0, 2 * t, causal, hasMask, maskG, maskVec, seqInfo, gRow);
-                    curBits1 = THd.Mt > 1 ? TileBits<THd, TF>(p, blk, mask, k0, kEnd, rA1, mRowA1, mRowB1, 2 * t, causal, hasMask, maskG, maskVec, seqInfo, gRow) : 0u;
+                    curBits.X = TcGeom.FromLimits(THd.Bc, k0 + 2 * t, lm.LimA0, lm.LimB0);
+                    curBits.Y = THd.Mt > 1 ? TcGeom.FromLimits(THd.Bc, k0 + 2 * t, lm.LimA1, lm.LimB1) : 0u;
                 }
-                s.A = ApplyScores<TE, THd, TF>(s.A, curBits0, sa0, false, hasBias, pre, staged, bw0, bs, bs + rowB);
-                if (THd.Mt > 1) s.B = ApplyScores<TE, THd, TF>(s.B, curBits1, sa1, false, hasBias, pre, staged, bw1, bs + 2u * rowB, bs + 3u * rowB);
+                s.A = ApplyScores<TE, THd, TF>(s.A, curBits.X, sa0, false, hasBias, pre, staged, bw0, bs, bs + rowB);
+                if (THd.Mt > 1) s.B = ApplyScores<TE, THd, TF>(s.B, curBits.Y, sa1, false, hasBias, pre, staged, bw1, bs + 2u * rowB, bs + 3u * rowB);
             }
 
             // Online softmax, then O = O·α + P·V.
@@ -718,8 +797,7 @@ public static class TensorCoreForwardKernel
 
             Group.Barrier(); // all warps are done with this buffer before it is refilled
             cur = nxt;
-            curBits0 = nxtBits0;
-            curBits1 = nxtBits1;
+            curBits = nxtBits;
             buf ^= 1;
         }
         Ptx.CpAsyncWait(0);

@@ -129,7 +129,9 @@ public static class TensorCoreLauncher
     private static void FlagsMask<TE, THd, TC>(Accelerator acc, FwdParams p, in TcBuffers buf)
         where TE : struct, ITcElem where THd : struct, ITcHeadDim where TC : struct, IStaticBool
     {
-        if (p.HasMask != 0) FlagsBias<TE, THd, TC, On>(acc, p, buf);
+        // Gathered keys (a query-broadcast mask turned into key lists) take the mask specialisation: its K/V loads
+        // follow the lists, and the kernels without a mask carry no gathering code.
+        if (p.HasMask != 0 || p.GatherKeys != 0) FlagsBias<TE, THd, TC, On>(acc, p, buf);
         else FlagsBias<TE, THd, TC, Off>(acc, p, buf);
     }
 

@@ -15,6 +15,10 @@ public class KeyGatherTests(bool tensorCore)
     [TestCase("bf16", 2, 3, 1, 70, 150, 32, true, 1, 0)]    // mask (B, H, 1, Lk): per head
     [TestCase("fp16", 1, 4, 2, 33, 97, 64, false, 1, 1)]   // mask (1, Hkv, 1, Lk): shared by a query-head group
     [TestCase("fp16", 2, 2, 2, 129, 129, 40, true, 0, 0)]  // mask (1, 1, 1, Lk)
+    // Tensor-core K/V copies: keys by shuffles (D 128: 16 chunks a row; D 256: 32-key tiles), by rows (D 96).
+    [TestCase("bf16", 1, 2, 1, 150, 260, 128, true, 1, 0)]
+    [TestCase("fp16", 1, 2, 2, 40, 90, 256, true, 1, 1)]
+    [TestCase("bf16", 1, 2, 1, 30, 75, 96, true, 1, 0)]
     public void MaskedKeysAreNeverRead(string dtype, int b, int h, int hkv, int lq, int lk, int d, bool causal, int perHead, int kvHeadMask)
     {
         switch (dtype)
