@@ -1,4 +1,5 @@
 using System.Globalization;
+using ILGPU;
 using ILGPU.Runtime;
 using FlashDmAttn.Kernels.Launch;
 
@@ -6,17 +7,22 @@ namespace FlashDmAttn.Bench;
 
 /// <summary>
 /// GPU mode: times the forward on the cases of ../shared/gpu/peers.py (same case strings, bf16, layout (B,L,H,D))
-/// with device events: warm-up, then the median of many timed launches, rotating input sets when one set would
-/// sit in L2. Prints one line per case in peers.py's format: FlashDmAttn|case|ms=..|tflops=..
+/// with device events: warm-up, then the median of many timed launches, each after a 256 MB memset that clears L2
+/// (triton.testing.do_bench's method, which peers.py uses), input sets rotated as well. Prints one line per case in
+/// peers.py's format: FlashDmAttn|case|ms=..|tflops=..|idle_start_ms=.. (the last: timed from an idle GPU, host
+/// launch overhead included).
 /// </summary>
 public static class GpuBench
 {
     private const long L2Bytes = 50L << 20;
+    private static MemoryBuffer1D<int, Stride1D.Dense>? _flush;
 
     public static int Run(string cases, int reps)
     {
         var attn = FlashDmAttention.Auto();
         Console.WriteLine($"# FlashDmAttn GPU bench on {attn}");
+        using var flush = attn.Accelerator.Allocate1D<int>(64L << 20); // 256 MB, as do_bench's cache clearing
+        _flush = flush;
         foreach (var c in cases.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
             RunCase(attn, c, reps);
         return 0;
@@ -67,21 +73,41 @@ public static class GpuBench
             }
             for (int i = 0; i < 3; i++) Launch(i);
             acc.Synchronize();
-            var times = new List<double>();
             var stream = acc.DefaultStream;
+
+            // Kernel time as triton.testing.do_bench (peers.py) takes it: before each launch the stream zeroes a
+            // 256 MB buffer, which clears L2 and keeps the GPU busy while the host prepares the launch, so the
+            // events enclose the GPU work of one forward (all its launches) and not the host's launch overhead.
+            var marks = new List<(ProfilingMarker Start, ProfilingMarker End)>();
             for (int i = 0; i < reps; i++)
             {
+                _flush!.View.MemSetToZero(stream);
+                var start = stream.AddProfilingMarker();
+                Launch(i);
+                marks.Add((start, stream.AddProfilingMarker()));
+            }
+            stream.Synchronize();
+            var times = marks.Select(m => m.End.MeasureFrom(m.Start).TotalMilliseconds).Order().ToList();
+            foreach (var (a, b) in marks) { a.Dispose(); b.Dispose(); }
+            double ms = times[times.Count / 2];
+
+            // The same with an idle GPU at each start: the host's launch overhead (validation, key gathering's
+            // launches, ILGPU's argument marshalling) shows in this one.
+            var hostTimes = new List<double>();
+            for (int i = 0; i < Math.Min(reps, 10); i++)
+            {
+                stream.Synchronize();
                 using var start = stream.AddProfilingMarker();
                 Launch(i);
                 using var end = stream.AddProfilingMarker();
                 end.Synchronize();
-                times.Add(end.MeasureFrom(start).TotalMilliseconds);
+                hostTimes.Add(end.MeasureFrom(start).TotalMilliseconds);
             }
-            times.Sort();
-            double ms = times[times.Count / 2];
+            hostTimes.Sort();
+            double idleMs = hostTimes[hostTimes.Count / 2];
             double flops = 4.0 * B * H * L * (double)L * D * (causal ? 0.5 : 1.0);
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"FlashDmAttn|{caseString}|ms={ms:F4}|tflops={flops / ms / 1e9:F1}|kernel={ForwardLauncher.Describe(acc, D)}"));
+                $"FlashDmAttn|{caseString}|ms={ms:F4}|tflops={flops / ms / 1e9:F1}|idle_start_ms={idleMs:F4}|kernel={ForwardLauncher.Describe(acc, D)}"));
         }
         finally
         {

@@ -6,11 +6,13 @@ namespace FlashDmAttn.Tests.Forward;
 /// <summary>
 /// Masks broadcast over queries make the kernels walk only the visible keys. Proof: the K and V rows of masked keys
 /// are NaN, which any read would spread into the output (0·NaN = NaN in P·V); the result must still match float64.
-/// Runs on the CPU accelerator with the portable kernel, and with the tensor-core kernel's logic (its PTX twins).
+/// Runs on the CPU accelerator with the portable kernel and with the tensor-core kernel's logic (its PTX twins), and on
+/// CUDA (the tensor-core kernel for its head dims, the portable one for the others).
 /// </summary>
-[TestFixture(false)]
-[TestFixture(true)]
-public class KeyGatherTests(bool tensorCore)
+[TestFixture("cpu", false)]
+[TestFixture("cpu", true)]
+[TestFixture("cuda", false, Category = "GPU")]
+public class KeyGatherTests(string backendName, bool tensorCore)
 {
     [TestCase("bf16", 2, 3, 1, 70, 150, 32, true, 1, 0)]    // mask (B, H, 1, Lk): per head
     [TestCase("fp16", 1, 4, 2, 33, 97, 64, false, 1, 1)]   // mask (1, Hkv, 1, Lk): shared by a query-head group
@@ -31,7 +33,7 @@ public class KeyGatherTests(bool tensorCore)
 
     private void Run<T>(int B, int H, int Hkv, int Lq, int Lk, int D, bool causal, int perHead, int kvHeadMask) where T : unmanaged
     {
-        var backend = TestBackends.Get("cpu");
+        var backend = TestBackends.Get(backendName);
         var acc = backend.Accelerator;
         var rng = TestData.NewRandom(out int seed);
         int mb = perHead == 1 ? B : 1, mh = perHead == 1 ? (kvHeadMask == 1 ? Hkv : H) : (kvHeadMask == 1 ? Hkv : 1);

@@ -29,6 +29,10 @@ public class TensorCoreGpuTests
         yield return Named(new AttentionCase("fp16", 3, 150, 300, 4, 4, 64, Path: ApiPath.Paged, PageSize: 64, BiasShape: [0, 0, 0, 0]));
         yield return Named(new AttentionCase("bf16", 2, 129, 129, 2, 2, 64, Strided: true, Causal: true));
         yield return Named(new AttentionCase("fp16", 1, 1, 1000, 8, 1, 128));
+        // Masks and biases broadcast over queries (perkey): gathered keys, K/V rows found through the key lists.
+        yield return Named(new AttentionCase("bf16", 2, 300, 520, 4, 2, 128, Causal: true, MaskShape: [0, 0, 1, 0], BiasShape: [0, 0, 1, 0]));
+        yield return Named(new AttentionCase("fp16", 1, 260, 400, 4, 4, 64, MaskShape: [0, 0, 1, 0], BiasShape: [0, 0, 1, 0], Softcap: 6f));
+        yield return Named(new AttentionCase("bf16", 1, 100, 333, 2, 1, 256, Causal: true, MaskShape: [1, -1, 1, 0], BiasShape: [0, 0, 1, 0]));
     }
 
     private static TestCaseData Named(AttentionCase c) => new TestCaseData(c).SetName($"TensorCoreGpu {c}");
