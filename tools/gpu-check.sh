@@ -15,6 +15,7 @@ for step in "$@"; do
       nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv | tee "$OUT/gpu.txt"
       parts=("FullyQualifiedName~TensorCoreGpu&FullyQualifiedName~bf16" "FullyQualifiedName~TensorCoreGpu&FullyQualifiedName!~bf16"
              "FullyQualifiedName~ForwardCoverage" "FullyQualifiedName!~TensorCoreGpu&FullyQualifiedName!~ForwardCoverage")
+      bash .gpu/run.sh FlashDmAttn.Tests --list-tests > /dev/null 2>&1 # unpacks the runtime once (parallel unpacking crashes)
       for i in 0 1 2 3; do
         FLASHDMATTN_KERNEL=${KERNEL:-} bash .gpu/run.sh FlashDmAttn.Tests --filter "TestCategory=GPU&${parts[$i]}" --output detailed \
           > "$OUT/tests$i${KERNEL:+-$KERNEL}.log" 2>&1 &
