@@ -11,17 +11,19 @@ SMALL="dense:B=1,H=2,L=128,D=64,causal=0;maskbias:B=1,H=2,L=192,D=64,w=50,causal
 for step in "$@"; do
   case $step in
     tests)
-      # The GPU category in four processes at once (most of its time is ILGPU/driver JIT, CPU-bound on the host).
+      # The GPU category in six processes at once (most of its time is ILGPU/driver JIT, CPU-bound on the host).
       nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv | tee "$OUT/gpu.txt"
       parts=("FullyQualifiedName~TensorCoreGpu&FullyQualifiedName~bf16" "FullyQualifiedName~TensorCoreGpu&FullyQualifiedName!~bf16"
-             "FullyQualifiedName~ForwardCoverage" "FullyQualifiedName!~TensorCoreGpu&FullyQualifiedName!~ForwardCoverage")
+             "FullyQualifiedName~ForwardCoverage&FullyQualifiedName~fp16" "FullyQualifiedName~ForwardCoverage&FullyQualifiedName~bf16"
+             "FullyQualifiedName~ForwardCoverage&FullyQualifiedName!~fp16&FullyQualifiedName!~bf16"
+             "FullyQualifiedName!~TensorCoreGpu&FullyQualifiedName!~ForwardCoverage")
       bash .gpu/run.sh FlashDmAttn.Tests --list-tests > /dev/null 2>&1 # unpacks the runtime once (parallel unpacking crashes)
-      for i in 0 1 2 3; do
+      for i in "${!parts[@]}"; do
         FLASHDMATTN_KERNEL=${KERNEL:-} bash .gpu/run.sh FlashDmAttn.Tests --filter "TestCategory=GPU&${parts[$i]}" --output detailed \
           > "$OUT/tests$i${KERNEL:+-$KERNEL}.log" 2>&1 &
       done
       wait
-      for i in 0 1 2 3; do
+      for i in "${!parts[@]}"; do
         log="$OUT/tests$i${KERNEL:+-$KERNEL}.log"
         echo "== part $i: $(grep -cE '^passed' "$log") passed, $(grep -cE '^failed' "$log") failed, $(grep -cE '^skipped' "$log") skipped; $(grep -E 'duration' "$log" | tail -1)"
         grep -E "^failed" -A3 "$log" | head -20
