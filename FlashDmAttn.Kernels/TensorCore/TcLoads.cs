@@ -1,0 +1,132 @@
+using System.Runtime.CompilerServices;
+using ILGPU;
+using FlashDmAttn.Kernels.Forward;
+
+namespace FlashDmAttn.Kernels.TensorCore;
+
+/// <summary>
+/// Tile loads into shared memory by cp.async (16-byte chunks, a tile ahead): K/V rows (contiguous, paged or through
+/// gathered key lists) and staged bias tiles; all <see cref="TensorCoreForwardKernel.Threads"/> threads copy together.
+/// </summary>
+internal static class TcLoads
+{
+    private const int Threads = TensorCoreForwardKernel.Threads;
+
+    /// <summary>
+    /// Gathered keys of one tile for <see cref="LoadKv{THd}"/>: lane l holds the key of tile row
+    /// warp·nr + l % nr + step·(l / nr) (nr = 32 / cpr rows per copy pass of a warp), the rows its warp copies, so one
+    /// load per lane (issued a tile ahead) replaces a dependent load per copied row; −1 past the walked slots.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static int TileKeys<THd>(in FwdParams p, ArrayView<int> seqInfo, int gRow, int k0, int kEnd, int lane, int warp)
+        where THd : struct, ITcHeadDim
+    {
+        int cpr = THd.D / 8, step = Threads / cpr, nr = 32 / cpr;
+        int r = warp * nr + lane % nr + step * (lane / nr);
+        int slot = k0 + r;
+        return r < THd.Bc && slot < kEnd ? BlockInfo.KeyAt(p, seqInfo, gRow, slot) : -1;
+    }
+
+    /// <summary>
+    /// cp.async of the K and V rows [k0, k0 + Bc) into shared memory; rows at or past kEnd are zero-filled. With
+    /// <paramref name="gatherFast"/> (gathered keys, not paged, cpr dividing 32) the rows' keys come from
+    /// <paramref name="keys"/> (<see cref="TileKeys{THd}"/>) by warp shuffles.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void LoadKv<THd>(in FwdParams p, in BlockInfo blk, ArrayView<int> seqInfo, ulong kG, ulong vG,
+        uint kS, uint vS, int k0, int kEnd, int hk, int tid, int gRow, bool gatherFast, int keys) where THd : struct, ITcHeadDim
+    {
+        int cpr = THd.D / 8;
+        if (gatherFast)
+        {
+            int step = Threads / cpr, nr = 32 / cpr;
+            int r0 = tid / cpr, c = tid - r0 * cpr, a = (tid & 31) / cpr;
+            ulong kB = kG + (ulong)((blk.Batch * p.KStrideB + (long)blk.RowK0 * p.KStrideL + hk * p.KStrideH) * 2 + c * 16);
+            ulong vB = vG + (ulong)((blk.Batch * p.VStrideB + (long)blk.RowK0 * p.VStrideL + hk * p.VStrideH) * 2 + c * 16);
+            uint dst = (uint)(r0 * THd.RowBytes + c * 16);
+            for (int i = 0; i < THd.Bc / step; i++)
+            {
+                int key = Warp.Shuffle(keys, a + nr * i);
+                bool ok = key >= 0;
+                Ptx.CpAsync16(kS + dst, ok ? kB + (ulong)(key * p.KStrideL * 2) : kG, ok ? 16u : 0u);
+                Ptx.CpAsync16(vS + dst, ok ? vB + (ulong)(key * p.VStrideL * 2) : vG, ok ? 16u : 0u);
+                dst += (uint)(step * THd.RowBytes);
+            }
+            return;
+        }
+        if (Threads % cpr == 0 && p.Paged == 0 && p.GatherKeys == 0)
+        {
+            // Each thread copies chunk column c of rows r0, r0 + step, ...: per-tile base addresses once, then adds.
+            int step = Threads / cpr;
+            int r0 = tid / cpr, c = tid - r0 * cpr;
+            long row = blk.RowK0 + k0 + r0;
+            ulong kA = kG + (ulong)((blk.Batch * p.KStrideB + row * p.KStrideL + hk * p.KStrideH) * 2 + c * 16);
+            ulong vA = vG + (ulong)((blk.Batch * p.VStrideB + row * p.VStrideL + hk * p.VStrideH) * 2 + c * 16);
+            ulong kStep = (ulong)(step * p.KStrideL * 2), vStep = (ulong)(step * p.VStrideL * 2);
+            uint dst = (uint)(r0 * THd.RowBytes + c * 16);
+            int j = k0 + r0;
+            if (k0 + THd.Bc <= kEnd)
+            {
+                // Whole tile: no per-row bounds.
+                for (int i = 0; i < THd.Bc / step; i++)
+                {
+                    Ptx.CpAsync16(kS + dst, kA, 16u);
+                    Ptx.CpAsync16(vS + dst, vA, 16u);
+                    kA += kStep;
+                    vA += vStep;
+                    dst += (uint)(step * THd.RowBytes);
+                }
+                return;
+            }
+            for (int i = 0; i < THd.Bc / step; i++)
+            {
+                bool ok = j < kEnd;
+                Ptx.CpAsync16(kS + dst, ok ? kA : kG, ok ? 16u : 0u);
+                Ptx.CpAsync16(vS + dst, ok ? vA : vG, ok ? 16u : 0u);
+                kA += kStep;
+                vA += vStep;
+                dst += (uint)(step * THd.RowBytes);
+                j += step;
+            }
+            return;
+        }
+        for (int e = tid; e < THd.Bc * cpr; e += Threads)
+        {
+            int r = e / cpr, c = e - r * cpr;
+            int j = k0 + r;
+            uint dst = (uint)(r * THd.RowBytes + c * 16);
+            if (j < kEnd)
+            {
+                int key = BlockInfo.KeyAt(p, seqInfo, gRow, j); // j itself unless keys are gathered
+                long ko = blk.KOffset(p, seqInfo, p.KStrideB, p.KStrideL, p.KStrideH, key, hk);
+                long vo = blk.KOffset(p, seqInfo, p.VStrideB, p.VStrideL, p.VStrideH, key, hk);
+                Ptx.CpAsync16(kS + dst, kG + (ulong)(ko * 2 + c * 16), 16u);
+                Ptx.CpAsync16(vS + dst, vG + (ulong)(vo * 2 + c * 16), 16u);
+            }
+            else
+            {
+                Ptx.CpAsync16(kS + dst, kG, 0u);
+                Ptx.CpAsync16(vS + dst, vG, 0u);
+            }
+        }
+    }
+
+    /// <summary>
+    /// cp.async of the bias rows [q0, q0 + Rows) × keys [k0, k0 + Bc) into shared memory (the caller checks that the
+    /// tile lies inside the key range and that rows are 16-byte aligned); rows past the sequence copy its last row.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void LoadBiasTile<THd>(in FwdParams p, in BlockInfo blk, ulong biasG, uint dst, int b, int h, int q0, int k0, int tid)
+        where THd : struct, ITcHeadDim
+    {
+        int cpr = THd.Bc / 8, step = Threads / cpr, rows = 64 * THd.Mt, rb = TensorCoreForwardKernel.BiasRowBytes<THd>();
+        int r0 = tid / cpr, c = tid - r0 * cpr;
+        int last = blk.SeqQ - 1;
+        long rowBase = MaskBias.BiasIndex(p, b, h, 0) + k0;
+        for (int r = r0; r < rows; r += step)
+        {
+            int row = q0 + r < last ? q0 + r : last;
+            Ptx.CpAsync16(dst + (uint)(r * rb + c * 16), biasG + (ulong)((rowBase + row * p.BiasStrideQ) * 2 + c * 16), 16u);
+        }
+    }
+}

@@ -1,0 +1,64 @@
+using System.Runtime.CompilerServices;
+using ILGPU;
+
+namespace FlashDmAttn.Kernels.TensorCore;
+
+/// <summary>Running max and sum of this lane's two rows of one m-tile (log2 domain).</summary>
+public struct MRow { public float MA, MB, LA, LB; }
+
+/// <summary>One m-tile's softmax step: P fragments, the new row state and the rescale factors of O.</summary>
+public struct Smx { public PFrag P; public MRow R; public float AlA, AlB; }
+
+/// <summary>The online softmax of one m-tile (FlashAttention's softmax.h): running max, exponentials, lazy rescale of O.</summary>
+internal static class TcSoftmax
+{
+    /// <summary>
+    /// Online-softmax step of one m-tile. Scores are in the log2 domain, or raw (TcScore.Raw) with
+    /// <paramref name="scaleLog2"/> ≥ 0 applied to their row max and inside the exponent. Row state is in log2 units.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Smx Step<TE, THd, TF>(SAcc s, MRow r, float scaleLog2)
+        where TE : struct, ITcElem where THd : struct, ITcHeadDim where TF : struct, ITcFlags
+    {
+        F2 mx = Frag.RowMax<THd>(s);
+        mx.A = TcScore.Max(mx.A, Warp.ShuffleXor(mx.A, 1));
+        mx.A = TcScore.Max(mx.A, Warp.ShuffleXor(mx.A, 2));
+        mx.B = TcScore.Max(mx.B, Warp.ShuffleXor(mx.B, 1));
+        mx.B = TcScore.Max(mx.B, Warp.ShuffleXor(mx.B, 2));
+        float c = 1f;
+        if (TcScore.Raw<TF>())
+        {
+            c = scaleLog2;
+            mx.A *= c;
+            mx.B *= c;
+        }
+        float nA = TcScore.Max(r.MA, mx.A), nB = TcScore.Max(r.MB, mx.B);
+        // Lazy rescaling: a row keeps its running max while the tile's exceeds it by at most LazyMax (P ≤ 2^LazyMax,
+        // exact in relative terms in fp32 sums and 16-bit P), so O and the sums need no rescale (α = 1). A first
+        // finite max always replaces −∞ (the difference is +∞); −∞ − −∞ is NaN and keeps −∞.
+        if (nA - r.MA <= LazyMax) nA = r.MA;
+        if (nB - r.MB <= LazyMax) nB = r.MB;
+        var res = new Smx();
+        res.AlA = nA == r.MA ? 1f : Ptx.Ex2(r.MA - nA);
+        res.AlB = nB == r.MB ? 1f : Ptx.Ex2(r.MB - nB);
+        PExp pe = Frag.Exp<TE, THd>(s, c, nA == float.NegativeInfinity ? 0f : nA, nB == float.NegativeInfinity ? 0f : nB);
+        res.P = pe.P;
+        res.R = new MRow { MA = nA, MB = nB, LA = r.LA * res.AlA + pe.La, LB = r.LB * res.AlB + pe.Lb };
+        return res;
+    }
+
+    /// <summary>Largest growth of a row's max (log2 units) absorbed without rescaling O.</summary>
+    internal const float LazyMax = 8f;
+
+    /// <summary>
+    /// O·α for one m-tile. With D ≥ 128 and two m-tiles per warp it is skipped when no row of the warp changed its max
+    /// (a warp-uniform branch): measured −11 % time for dense D = 128; for D = 64 and the 64-row mask/bias shapes the
+    /// branch cost more than the D/2 multiplies it saves (+6..16 %), so they always multiply (PERF-NOTES.md).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static OAcc Rescale<THd>(OAcc o, float a, float b) where THd : struct, ITcHeadDim
+    {
+        if (THd.D < 128 || THd.Mt < 2 || a != 1f || b != 1f) o = Frag.Rescale<THd>(o, a, b);
+        return o;
+    }
+}
