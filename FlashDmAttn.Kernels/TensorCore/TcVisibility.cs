@@ -158,8 +158,8 @@ internal static class TcVisibility
             r.Y = THd.Mt > 1 ? QuadTileBits<THd>(w.A1, w.B1, lane, k0, fullEnd, 2 * t, lm.LimA1, lm.LimB1) : 0u;
             return r;
         }
-        r.X = TileBits<THd, TF>(p, blk, mask, k0, lm.RA0, lm.RowA0, lm.RowB0, 2 * t, lm.LimA0, lm.LimB0, true, lm.G, lm.Vec);
-        r.Y = THd.Mt > 1 ? TileBits<THd, TF>(p, blk, mask, k0, lm.RA1, lm.RowA1, lm.RowB1, 2 * t, lm.LimA1, lm.LimB1, true, lm.G, lm.Vec) : 0u;
+        r.X = TileBits<THd, TF>(p, blk, mask, k0, lm.RA0, lm.RowA0, lm.RowB0, 2 * t, lm.LimA0, lm.LimB0, lm.G, lm.Vec);
+        r.Y = THd.Mt > 1 ? TileBits<THd, TF>(p, blk, mask, k0, lm.RA1, lm.RowA1, lm.RowB1, 2 * t, lm.LimA1, lm.LimB1, lm.G, lm.Vec) : 0u;
         return r;
     }
 
@@ -175,15 +175,15 @@ internal static class TcVisibility
 
     /// <summary>
     /// Visibility bits of this lane's fragment elements of the tile at k0 (bit 4j+e, see TcScore.Tile): the geometry
-    /// from the rows' limits (<see cref="TcGeom"/>; key slots when keys are gathered), and the mask where there is one.
+    /// from the rows' limits (<see cref="TcGeom"/>) and the mask (callers have one; gathered keys have none).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static uint TileBits<THd, TF>(in FwdParams p, in BlockInfo blk, ArrayView<byte> mask, int k0,
-        int rA, long mRowA, long mRowB, int col0, int limA, int limB, bool hasMask, ulong maskG, bool maskVec)
+        int rA, long mRowA, long mRowB, int col0, int limA, int limB, ulong maskG, bool maskVec)
         where THd : struct, ITcHeadDim where TF : struct, ITcFlags
     {
         uint geom = TcGeom.FromLimits(THd.Bc, k0 + col0, limA, limB);
-        if (!TF.Mask || !hasMask) return geom;
+        if (!TF.Mask) return geom;
         if (maskVec && k0 + THd.Bc <= blk.SeqK)
         {
             // Byte mask, tile inside the key range: all byte pairs of the tile in flight at once (rows past Lq read
