@@ -10,25 +10,23 @@ namespace FlashDmAttn.Bench;
 /// with device events: warm-up, then the median of many timed launches, each after a 256 MB memset that clears L2
 /// (triton.testing.do_bench's method, which peers.py uses), input sets rotated as well. Prints one line per case in
 /// peers.py's format: FlashDmAttn|case|ms=..|tflops=..|idle_start_ms=.. (the last: timed from an idle GPU, host
-/// launch overhead included).
+/// launch overhead, clock ramp and a warm L2 included).
 /// </summary>
 public static class GpuBench
 {
     private const long L2Bytes = 50L << 20;
-    private static MemoryBuffer1D<int, Stride1D.Dense>? _flush;
 
     public static int Run(string cases, int reps)
     {
         var attn = FlashDmAttention.Auto();
         Console.WriteLine($"# FlashDmAttn GPU bench on {attn}");
         using var flush = attn.Accelerator.Allocate1D<int>(64L << 20); // 256 MB, as do_bench's cache clearing
-        _flush = flush;
         foreach (var c in cases.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
-            RunCase(attn, c, reps);
+            RunCase(attn, c, reps, flush.View);
         return 0;
     }
 
-    private static void RunCase(AttentionBackend attn, string caseString, int reps)
+    private static void RunCase(AttentionBackend attn, string caseString, int reps, ArrayView<int> flush)
     {
         var acc = attn.Accelerator;
         var (kind, p) = Parse(caseString);
@@ -81,7 +79,7 @@ public static class GpuBench
             var marks = new List<(ProfilingMarker Start, ProfilingMarker End)>();
             for (int i = 0; i < reps; i++)
             {
-                _flush!.View.MemSetToZero(stream);
+                flush.MemSetToZero(stream);
                 var start = stream.AddProfilingMarker();
                 Launch(i);
                 marks.Add((start, stream.AddProfilingMarker()));
@@ -92,7 +90,7 @@ public static class GpuBench
             double ms = times[times.Count / 2];
 
             // The same with an idle GPU at each start: the host's launch overhead (validation, key gathering's
-            // launches, ILGPU's argument marshalling) shows in this one.
+            // launches, ILGPU's argument marshalling), the clock ramp from idle and a warm L2 all show in this one.
             var hostTimes = new List<double>();
             for (int i = 0; i < Math.Min(reps, 10); i++)
             {
