@@ -59,7 +59,7 @@ for step in "$@"; do
     sanitize)
       for tool in memcheck racecheck; do
         compute-sanitizer --tool $tool --print-limit 20 bash .gpu/run.sh FlashDmAttn.Bench --gpu --cases "$SMALL" --reps 1 > "$OUT/sanitize-$tool.txt" 2>&1
-        echo "$tool rc=$?"; grep -E "ERROR SUMMARY|Hazard|Invalid" "$OUT/sanitize-$tool.txt" | sort | uniq -c | head -5
+        echo "$tool rc=$?"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Hazard|Invalid" "$OUT/sanitize-$tool.txt" | sort | uniq -c | head -5
       done ;;
   esac
 done
