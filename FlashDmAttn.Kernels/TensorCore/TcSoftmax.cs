@@ -58,7 +58,23 @@ internal static class TcSoftmax
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static OAcc Rescale<THd>(OAcc o, float a, float b) where THd : struct, ITcHeadDim
     {
-        if (THd.D < 128 || THd.Mt < 2 || a != 1f || b != 1f) o = Frag.Rescale<THd>(o, a, b);
+        if (SkipNever<THd>() || a != 1f || b != 1f) o = Frag.Rescale<THd>(o, a, b);
         return o;
     }
+
+    /// <summary>O·α for both m-tiles, skipped only when no row of either changed its max.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static OAcc2 Rescale2<THd>(OAcc2 o, float a0, float b0, float a1, float b1) where THd : struct, ITcHeadDim
+    {
+        if (SkipNever<THd>() || a0 != 1f || b0 != 1f || a1 != 1f || b1 != 1f)
+        {
+            o.A = Frag.Rescale<THd>(o.A, a0, b0);
+            o.B = Frag.Rescale<THd>(o.B, a1, b1);
+        }
+        return o;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool SkipNever<THd>() where THd : struct, ITcHeadDim
+        => THd.D < 128 || THd.Mt < 2 || (THd.Tune & TcTune.Always) != 0;
 }

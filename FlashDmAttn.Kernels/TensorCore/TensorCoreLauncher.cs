@@ -104,16 +104,32 @@ public static class TensorCoreLauncher
         switch (p.HeadDim)
         {
             case 32: Flags<TE, Hd32>(acc, p, buf); break;
-            case 64: if (Rows64) Flags<TE, Hd64R64>(acc, p, buf); else Flags<TE, Hd64>(acc, p, buf); break;
+            case 64: if (Rows64) Tuning<TE, Hd64R64>(acc, p, buf); else Tuning<TE, Hd64>(acc, p, buf); break;
             case 96: Flags<TE, Hd96>(acc, p, buf); break;
             // D = 128 with a mask or bias: 64 rows (the 128-row shape spills there and measured slower, PERF-NOTES.md).
             case 128:
-                if (Rows64 || (!Rows128 && (p.HasMask != 0 || p.HasBias != 0))) Flags<TE, Hd128R64>(acc, p, buf);
+                if (Rows64 || (!Rows128 && (p.HasMask != 0 || p.HasBias != 0))) Tuning<TE, Hd128R64>(acc, p, buf);
                 else if (Bc32) Flags<TE, Hd128Bc32>(acc, p, buf);
-                else Flags<TE, Hd128>(acc, p, buf);
+                else Tuning<TE, Hd128>(acc, p, buf);
                 break;
             case 192: Flags<TE, Hd192>(acc, p, buf); break;
             default: Flags<TE, Hd256>(acc, p, buf); break;
+        }
+    }
+
+    /// <summary>FLASHDMATTN_TC_TUNE=1..4: D = 64/128 run with those <see cref="TcTune"/> bits, for A/B timing.</summary>
+    private static readonly int TuneBits = int.TryParse(Environment.GetEnvironmentVariable("FLASHDMATTN_TC_TUNE"), out int t) ? t : 0;
+
+    private static void Tuning<TE, THd>(Accelerator acc, FwdParams p, in TcBuffers buf)
+        where TE : struct, ITcElem where THd : struct, ITcHeadDim
+    {
+        switch (TuneBits)
+        {
+            case 1: Flags<TE, Tuned<THd, Tune1>>(acc, p, buf); break;
+            case 2: Flags<TE, Tuned<THd, Tune2>>(acc, p, buf); break;
+            case 3: Flags<TE, Tuned<THd, Tune3>>(acc, p, buf); break;
+            case 4: Flags<TE, Tuned<THd, Tune4>>(acc, p, buf); break;
+            default: Flags<TE, THd>(acc, p, buf); break;
         }
     }
 

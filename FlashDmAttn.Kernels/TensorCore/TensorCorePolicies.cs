@@ -45,20 +45,51 @@ public interface ITcHeadDim
     static abstract int RowBytes { get; }
     /// <summary>m-tiles (16 rows each) per warp: 1 or 2.</summary>
     static abstract int Mt { get; }
+    /// <summary>Loop-shape switches for A/B timing (<see cref="TcTune"/> bits); the plain policies use 0.</summary>
+    static abstract int Tune { get; }
 }
 
-public readonly struct Hd32 : ITcHeadDim { public static int D => 32; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (32 + 8) * 2; public static int Mt => 2; }
-public readonly struct Hd64 : ITcHeadDim { public static int D => 64; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (64 + 8) * 2; public static int Mt => 2; }
-public readonly struct Hd96 : ITcHeadDim { public static int D => 96; public static int Bc => 64; public static bool QInRegs => false; public static int RowBytes => (96 + 8) * 2; public static int Mt => 2; }
-public readonly struct Hd128 : ITcHeadDim { public static int D => 128; public static int Bc => 64; public static bool QInRegs => false; public static int RowBytes => (128 + 8) * 2; public static int Mt => 2; }
-public readonly struct Hd192 : ITcHeadDim { public static int D => 192; public static int Bc => 64; public static bool QInRegs => false; public static int RowBytes => (192 + 8) * 2; public static int Mt => 1; }
-public readonly struct Hd256 : ITcHeadDim { public static int D => 256; public static int Bc => 32; public static bool QInRegs => false; public static int RowBytes => (256 + 8) * 2; public static int Mt => 1; }
+/// <summary>Bits of <see cref="ITcHeadDim.Tune"/>: loop-shape variants of the kernel, for A/B timing on the GPU.</summary>
+public static class TcTune
+{
+    /// <summary>One rescale branch per m-tile, right after its softmax step (the default: both steps, then one branch).</summary>
+    public const int Separate = 1;
+    /// <summary>Always multiply O by α (no lazy-rescale skip branch).</summary>
+    public const int Always = 2;
+    /// <summary>A second barrier at the end of each tile (the loop's previous shape: two barriers per tile).</summary>
+    public const int ExtraBarrier = 4;
+}
+
+/// <summary>Bits for <see cref="Tuned{THd, TBits}"/>.</summary>
+public interface ITuneBits { static abstract int V { get; } }
+public readonly struct Tune1 : ITuneBits { public static int V => 1; }
+public readonly struct Tune2 : ITuneBits { public static int V => 2; }
+public readonly struct Tune3 : ITuneBits { public static int V => 3; }
+public readonly struct Tune4 : ITuneBits { public static int V => 4; }
+
+/// <summary>A head-dim policy with other <see cref="TcTune"/> bits (FLASHDMATTN_TC_TUNE), for A/B timing.</summary>
+public readonly struct Tuned<THd, TBits> : ITcHeadDim where THd : struct, ITcHeadDim where TBits : struct, ITuneBits
+{
+    public static int D => THd.D;
+    public static int Bc => THd.Bc;
+    public static bool QInRegs => THd.QInRegs;
+    public static int RowBytes => THd.RowBytes;
+    public static int Mt => THd.Mt;
+    public static int Tune => TBits.V;
+}
+
+public readonly struct Hd32 : ITcHeadDim { public static int D => 32; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (32 + 8) * 2; public static int Mt => 2; public static int Tune => 0; }
+public readonly struct Hd64 : ITcHeadDim { public static int D => 64; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (64 + 8) * 2; public static int Mt => 2; public static int Tune => 0; }
+public readonly struct Hd96 : ITcHeadDim { public static int D => 96; public static int Bc => 64; public static bool QInRegs => false; public static int RowBytes => (96 + 8) * 2; public static int Mt => 2; public static int Tune => 0; }
+public readonly struct Hd128 : ITcHeadDim { public static int D => 128; public static int Bc => 64; public static bool QInRegs => false; public static int RowBytes => (128 + 8) * 2; public static int Mt => 2; public static int Tune => 0; }
+public readonly struct Hd192 : ITcHeadDim { public static int D => 192; public static int Bc => 64; public static bool QInRegs => false; public static int RowBytes => (192 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
+public readonly struct Hd256 : ITcHeadDim { public static int D => 256; public static int Bc => 32; public static bool QInRegs => false; public static int RowBytes => (256 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
 /// <summary>The previous D = 128 shape (64 rows, Q in registers), kept for A/B timing (FLASHDMATTN_TC_ROWS=64).</summary>
-public readonly struct Hd128R64 : ITcHeadDim { public static int D => 128; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (128 + 8) * 2; public static int Mt => 1; }
+public readonly struct Hd128R64 : ITcHeadDim { public static int D => 128; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (128 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
 /// <summary>D = 128 with 32-key tiles (fewer score registers), for A/B timing (FLASHDMATTN_TC_BC=32).</summary>
-public readonly struct Hd128Bc32 : ITcHeadDim { public static int D => 128; public static int Bc => 32; public static bool QInRegs => false; public static int RowBytes => (128 + 8) * 2; public static int Mt => 2; }
+public readonly struct Hd128Bc32 : ITcHeadDim { public static int D => 128; public static int Bc => 32; public static bool QInRegs => false; public static int RowBytes => (128 + 8) * 2; public static int Mt => 2; public static int Tune => 0; }
 /// <summary>D = 64 with 64 rows per group (FLASHDMATTN_TC_ROWS=64).</summary>
-public readonly struct Hd64R64 : ITcHeadDim { public static int D => 64; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (64 + 8) * 2; public static int Mt => 1; }
+public readonly struct Hd64R64 : ITcHeadDim { public static int D => 64; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (64 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
 
 /// <summary>A compile-time boolean (FlashAttention's static_switch): kernels specialise on these, branches fold away.</summary>
 public interface IStaticBool { static abstract bool V { get; } }

@@ -25,10 +25,16 @@ public class TensorCorePtxTests
             bool bias = e.Name.EndsWith("_cmb", StringComparison.Ordinal) || e.Name.EndsWith("_all", StringComparison.Ordinal);
             if (!bias) Assert.That(e.SharedLoads, Is.Zero, $"{e.Name}: ld.shared without a bias");
             Assert.That(e.Ptx, Does.Contain(".maxntid 128, 1, 1"));
-            // The text-order check only holds for straight-line tile bodies (Q in registers, D <= 128). For D = 192/256
-            // the Q·Kᵀ k-loop body is laid out after the closing bar.sync and branched to from inside the window.
-            if (!e.Name.EndsWith("d192", StringComparison.Ordinal) && !e.Name.EndsWith("d256", StringComparison.Ordinal))
-                Assert.That(TensorCorePtx.CheckBarrierOrder(e.Ptx), Is.Null, $"{e.Name}: barrier order");
+            Assert.That(TensorCorePtx.CheckBarrierOrder(e.Ptx), Is.Null, $"{e.Name}: barrier order");
         }
     }
+
+    [TestCase("cp.async.wait_group 0;\nbar.sync 0;\nldmatrix.sync.aligned.m8n8.x4.shared.b16 {a}, [r];", true)]
+    [TestCase("cp.async.wait_group 0;\nbar.red.or.pred p, 0, q;\ncp.async.cg.shared.global [d], [s], 16, 16;\nld.shared.u32 x, [r];", true)]
+    [TestCase("cp.async.wait_group 0;\nldmatrix.sync.aligned.m8n8.x4.shared.b16 {a}, [r];\nbar.sync 0;", false)]
+    [TestCase("bar.sync 0;\ncp.async.wait_group 0;\nld.shared.u32 x, [r];\nbar.sync 0;", false)]
+    [TestCase("cp.async.wait_group 0;\n@p cp.async.cg.shared.global [d], [s], 16, 16;\nbar.sync 0;", false)]
+    [TestCase("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {a}, [r];", false)]
+    public void BarrierOrderCheckFindsReadsAndCopiesBeforeTheBarrier(string ptx, bool ok)
+        => Assert.That(TensorCorePtx.CheckBarrierOrder(ptx) is null, Is.EqualTo(ok), TensorCorePtx.CheckBarrierOrder(ptx) ?? "ok");
 }
