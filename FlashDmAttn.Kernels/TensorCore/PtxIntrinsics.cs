@@ -196,6 +196,14 @@ public static class Ptx
         return new U4(x[0], x[1], x[2], x[3]);
     }
 
+    /// <summary>ld.global.nc.v2.u32: 8 bytes (addr 8-byte aligned).</summary>
+    [IntrinsicImplementation]
+    public static unsafe U2 LdGlobalNcV2U32(ulong addr)
+    {
+        uint* x = (uint*)addr;
+        return new U2(x[0], x[1]);
+    }
+
     /// <summary>ld.shared.u32 through a 32-bit shared-window byte address (4-byte aligned).</summary>
     [IntrinsicImplementation]
     public static unsafe uint LdSharedU32(uint addr) => *(uint*)CpuShared(addr);
@@ -246,6 +254,7 @@ public static class PtxIntrinsics
         Reg(nameof(Ptx.LdGlobalNcU32), nameof(PtxGen.LdGlobalNcU32));
         Reg(nameof(Ptx.LdGlobalNcU16), nameof(PtxGen.LdGlobalNcU16));
         Reg(nameof(Ptx.LdGlobalNcV4U32), nameof(PtxGen.LdGlobalNcV4U32));
+        Reg(nameof(Ptx.LdGlobalNcV2U32), nameof(PtxGen.LdGlobalNcV2U32));
         Reg(nameof(Ptx.LdSharedU32), nameof(PtxGen.LdSharedU32));
         Reg(nameof(Ptx.CpAsyncCommit), nameof(PtxGen.Commit));
         Reg(nameof(Ptx.CpAsyncWait), nameof(PtxGen.Wait));
@@ -304,11 +313,11 @@ internal static class PtxGen
     public static void PackF16(PTXBackend backend, PTXCodeGenerator cg, Value value) => Pack(cg, value, "cvt.rn.f16x2.f32");
 
     /// <summary>A load into four 32-bit registers from one address operand (ldmatrix.x4, ld.v4).</summary>
-    private static void Load4(PTXCodeGenerator cg, Value value, string instr)
+    private static void Load4(PTXCodeGenerator cg, Value value, string instr, int n = 4)
     {
         var call = (MethodCall)value;
         var addr = Hw(cg, cg.Load(call[0]));
-        var d = Parts(cg, cg.Allocate(call), 4);
+        var d = Parts(cg, cg.Allocate(call), n);
         using var cmd = cg.BeginCommand(instr);
         cmd.AppendVectorArgument(Vec(d));
         cmd.AppendArgumentValue(addr);
@@ -397,6 +406,9 @@ internal static class PtxGen
 
     public static void LdGlobalNcV4U32(PTXBackend backend, PTXCodeGenerator cg, Value value) =>
         Load4(cg, value, "ld.global.nc.v4.u32");
+
+    public static void LdGlobalNcV2U32(PTXBackend backend, PTXCodeGenerator cg, Value value) =>
+        Load4(cg, value, "ld.global.nc.v2.u32", 2);
 
     public static void Commit(PTXBackend backend, PTXCodeGenerator cg, Value value) =>
         cg.Command("cp.async.commit_group");

@@ -64,7 +64,7 @@ public struct LaneMask
     public bool Vec, Quad;
 }
 
-/// <summary>Raw byte-mask words of this lane's rows for one tile: 16 bytes of row A and of row B per m-tile.</summary>
+/// <summary>Raw byte-mask words of this lane's rows for one tile: Bc/4 bytes (16 or 8) of row A and of row B per m-tile.</summary>
 public struct MaskQuad { public U4 A0, B0, A1, B1; }
 
 /// <summary>
@@ -88,6 +88,30 @@ internal static class TcMask
     /// <summary>Bits 0..7 of fragment visibility (n-tiles 2s, 2s + 1) from source lane s's word, pre-shifted by 2t.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static uint Spread(uint x) => (x & 3u) | (((x >> 16) & 3u) << 2) | (((x >> 8) & 3u) << 4) | (((x >> 24) & 3u) << 6);
+
+    /// <summary>Visibility bits of a tile of <typeparamref name="THd"/>.Bc (32 or 64) keys from this lane's mask words.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static uint Bits<THd>(U4 a, U4 b, int lane) where THd : struct, ITcHeadDim
+        => THd.Bc == 32 ? Bits32(a, b, lane) : Bits(a, b, lane);
+
+    /// <summary>
+    /// Visibility bits of a 32-key tile from this lane's 8 bytes of row A (<paramref name="a"/>.X, .Y) and row B: lane t
+    /// of a quad holds tile bytes [8t, 8t + 8), the keys of n-tile t. All lanes of the warp must call it.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static uint Bits32(U4 a, U4 b, int lane)
+    {
+        uint u = Nz4(a.X) | (Nz4(a.Y) << 4) | (Nz4(b.X) << 8) | (Nz4(b.Y) << 12);
+        int quad = lane & ~3;
+        int sh = 2 * (lane & 3);
+        uint v0 = Warp.Shuffle(u, quad) >> sh, v1 = Warp.Shuffle(u, quad + 1) >> sh;
+        uint v2 = Warp.Shuffle(u, quad + 2) >> sh, v3 = Warp.Shuffle(u, quad + 3) >> sh;
+        return Spread32(v0) | (Spread32(v1) << 4) | (Spread32(v2) << 8) | (Spread32(v3) << 12);
+    }
+
+    /// <summary>Bits 0..3 of one n-tile's fragment visibility from a source lane's 16-bit word, pre-shifted by 2t.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static uint Spread32(uint x) => (x & 3u) | (((x >> 8) & 3u) << 2);
 
     /// <summary>
     /// Visibility bits (bit 4j+e as in TcScore.Tile) of a 64-key tile from this lane's 16 bytes of row A
@@ -130,6 +154,17 @@ internal static class TcVisibility
     internal static MaskQuad LoadMaskQuad<THd>(in LaneMask lm, int k0) where THd : struct, ITcHeadDim
     {
         var w = new MaskQuad();
+        if (THd.Bc == 32)
+        {
+            w.A0 = Wide(Ptx.LdGlobalNcV2U32(lm.QA0 + (ulong)k0));
+            w.B0 = Wide(Ptx.LdGlobalNcV2U32(lm.QB0 + (ulong)k0));
+            if (THd.Mt > 1)
+            {
+                w.A1 = Wide(Ptx.LdGlobalNcV2U32(lm.QA1 + (ulong)k0));
+                w.B1 = Wide(Ptx.LdGlobalNcV2U32(lm.QB1 + (ulong)k0));
+            }
+            return w;
+        }
         w.A0 = Ptx.LdGlobalNcV4U32(lm.QA0 + (ulong)k0);
         w.B0 = Ptx.LdGlobalNcV4U32(lm.QB0 + (ulong)k0);
         if (THd.Mt > 1)
@@ -139,6 +174,9 @@ internal static class TcVisibility
         }
         return w;
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static U4 Wide(U2 x) => new U4(x.X, x.Y, 0u, 0u);
 
     /// <summary>
     /// Visibility bits of both m-tiles (X: m-tile 0, Y: m-tile 1) of the tile at k0 under a mask: from 16-byte mask
@@ -168,7 +206,7 @@ internal static class TcVisibility
     internal static uint QuadTileBits<THd>(U4 a, U4 b, int lane, int k0, int fullEnd, int col0, int limA, int limB)
         where THd : struct, ITcHeadDim
     {
-        uint bits = TcMask.Bits(a, b, lane);
+        uint bits = TcMask.Bits<THd>(a, b, lane);
         if (k0 + THd.Bc <= fullEnd) return bits;
         return bits & TcGeom.FromLimits(THd.Bc, k0 + col0, limA, limB);
     }

@@ -156,14 +156,15 @@ public static class TensorCoreForwardKernel
         lm.LimA1 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, rA1, kEnd, causal);
         lm.LimB1 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, rA1 + 8, kEnd, causal);
 
-        // Mask look-ahead by 16-byte words (64-key tiles, 16-byte aligned rows, no gathered keys): the words of the
+        // Mask look-ahead by 16- or 8-byte words (64- or 32-key tiles, aligned rows, no gathered keys): the words of the
         // tile after next are loaded while this tile computes. Rows past the sequence read its last row.
-        lm.Quad = TF.Mask && hasMask && THd.Bc == 64 && p.GatherKeys == 0 && p.MaskElemBytes == 1
-                  && ((p.MaskStrideB | p.MaskStrideH | p.MaskStrideQ) & 15) == 0 && (lm.G & 15ul) == 0;
+        int wordBytes = THd.Bc / 4; // a lane's share of a tile row: 16 bytes (64 keys) or 8 (32 keys)
+        lm.Quad = TF.Mask && hasMask && (THd.Bc == 64 || THd.Bc == 32) && p.GatherKeys == 0 && p.MaskElemBytes == 1
+                  && ((p.MaskStrideB | p.MaskStrideH | p.MaskStrideQ) & (wordBytes - 1)) == 0 && (lm.G & (ulong)(wordBytes - 1)) == 0;
         if (lm.Quad)
         {
             int last = blk.SeqQ - 1;
-            ulong lane16 = lm.G + (ulong)(16 * t);
+            ulong lane16 = lm.G + (ulong)(wordBytes * t);
             lm.QA0 = lane16 + (ulong)MaskBias.MaskIndex(p, b, h, rA0 < last ? rA0 : last);
             lm.QB0 = lane16 + (ulong)MaskBias.MaskIndex(p, b, h, rA0 + 8 < last ? rA0 + 8 : last);
             lm.QA1 = lane16 + (ulong)MaskBias.MaskIndex(p, b, h, rA1 < last ? rA1 : last);

@@ -36,7 +36,7 @@ public static class TensorCoreLauncher
         32 => TensorCoreForwardKernel.SharedBytes<Hd32>(true),
         64 => TensorCoreForwardKernel.SharedBytes<Hd64>(true),
         96 => TensorCoreForwardKernel.SharedBytes<Hd96>(true),
-        128 => Math.Max(TensorCoreForwardKernel.SharedBytes<Hd128>(true), TensorCoreForwardKernel.SharedBytes<Hd128R64>(true)),
+        128 => Math.Max(Math.Max(TensorCoreForwardKernel.SharedBytes<Hd128>(true), TensorCoreForwardKernel.SharedBytes<Hd128R64>(true)), TensorCoreForwardKernel.SharedBytes<Hd128Bc32>(true)),
         192 => TensorCoreForwardKernel.SharedBytes<Hd192>(true),
         256 => TensorCoreForwardKernel.SharedBytes<Hd256>(true),
         _ => 0,
@@ -96,6 +96,9 @@ public static class TensorCoreLauncher
     /// <summary>FLASHDMATTN_TC_BC=32: D = 128 without mask or bias uses 32-key tiles, for A/B timing.</summary>
     private static readonly bool Bc32 = Environment.GetEnvironmentVariable("FLASHDMATTN_TC_BC") == "32";
 
+    /// <summary>FLASHDMATTN_TC_MB=bc32: D = 128 with a mask or bias uses 128 rows and 32-key tiles, for A/B timing.</summary>
+    private static readonly bool MaskBiasBc32 = Environment.GetEnvironmentVariable("FLASHDMATTN_TC_MB") == "bc32";
+
     /// <summary>FLASHDMATTN_TC_GENERIC=1: one specialisation with every feature on (runtime checks), for A/B timing.</summary>
     private static readonly bool Generic = Environment.GetEnvironmentVariable("FLASHDMATTN_TC_GENERIC") == "1";
 
@@ -108,7 +111,8 @@ public static class TensorCoreLauncher
             case 96: Flags<TE, Hd96>(acc, p, buf); break;
             // D = 128 with a mask or bias: 64 rows (the 128-row shape spills there and measured slower, PERF-NOTES.md).
             case 128:
-                if (Rows64 || (!Rows128 && (p.HasMask != 0 || p.HasBias != 0))) Tuning<TE, Hd128R64>(acc, p, buf);
+                if (MaskBiasBc32 && (p.HasMask != 0 || p.HasBias != 0)) Tuning<TE, Hd128Bc32>(acc, p, buf);
+                else if (Rows64 || (!Rows128 && (p.HasMask != 0 || p.HasBias != 0))) Tuning<TE, Hd128R64>(acc, p, buf);
                 else if (Bc32) Flags<TE, Hd128Bc32>(acc, p, buf);
                 else Tuning<TE, Hd128>(acc, p, buf);
                 break;
