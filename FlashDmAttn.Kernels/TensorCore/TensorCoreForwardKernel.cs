@@ -223,21 +223,6 @@ public static class TensorCoreForwardKernel
             if (hasMask && nxt < nTiles)
                 nxtBits = TcVisibility.MaskedBits<THd, TF>(p, blk, mask, lm, nxt * THd.Bc, fullEnd, lane, t, true, pf);
 
-            // Bias of a tile inside the key range as 32-bit pairs: staged in shared memory (read after the barrier),
-            // or loaded from global now so that the barrier and Q·Kᵀ hide their latency (rows past Lq read the last
-            // row; invisible elements are read but not used).
-            int k0 = cur * THd.Bc;
-            bool inRange = k0 + THd.Bc <= blk.SeqK;
-            bool staged = TF.Bias && biasStage && inRange;
-            bool pre = TF.Bias && biasVec && inRange;
-            RowWords bw0 = default, bw1 = default;
-            if (TF.Bias && pre && !staged)
-            {
-                ulong cb = (ulong)(2 * (k0 + 2 * t));
-                bw0 = Frag.LoadWords32<THd>(sa0.BiasA + cb, sa0.BiasB + cb);
-                if (THd.Mt > 1) bw1 = Frag.LoadWords32<THd>(sa1.BiasA + cb, sa1.BiasB + cb);
-            }
-
             // One barrier per tile (CUTLASS's multistage loop): after it, tile cur's K/V (and bias) are visible to
             // every warp, every warp is done with tile cur − 1 and so with the other buffer, and (with a mask) the
             // group knows whether tile nxt has a visible element; if not, the tiles after it are tried one by one.
@@ -275,6 +260,21 @@ public static class TensorCoreForwardKernel
             if (gatherFast) keysPf = TcLoads.TileKeys<THd>(p, seqInfo, gRow, (nxt + 1) * THd.Bc, kEnd, lane, warp);
             if (TF.Mask && lm.Quad && nxt + 1 < nTiles && (nxt + 2) * THd.Bc <= blk.SeqK)
                 pf = TcVisibility.LoadMaskQuad<THd>(lm, (nxt + 1) * THd.Bc);
+
+            // Bias of a tile inside the key range as 32-bit pairs: staged in shared memory, or loaded from global now
+            // so that Q·Kᵀ hides their latency (rows past Lq read the last row; invisible elements are read but not
+            // used). Loaded after the copies are issued: live across them, these 16·Mt registers made ptxas spill.
+            int k0 = cur * THd.Bc;
+            bool inRange = k0 + THd.Bc <= blk.SeqK;
+            bool staged = TF.Bias && biasStage && inRange;
+            bool pre = TF.Bias && biasVec && inRange;
+            RowWords bw0 = default, bw1 = default;
+            if (TF.Bias && pre && !staged)
+            {
+                ulong cb = (ulong)(2 * (k0 + 2 * t));
+                bw0 = Frag.LoadWords32<THd>(sa0.BiasA + cb, sa0.BiasB + cb);
+                if (THd.Mt > 1) bw1 = Frag.LoadWords32<THd>(sa1.BiasA + cb, sa1.BiasB + cb);
+            }
 
             // S = Q·Kᵀ for the warp's m-tiles.
             uint kA = kCur + kLaneOff;

@@ -30,13 +30,12 @@ public static class TensorCorePtx
     /// <summary>Every head dim and dtype with every flag set of <see cref="FlagSets"/> (name: dtype_dD_tag).</summary>
     public static readonly (string Name, Type Elem, Type HeadDim, Type Flags)[] Specializations =
         (from e in new[] { ("bf16", typeof(Bf16Mma)), ("fp16", typeof(Fp16Mma)) }
-         from d in new[] { (32, typeof(Hd32)), (64, typeof(Hd64)), (96, typeof(Hd96)), (128, typeof(Hd128)), (192, typeof(Hd192)), (256, typeof(Hd256)), (128, typeof(Hd128R64)), (128, typeof(Hd128Bc32)) }
+         from d in new[] { (32, typeof(Hd32)), (64, typeof(Hd64)), (96, typeof(Hd96)), (128, typeof(Hd128)), (192, typeof(Hd192)), (256, typeof(Hd256)), (128, typeof(Hd128R64)) }
          from f in FlagSets
          // Kept small (the PTX test compiles each one on the CPU, ~4 s apiece): every head dim with every feature,
          // the benchmarked shapes with each flag set, fp16 once.
-         where d.Item2 == typeof(Hd128Bc32) ? e.Item1 == "bf16" && f.Tag == "cmb"
-             : e.Item1 == "bf16" ? f.Tag == "all" || d.Item1 is 64 or 128 : d.Item1 == 128 && d.Item2 == typeof(Hd128) && f.Tag == "all"
-         select ($"{e.Item1}_d{d.Item1}{(d.Item2 == typeof(Hd128R64) ? "r64" : d.Item2 == typeof(Hd128Bc32) ? "bc32" : "")}_{f.Tag}", e.Item2, d.Item2, f.Flags)).ToArray();
+         where e.Item1 == "bf16" ? f.Tag == "all" || d.Item1 is 64 or 128 : d.Item1 == 128 && d.Item2 == typeof(Hd128) && f.Tag == "all"
+         select ($"{e.Item1}_d{d.Item1}{(d.Item2 == typeof(Hd128R64) ? "r64" : "")}_{f.Tag}", e.Item2, d.Item2, f.Flags)).ToArray();
 
     /// <summary>Compiles the specializations whose name contains <paramref name="filter"/> (all when null).</summary>
     public static IReadOnlyList<Entry> Compile(string? filter = null, OptimizationLevel level = OptimizationLevel.O1)

@@ -71,6 +71,8 @@ public class TensorCoreCpuTests
             new("bf16", 1, 70, 192, 2, 1, 128, Causal: true, MaskShape: [0, 0, 0, 0], BiasShape: [0, 0, 0, 0]),
             new("fp16", 2, 40, 128, 2, 2, 64, MaskShape: [0, 1, 0, 0], BiasShape: [1, 0, 0, 0], Softcap: 2f),
             new("bf16", 1, 130, 136, 1, 1, 32, Causal: true, MaskShape: [0, 0, 0, 0], BiasShape: [0, 0, 0, 0]),
+            // 32-key tiles (D = 256) with 8-byte aligned mask rows: mask words of 8 bytes per lane, a tile ahead.
+            new("fp16", 1, 20, 72, 1, 1, 256, Causal: true, MaskShape: [0, 0, 0, 0], BiasShape: [0, 0, 0, 0]),
         ];
         foreach (var c in cases)
             yield return new TestCaseData(c).SetName($"TensorCore {c}");

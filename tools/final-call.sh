@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# One device call for a kernel change: ptxas -v of the carried PTX (.gpu/ptx), compute-sanitizer (memcheck, racecheck)
+# beside the GPU test category; logs packed into $OUT/logs.tgz (a call brings back at most 8 files).
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/logs
+(cd .gpu/ptx && for f in *.ptx; do n=${f%.ptx}; ptxas -arch=sm_90 -v $f -o /dev/null 2>&1 | grep -E "registers|spill" | sed "s/^/$n: /"; done) > "$OUT/ptxas.txt"
+paste - - < "$OUT/ptxas.txt" | awk '{print $1, $2, "B stack,", $9, "B spill loads,", $19, "regs"}'
+bash .gpu/run.sh FlashDmAttn.Bench --list-tests > /dev/null 2>&1 # unpacks the runtime once
+OUT=/tmp/logs bash tools/gpu-check.sh sanitize > "$OUT/sanitize.txt" 2>&1 &
+OUT=/tmp/logs bash tools/gpu-check.sh tests
+wait
+cat "$OUT/sanitize.txt"
+tar czf "$OUT/logs.tgz" -C /tmp logs
