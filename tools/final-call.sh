@@ -10,3 +10,5 @@ OUT=/tmp/logs bash tools/gpu-check.sh tests
 wait
 cat "$OUT/sanitize.txt"
 tar czf "$OUT/logs.tgz" -C /tmp logs
+# Then the mask/bias benchmarks on the final code (after the tests: timings need the GPU to itself).
+bash .gpu/run.sh FlashDmAttn.Bench --gpu --cases "${BENCH:-maskbias:B=2,H=12,L=4096,D=128,w=1024,causal=1;maskbias:B=1,H=16,L=8192,D=128,w=2048,causal=1;perkey:B=2,H=12,L=4096,D=128,w=1024,causal=1;perkey:B=1,H=16,L=8192,D=128,w=2048,causal=1;dense:B=4,H=16,L=4096,D=128,causal=1}" | tee "$OUT/bench.txt"
