@@ -34,7 +34,7 @@ internal static class TcLoads
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void LoadKv<THd>(in FwdParams p, in BlockInfo blk, ArrayView<int> seqInfo, ulong kG, ulong vG,
-        uint kS, uint vS, int k0, int kEnd, int hk, int tid, int gRow, bool gatherFast, int keys) where THd : struct, ITcHeadDim
+        uint kS, uint vS, int k0, int kEnd, int hk, int tid, int gRow, bool gatherFast, int keys, int which = 3) where THd : struct, ITcHeadDim
     {
         int cpr = THd.D / 8;
         if (gatherFast)
@@ -48,8 +48,8 @@ internal static class TcLoads
             {
                 int key = Warp.Shuffle(keys, a + nr * i);
                 bool ok = key >= 0;
-                Ptx.CpAsync16(kS + dst, ok ? kB + (ulong)(key * p.KStrideL * 2) : kG, ok ? 16u : 0u);
-                Ptx.CpAsync16(vS + dst, ok ? vB + (ulong)(key * p.VStrideL * 2) : vG, ok ? 16u : 0u);
+                if ((which & 1) != 0) Ptx.CpAsync16(kS + dst, ok ? kB + (ulong)(key * p.KStrideL * 2) : kG, ok ? 16u : 0u);
+                if ((which & 2) != 0) Ptx.CpAsync16(vS + dst, ok ? vB + (ulong)(key * p.VStrideL * 2) : vG, ok ? 16u : 0u);
                 dst += (uint)(step * THd.RowBytes);
             }
             return;
@@ -70,8 +70,8 @@ internal static class TcLoads
                 // Whole tile: no per-row bounds.
                 for (int i = 0; i < THd.Bc / step; i++)
                 {
-                    Ptx.CpAsync16(kS + dst, kA, 16u);
-                    Ptx.CpAsync16(vS + dst, vA, 16u);
+                    if ((which & 1) != 0) Ptx.CpAsync16(kS + dst, kA, 16u);
+                    if ((which & 2) != 0) Ptx.CpAsync16(vS + dst, vA, 16u);
                     kA += kStep;
                     vA += vStep;
                     dst += (uint)(step * THd.RowBytes);
@@ -81,8 +81,8 @@ internal static class TcLoads
             for (int i = 0; i < THd.Bc / step; i++)
             {
                 bool ok = j < kEnd;
-                Ptx.CpAsync16(kS + dst, ok ? kA : kG, ok ? 16u : 0u);
-                Ptx.CpAsync16(vS + dst, ok ? vA : vG, ok ? 16u : 0u);
+                if ((which & 1) != 0) Ptx.CpAsync16(kS + dst, ok ? kA : kG, ok ? 16u : 0u);
+                if ((which & 2) != 0) Ptx.CpAsync16(vS + dst, ok ? vA : vG, ok ? 16u : 0u);
                 kA += kStep;
                 vA += vStep;
                 dst += (uint)(step * THd.RowBytes);
@@ -100,13 +100,13 @@ internal static class TcLoads
                 int key = BlockInfo.KeyAt(p, seqInfo, gRow, j); // j itself unless keys are gathered
                 long ko = blk.KOffset(p, seqInfo, p.KStrideB, p.KStrideL, p.KStrideH, key, hk);
                 long vo = blk.KOffset(p, seqInfo, p.VStrideB, p.VStrideL, p.VStrideH, key, hk);
-                Ptx.CpAsync16(kS + dst, kG + (ulong)(ko * 2 + c * 16), 16u);
-                Ptx.CpAsync16(vS + dst, vG + (ulong)(vo * 2 + c * 16), 16u);
+                if ((which & 1) != 0) Ptx.CpAsync16(kS + dst, kG + (ulong)(ko * 2 + c * 16), 16u);
+                if ((which & 2) != 0) Ptx.CpAsync16(vS + dst, vG + (ulong)(vo * 2 + c * 16), 16u);
             }
             else
             {
-                Ptx.CpAsync16(kS + dst, kG, 0u);
-                Ptx.CpAsync16(vS + dst, vG, 0u);
+                if ((which & 1) != 0) Ptx.CpAsync16(kS + dst, kG, 0u);
+                if ((which & 2) != 0) Ptx.CpAsync16(vS + dst, vG, 0u);
             }
         }
     }

@@ -249,15 +249,19 @@ public static class TensorCoreForwardKernel
             // tile after it.
             uint kCur = kv0 + (uint)buf * 2u * tileBytes;
             uint kNxt = kv0 + (uint)(buf ^ 1) * 2u * tileBytes;
+            bool splitKv = (THd.Tune & TcTune.SplitKv) != 0;
             if (nxt < nTiles)
             {
                 // Without a mask the next tile is cur + 1, whose keys were loaded a tile ago.
-                TcLoads.LoadKv<THd>(p, blk, seqInfo, kG, vG, kNxt, kNxt + tileBytes, nxt * THd.Bc, kEnd, hk, tid, gRow, gatherFast, keysPf);
+                TcLoads.LoadKv<THd>(p, blk, seqInfo, kG, vG, kNxt, kNxt + tileBytes, nxt * THd.Bc, kEnd, hk, tid, gRow, gatherFast, keysPf, splitKv ? 1 : 3);
                 if (TF.Bias && biasStage && nxt * THd.Bc + THd.Bc <= blk.SeqK)
                     TcLoads.LoadBiasTile<THd>(p, blk, biasG, biasS + (uint)(buf ^ 1) * stageBytes, b, h, q0, nxt * THd.Bc, tid);
             }
-            Ptx.CpAsyncCommit();
-            if (gatherFast) keysPf = TcLoads.TileKeys<THd>(p, seqInfo, gRow, (nxt + 1) * THd.Bc, kEnd, lane, warp);
+            if (!splitKv)
+            {
+                Ptx.CpAsyncCommit();
+                if (gatherFast) keysPf = TcLoads.TileKeys<THd>(p, seqInfo, gRow, (nxt + 1) * THd.Bc, kEnd, lane, warp);
+            }
             if (TF.Mask && lm.Quad && nxt + 1 < nTiles && (nxt + 2) * THd.Bc <= blk.SeqK)
                 pf = TcVisibility.LoadMaskQuad<THd>(lm, (nxt + 1) * THd.Bc);
 
@@ -279,6 +283,13 @@ public static class TensorCoreForwardKernel
             // S = Q·Kᵀ for the warp's m-tiles.
             uint kA = kCur + kLaneOff;
             SAcc2 s = THd.QInRegs ? Frag.QkRegs2<TE, THd>(qf0, qf1, kA) : Frag.QkSmem2<TE, THd>(qLane0, qLane1, kA);
+            if (splitKv)
+            {
+                if (nxt < nTiles)
+                    TcLoads.LoadKv<THd>(p, blk, seqInfo, kG, vG, kNxt, kNxt + tileBytes, nxt * THd.Bc, kEnd, hk, tid, gRow, gatherFast, keysPf, 2);
+                Ptx.CpAsyncCommit();
+                if (gatherFast) keysPf = TcLoads.TileKeys<THd>(p, seqInfo, gRow, (nxt + 1) * THd.Bc, kEnd, lane, warp);
+            }
             uint bs = biasS + (uint)buf * stageBytes + bsLane; // this lane's staged bias pair (row A, m-tile 0)
             uint rowB = (uint)(8 * BiasRowBytes<THd>());
 

@@ -121,7 +121,7 @@ public static class TensorCoreLauncher
         }
     }
 
-    /// <summary>FLASHDMATTN_TC_TUNE=1..4: D = 64/128 run with those <see cref="TcTune"/> bits, for A/B timing.</summary>
+    /// <summary>FLASHDMATTN_TC_TUNE=1..4 or 8: D = 64/128 run with those <see cref="TcTune"/> bits, for A/B timing.</summary>
     private static readonly int TuneBits = int.TryParse(Environment.GetEnvironmentVariable("FLASHDMATTN_TC_TUNE"), out int t) ? t : 0;
 
     private static void Tuning<TE, THd>(Accelerator acc, FwdParams p, in TcBuffers buf)
@@ -133,6 +133,7 @@ public static class TensorCoreLauncher
             case 2: Flags<TE, Tuned<THd, Tune2>>(acc, p, buf); break;
             case 3: Flags<TE, Tuned<THd, Tune3>>(acc, p, buf); break;
             case 4: Flags<TE, Tuned<THd, Tune4>>(acc, p, buf); break;
+            case 8: Flags<TE, Tuned<THd, Tune8>>(acc, p, buf); break;
             default: Flags<TE, THd>(acc, p, buf); break;
         }
     }

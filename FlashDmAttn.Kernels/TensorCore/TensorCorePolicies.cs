@@ -58,6 +58,8 @@ public static class TcTune
     public const int Always = 2;
     /// <summary>A second barrier at the end of each tile (the loop's previous shape: two barriers per tile).</summary>
     public const int ExtraBarrier = 4;
+    /// <summary>The next tile's V copies issued after this tile's Q·Kᵀ (its K copies stay right after the barrier).</summary>
+    public const int SplitKv = 8;
 }
 
 /// <summary>Bits for <see cref="Tuned{THd, TBits}"/>.</summary>
@@ -66,6 +68,7 @@ public readonly struct Tune1 : ITuneBits { public static int V => 1; }
 public readonly struct Tune2 : ITuneBits { public static int V => 2; }
 public readonly struct Tune3 : ITuneBits { public static int V => 3; }
 public readonly struct Tune4 : ITuneBits { public static int V => 4; }
+public readonly struct Tune8 : ITuneBits { public static int V => 8; }
 
 /// <summary>A head-dim policy with other <see cref="TcTune"/> bits (FLASHDMATTN_TC_TUNE), for A/B timing.</summary>
 public readonly struct Tuned<THd, TBits> : ITcHeadDim where THd : struct, ITcHeadDim where TBits : struct, ITuneBits
