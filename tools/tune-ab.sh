@@ -1,11 +1,30 @@
 #!/usr/bin/env bash
-# A/B of loop-shape variants (FLASHDMATTN_TC_TUNE=bits, see TcTune) on the GPU host, peers in the same call.
-# Usage (device run, carry .gpu): TUNES="0 4" bash tools/tune-ab.sh; logs under $OUT.
+# A/B of loop-shape variants (FLASHDMATTN_TC_TUNE=bits, see TcTune) on the GPU host, alternating the variants REPEAT
+# times (run-to-run spread is 1-2 %), then the peers in the same call and a per-case summary (median of the repeats).
+# Usage (device run, carry .gpu): TUNES="0 8" REPEAT=2 bash tools/tune-ab.sh; logs under $OUT.
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 C=${C:-"dense:B=16,H=16,L=1024,D=128,causal=0;dense:B=16,H=16,L=1024,D=128,causal=1;dense:B=4,H=16,L=4096,D=128,causal=0;dense:B=4,H=16,L=4096,D=128,causal=1;dense:B=1,H=16,L=16384,D=128,causal=0;dense:B=1,H=16,L=16384,D=128,causal=1;dense:B=4,H=32,L=4096,D=64,causal=0;dense:B=4,H=32,L=4096,D=64,causal=1"}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 bash .gpu/run.sh FlashDmAttn.Bench --list-tests > /dev/null 2>&1 # unpacks the runtime once
-for t in ${TUNES:-0 1}; do
-  FLASHDMATTN_TC_TUNE=$t bash .gpu/run.sh FlashDmAttn.Bench --gpu --cases "$C" | grep -v '^#' | sed "s/^FlashDmAttn|/tune$t|/" | tee -a "$OUT/tune.txt"
+for r in $(seq 1 "${REPEAT:-1}"); do
+  for t in ${TUNES:-0 1}; do
+    FLASHDMATTN_TC_TUNE=$t bash .gpu/run.sh FlashDmAttn.Bench --gpu --cases "$C" | grep -v '^#' | sed "s/^FlashDmAttn|/tune$t|/" | tee -a "$OUT/tune.txt"
+  done
 done
-PYTHONUNBUFFERED=1 python3 .gpu/peers.py --cases "$C" --peers "${PEERS:-sdpa-flash}" | tee "$OUT/peers.txt"
+[ -n "${PEERS:-sdpa-flash}" ] && PYTHONUNBUFFERED=1 python3 .gpu/peers.py --cases "$C" --peers "${PEERS:-sdpa-flash}" | tee "$OUT/peers.txt"
+python3 - "$OUT/tune.txt" "$OUT/peers.txt" <<'PY'
+import sys, statistics, collections, os
+ms = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    f = line.strip().split("|")
+    if len(f) > 2 and f[2].startswith("ms="): ms[(f[1], f[0])].append(float(f[2][3:]))
+peer = {}
+if os.path.exists(sys.argv[2]):
+    for line in open(sys.argv[2]):
+        f = line.strip().split("|")
+        if len(f) > 2 and f[2].startswith("ms="): peer.setdefault(f[1], float(f[2][3:]))
+cases = sorted({c for c, _ in ms}); tunes = sorted({t for _, t in ms})
+print("case".ljust(48) + "".join(t.rjust(16) for t in tunes) + "   first peer ms")
+for c in cases:
+    print(c.ljust(48) + "".join((f"{statistics.median(ms[(c, t)]):.4f} ({len(ms[(c, t)])})" if ms.get((c, t)) else "-").rjust(16) for t in tunes) + f"   {peer.get(c, float('nan')):.4f}")
+PY
