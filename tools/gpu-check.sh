@@ -29,8 +29,9 @@ for step in "$@"; do
         grep -E "^failed" -A3 "$log" | head -20
       done ;;
     ptx)
-      mkdir -p /tmp/ptx && bash .gpu/run.sh FlashDmAttn.Bench --ptx /tmp/ptx > /dev/null
-      for f in /tmp/ptx/*.ptx; do echo "== $(basename $f)"; ptxas -arch=sm_90 -v "$f" -o /dev/null 2>&1 | grep -E "registers|spill|stack|error" ; done | tee "$OUT/ptxas.txt" ;;
+      # PTX carried in .gpu/ptx (dumped on the CPU machine, e.g. by the PTX test) when there, else dumped here (~1 min).
+      dir=.gpu/ptx; [ -d "$dir" ] || { dir=/tmp/ptx; mkdir -p $dir && bash .gpu/run.sh FlashDmAttn.Bench --ptx $dir > /dev/null; }
+      for f in $dir/*.ptx; do echo "== $(basename $f)"; ptxas -arch=sm_90 -v "$f" -o /dev/null 2>&1 | grep -E "registers|spill|stack|error" ; done | tee "$OUT/ptxas.txt" ;;
     bench)
       bash .gpu/run.sh FlashDmAttn.Bench --gpu --cases "$CASES" | tee "$OUT/ours.txt"
       [ -n "${PORTABLE_TOO:-}" ] && FLASHDMATTN_KERNEL=portable bash .gpu/run.sh FlashDmAttn.Bench --gpu --cases "$CASES" --reps 5 | sed 's/^FlashDmAttn|/portable|/' | tee -a "$OUT/ours.txt"

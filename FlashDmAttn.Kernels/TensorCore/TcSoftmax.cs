@@ -51,30 +51,19 @@ internal static class TcSoftmax
     internal const float LazyMax = 8f;
 
     /// <summary>
-    /// O·α for one m-tile. With D ≥ 128 and two m-tiles per warp it is skipped when no row of the warp changed its max
-    /// (a warp-uniform branch): measured −11 % time for dense D = 128; for D = 64 and the 64-row mask/bias shapes the
-    /// branch cost more than the D/2 multiplies it saves (+6..16 %), so they always multiply (PERF-NOTES.md).
+    /// O·α for the warp's m-tiles (α of m-tile 1 unused when Mt = 1). With D ≥ 128 and two m-tiles per warp it is
+    /// skipped when no row of either changed its max: measured −11 % time for dense D = 128 (always multiplying: +8..14 %,
+    /// PERF-NOTES v6); for D = 64 and the 64-row mask/bias shapes the branch cost more than the multiplies it saves
+    /// (+6..16 %), so they always multiply.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static OAcc Rescale<THd>(OAcc o, float a, float b) where THd : struct, ITcHeadDim
+    internal static OAcc2 Rescale<THd>(OAcc2 o, float a0, float b0, float a1, float b1) where THd : struct, ITcHeadDim
     {
-        if (SkipNever<THd>() || a != 1f || b != 1f) o = Frag.Rescale<THd>(o, a, b);
-        return o;
-    }
-
-    /// <summary>O·α for both m-tiles, skipped only when no row of either changed its max.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static OAcc2 Rescale2<THd>(OAcc2 o, float a0, float b0, float a1, float b1) where THd : struct, ITcHeadDim
-    {
-        if (SkipNever<THd>() || a0 != 1f || b0 != 1f || a1 != 1f || b1 != 1f)
+        if (THd.D < 128 || THd.Mt < 2 || a0 != 1f || b0 != 1f || a1 != 1f || b1 != 1f)
         {
             o.A = Frag.Rescale<THd>(o.A, a0, b0);
-            o.B = Frag.Rescale<THd>(o.B, a1, b1);
+            if (THd.Mt > 1) o.B = Frag.Rescale<THd>(o.B, a1, b1);
         }
         return o;
     }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static bool SkipNever<THd>() where THd : struct, ITcHeadDim
-        => THd.D < 128 || THd.Mt < 2 || (THd.Tune & TcTune.Always) != 0;
 }

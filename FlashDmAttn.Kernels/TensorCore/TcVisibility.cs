@@ -101,12 +101,18 @@ internal static class TcMask
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static uint Bits32(U4 a, U4 b, int lane)
     {
-        uint u = Nz4(a.X) | (Nz4(a.Y) << 4) | (Nz4(b.X) << 8) | (Nz4(b.Y) << 12);
+        U4 v = FromQuad(Nz4(a.X) | (Nz4(a.Y) << 4) | (Nz4(b.X) << 8) | (Nz4(b.Y) << 12), lane);
+        return Spread32(v.X) | (Spread32(v.Y) << 4) | (Spread32(v.Z) << 8) | (Spread32(v.W) << 12);
+    }
+
+    /// <summary>The words of quad lanes 0..3, each shifted right by 2·(this lane's index in the quad).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static U4 FromQuad(uint u, int lane)
+    {
         int quad = lane & ~3;
         int sh = 2 * (lane & 3);
-        uint v0 = Warp.Shuffle(u, quad) >> sh, v1 = Warp.Shuffle(u, quad + 1) >> sh;
-        uint v2 = Warp.Shuffle(u, quad + 2) >> sh, v3 = Warp.Shuffle(u, quad + 3) >> sh;
-        return Spread32(v0) | (Spread32(v1) << 4) | (Spread32(v2) << 8) | (Spread32(v3) << 12);
+        return new U4(Warp.Shuffle(u, quad) >> sh, Warp.Shuffle(u, quad + 1) >> sh,
+            Warp.Shuffle(u, quad + 2) >> sh, Warp.Shuffle(u, quad + 3) >> sh);
     }
 
     /// <summary>Bits 0..3 of one n-tile's fragment visibility from a source lane's 16-bit word, pre-shifted by 2t.</summary>
@@ -121,12 +127,8 @@ internal static class TcMask
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static uint Bits(U4 a, U4 b, int lane)
     {
-        uint u = Nz16(a) | (Nz16(b) << 16);
-        int quad = lane & ~3;
-        int sh = 2 * (lane & 3);
-        uint v0 = Warp.Shuffle(u, quad) >> sh, v1 = Warp.Shuffle(u, quad + 1) >> sh;
-        uint v2 = Warp.Shuffle(u, quad + 2) >> sh, v3 = Warp.Shuffle(u, quad + 3) >> sh;
-        return Spread(v0) | (Spread(v1) << 8) | (Spread(v2) << 16) | (Spread(v3) << 24);
+        U4 v = FromQuad(Nz16(a) | (Nz16(b) << 16), lane);
+        return Spread(v.X) | (Spread(v.Y) << 8) | (Spread(v.Z) << 16) | (Spread(v.W) << 24);
     }
 }
 
@@ -154,29 +156,24 @@ internal static class TcVisibility
     internal static MaskQuad LoadMaskQuad<THd>(in LaneMask lm, int k0) where THd : struct, ITcHeadDim
     {
         var w = new MaskQuad();
-        if (THd.Bc == 32)
-        {
-            w.A0 = Wide(Ptx.LdGlobalNcV2U32(lm.QA0 + (ulong)k0));
-            w.B0 = Wide(Ptx.LdGlobalNcV2U32(lm.QB0 + (ulong)k0));
-            if (THd.Mt > 1)
-            {
-                w.A1 = Wide(Ptx.LdGlobalNcV2U32(lm.QA1 + (ulong)k0));
-                w.B1 = Wide(Ptx.LdGlobalNcV2U32(lm.QB1 + (ulong)k0));
-            }
-            return w;
-        }
-        w.A0 = Ptx.LdGlobalNcV4U32(lm.QA0 + (ulong)k0);
-        w.B0 = Ptx.LdGlobalNcV4U32(lm.QB0 + (ulong)k0);
+        w.A0 = Word<THd>(lm.QA0 + (ulong)k0);
+        w.B0 = Word<THd>(lm.QB0 + (ulong)k0);
         if (THd.Mt > 1)
         {
-            w.A1 = Ptx.LdGlobalNcV4U32(lm.QA1 + (ulong)k0);
-            w.B1 = Ptx.LdGlobalNcV4U32(lm.QB1 + (ulong)k0);
+            w.A1 = Word<THd>(lm.QA1 + (ulong)k0);
+            w.B1 = Word<THd>(lm.QB1 + (ulong)k0);
         }
         return w;
     }
 
+    /// <summary>A lane's Bc/4 mask bytes of one row: ld.global.nc.v4 (64-key tiles) or .v2 (32-key tiles).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static U4 Wide(U2 x) => new U4(x.X, x.Y, 0u, 0u);
+    private static U4 Word<THd>(ulong addr) where THd : struct, ITcHeadDim
+    {
+        if (THd.Bc == 64) return Ptx.LdGlobalNcV4U32(addr);
+        U2 x = Ptx.LdGlobalNcV2U32(addr);
+        return new U4(x.X, x.Y, 0u, 0u);
+    }
 
     /// <summary>
     /// Visibility bits of both m-tiles (X: m-tile 0, Y: m-tile 1) of the tile at k0 under a mask: from 16-byte mask

@@ -316,29 +316,16 @@ public static class TensorCoreForwardKernel
             // Online softmax, then O = O·α + P·V.
             Smx x0 = TcSoftmax.Step<TE, THd, TF>(s.A, st0, sa0.ScaleLog2);
             st0 = x0.R;
-            PFrag p1 = default;
-            if ((THd.Tune & TcTune.Separate) == 0 && THd.Mt > 1)
+            // Both m-tiles' steps in one straight block, then one rescale branch: their latency chains (row max,
+            // shuffles, ex2) interleave. Measured −2..3 % time for dense D = 128 against a branch per m-tile.
+            Smx x1 = default;
+            if (THd.Mt > 1)
             {
-                // Both m-tiles' steps in one straight block, then one rescale branch: their latency chains (row max,
-                // shuffles, ex2) interleave. Measured −2..3 % time for dense D = 128 against a branch per m-tile.
-                Smx x1 = TcSoftmax.Step<TE, THd, TF>(s.B, st1, sa1.ScaleLog2);
+                x1 = TcSoftmax.Step<TE, THd, TF>(s.B, st1, sa1.ScaleLog2);
                 st1 = x1.R;
-                p1 = x1.P;
-                acc = TcSoftmax.Rescale2<THd>(acc, x0.AlA, x0.AlB, x1.AlA, x1.AlB);
             }
-            else
-            {
-                acc.A = TcSoftmax.Rescale<THd>(acc.A, x0.AlA, x0.AlB);
-                if (THd.Mt > 1)
-                {
-                    Smx x1 = TcSoftmax.Step<TE, THd, TF>(s.B, st1, sa1.ScaleLog2);
-                    st1 = x1.R;
-                    acc.B = TcSoftmax.Rescale<THd>(acc.B, x1.AlA, x1.AlB);
-                    p1 = x1.P;
-                }
-            }
-            acc = Frag.Pv2<TE, THd>(acc, x0.P, p1, kCur + tileBytes + vLaneOff);
-            if ((THd.Tune & TcTune.ExtraBarrier) != 0) Group.Barrier();
+            acc = TcSoftmax.Rescale<THd>(acc, x0.AlA, x0.AlB, x1.AlA, x1.AlB);
+            acc = Frag.Pv2<TE, THd>(acc, x0.P, x1.P, kCur + tileBytes + vLaneOff);
 
             cur = nxt;
             curBits = nxtBits;

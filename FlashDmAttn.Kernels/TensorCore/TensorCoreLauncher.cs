@@ -36,7 +36,7 @@ public static class TensorCoreLauncher
         32 => TensorCoreForwardKernel.SharedBytes<Hd32>(true),
         64 => TensorCoreForwardKernel.SharedBytes<Hd64>(true),
         96 => TensorCoreForwardKernel.SharedBytes<Hd96>(true),
-        128 => Math.Max(Math.Max(TensorCoreForwardKernel.SharedBytes<Hd128>(true), TensorCoreForwardKernel.SharedBytes<Hd128R64>(true)), TensorCoreForwardKernel.SharedBytes<Hd128Bc32>(true)),
+        128 => Math.Max(TensorCoreForwardKernel.SharedBytes<Hd128>(true), TensorCoreForwardKernel.SharedBytes<Hd128R64>(true)),
         192 => TensorCoreForwardKernel.SharedBytes<Hd192>(true),
         256 => TensorCoreForwardKernel.SharedBytes<Hd256>(true),
         _ => 0,
@@ -96,9 +96,6 @@ public static class TensorCoreLauncher
     /// <summary>FLASHDMATTN_TC_BC=32: D = 128 without mask or bias uses 32-key tiles, for A/B timing.</summary>
     private static readonly bool Bc32 = Environment.GetEnvironmentVariable("FLASHDMATTN_TC_BC") == "32";
 
-    /// <summary>FLASHDMATTN_TC_MB=bc32: D = 128 with a mask or bias uses 128 rows and 32-key tiles, for A/B timing.</summary>
-    private static readonly bool MaskBiasBc32 = Environment.GetEnvironmentVariable("FLASHDMATTN_TC_MB") == "bc32";
-
     /// <summary>FLASHDMATTN_TC_GENERIC=1: one specialisation with every feature on (runtime checks), for A/B timing.</summary>
     private static readonly bool Generic = Environment.GetEnvironmentVariable("FLASHDMATTN_TC_GENERIC") == "1";
 
@@ -111,8 +108,7 @@ public static class TensorCoreLauncher
             case 96: Flags<TE, Hd96>(acc, p, buf); break;
             // D = 128 with a mask or bias: 64 rows (the 128-row shape spills there and measured slower, PERF-NOTES.md).
             case 128:
-                if (MaskBiasBc32 && (p.HasMask != 0 || p.HasBias != 0)) Tuning<TE, Hd128Bc32>(acc, p, buf);
-                else if (Rows64 || (!Rows128 && (p.HasMask != 0 || p.HasBias != 0))) Tuning<TE, Hd128R64>(acc, p, buf);
+                if (Rows64 || (!Rows128 && (p.HasMask != 0 || p.HasBias != 0))) Tuning<TE, Hd128R64>(acc, p, buf);
                 else if (Bc32) Flags<TE, Hd128Bc32>(acc, p, buf);
                 else Tuning<TE, Hd128>(acc, p, buf);
                 break;
@@ -121,21 +117,14 @@ public static class TensorCoreLauncher
         }
     }
 
-    /// <summary>FLASHDMATTN_TC_TUNE=1..4 or 8: D = 64/128 run with those <see cref="TcTune"/> bits, for A/B timing.</summary>
+    /// <summary>FLASHDMATTN_TC_TUNE=8: D = 64/128 run with <see cref="TcTune.SplitKv"/>, for A/B timing.</summary>
     private static readonly int TuneBits = int.TryParse(Environment.GetEnvironmentVariable("FLASHDMATTN_TC_TUNE"), out int t) ? t : 0;
 
     private static void Tuning<TE, THd>(Accelerator acc, FwdParams p, in TcBuffers buf)
         where TE : struct, ITcElem where THd : struct, ITcHeadDim
     {
-        switch (TuneBits)
-        {
-            case 1: Flags<TE, Tuned<THd, Tune1>>(acc, p, buf); break;
-            case 2: Flags<TE, Tuned<THd, Tune2>>(acc, p, buf); break;
-            case 3: Flags<TE, Tuned<THd, Tune3>>(acc, p, buf); break;
-            case 4: Flags<TE, Tuned<THd, Tune4>>(acc, p, buf); break;
-            case 8: Flags<TE, Tuned<THd, Tune8>>(acc, p, buf); break;
-            default: Flags<TE, THd>(acc, p, buf); break;
-        }
+        if (TuneBits == TcTune.SplitKv) Flags<TE, Tuned<THd, SplitKvBits>>(acc, p, buf);
+        else Flags<TE, THd>(acc, p, buf);
     }
 
     // Static switch (FlashAttention's static_switch.h): one specialisation per combination of features.

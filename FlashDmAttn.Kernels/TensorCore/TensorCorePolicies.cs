@@ -49,26 +49,19 @@ public interface ITcHeadDim
     static abstract int Tune { get; }
 }
 
-/// <summary>Bits of <see cref="ITcHeadDim.Tune"/>: loop-shape variants of the kernel, for A/B timing on the GPU.</summary>
+/// <summary>
+/// Bits of <see cref="ITcHeadDim.Tune"/>: loop-shape variants of the kernel, for A/B timing on the GPU. Variants that
+/// lost their A/B were removed (per-m-tile rescale branches, always rescaling, two barriers per tile: PERF-NOTES v6).
+/// </summary>
 public static class TcTune
 {
-    /// <summary>One rescale branch per m-tile, right after its softmax step (the default: both steps, then one branch).</summary>
-    public const int Separate = 1;
-    /// <summary>Always multiply O by α (no lazy-rescale skip branch).</summary>
-    public const int Always = 2;
-    /// <summary>A second barrier at the end of each tile (the loop's previous shape: two barriers per tile).</summary>
-    public const int ExtraBarrier = 4;
     /// <summary>The next tile's V copies issued after this tile's Q·Kᵀ (its K copies stay right after the barrier).</summary>
     public const int SplitKv = 8;
 }
 
 /// <summary>Bits for <see cref="Tuned{THd, TBits}"/>.</summary>
 public interface ITuneBits { static abstract int V { get; } }
-public readonly struct Tune1 : ITuneBits { public static int V => 1; }
-public readonly struct Tune2 : ITuneBits { public static int V => 2; }
-public readonly struct Tune3 : ITuneBits { public static int V => 3; }
-public readonly struct Tune4 : ITuneBits { public static int V => 4; }
-public readonly struct Tune8 : ITuneBits { public static int V => 8; }
+public readonly struct SplitKvBits : ITuneBits { public static int V => TcTune.SplitKv; }
 
 /// <summary>A head-dim policy with other <see cref="TcTune"/> bits (FLASHDMATTN_TC_TUNE), for A/B timing.</summary>
 public readonly struct Tuned<THd, TBits> : ITcHeadDim where THd : struct, ITcHeadDim where TBits : struct, ITuneBits
@@ -89,8 +82,8 @@ public readonly struct Hd192 : ITcHeadDim { public static int D => 192; public s
 public readonly struct Hd256 : ITcHeadDim { public static int D => 256; public static int Bc => 32; public static bool QInRegs => false; public static int RowBytes => (256 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
 /// <summary>The previous D = 128 shape (64 rows, Q in registers), kept for A/B timing (FLASHDMATTN_TC_ROWS=64).</summary>
 public readonly struct Hd128R64 : ITcHeadDim { public static int D => 128; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (128 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
-/// <summary>D = 128 with 32-key tiles (fewer score registers), for A/B timing: dense (FLASHDMATTN_TC_BC=32) and with a
-/// mask or bias (FLASHDMATTN_TC_MB=bc32; 168 B of spills, maskbias 1.37 ms against 0.74 for Hd128R64: rejected).</summary>
+/// <summary>D = 128 with 32-key tiles (fewer score registers), for A/B timing (FLASHDMATTN_TC_BC=32). With a mask or
+/// bias it spilled 168 B and ran maskbias in 1.37 ms against 0.74 for Hd128R64 (PERF-NOTES v6).</summary>
 public readonly struct Hd128Bc32 : ITcHeadDim { public static int D => 128; public static int Bc => 32; public static bool QInRegs => false; public static int RowBytes => (128 + 8) * 2; public static int Mt => 2; public static int Tune => 0; }
 /// <summary>D = 64 with 64 rows per group (FLASHDMATTN_TC_ROWS=64).</summary>
 public readonly struct Hd64R64 : ITcHeadDim { public static int D => 64; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (64 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
