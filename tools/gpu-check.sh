@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On the GPU host (device run, carry .gpu): GPU-category tests, ptxas -v on the tensor-core PTX, benchmarks with
-# the peers measured in the same command. Logs under $OUT. Usage: bash tools/gpu-check.sh [tests|ptx|bench|ncu|ktime|sanitize]...
+# the peers measured in the same command. Logs under $OUT. Usage: bash tools/gpu-check.sh [tests|ptx|spills|bench|ncu|ktime|sanitize]...
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 CASES=${CASES:-"dense:B=4,H=16,L=4096,D=128,causal=0;dense:B=4,H=16,L=4096,D=128,causal=1;maskbias:B=2,H=12,L=4096,D=128,w=1024,causal=1;perkey:B=2,H=12,L=4096,D=128,w=1024,causal=1"}
@@ -8,6 +8,7 @@ CASES=${CASES:-"dense:B=4,H=16,L=4096,D=128,causal=0;dense:B=4,H=16,L=4096,D=128
 ALL_CASES="dense:B=16,H=16,L=1024,D=128,causal=0;dense:B=16,H=16,L=1024,D=128,causal=1;dense:B=4,H=16,L=4096,D=128,causal=0;dense:B=4,H=16,L=4096,D=128,causal=1;dense:B=1,H=16,L=16384,D=128,causal=0;dense:B=1,H=16,L=16384,D=128,causal=1;dense:B=16,H=32,L=1024,D=64,causal=0;dense:B=16,H=32,L=1024,D=64,causal=1;dense:B=4,H=32,L=4096,D=64,causal=0;dense:B=4,H=32,L=4096,D=64,causal=1;dense:B=1,H=32,L=16384,D=64,causal=0;dense:B=1,H=32,L=16384,D=64,causal=1;maskbias:B=2,H=12,L=4096,D=128,w=1024,causal=1;maskbias:B=1,H=16,L=8192,D=128,w=2048,causal=1;maskbias:B=1,H=8,L=16384,D=128,w=2048,causal=1;perkey:B=2,H=12,L=4096,D=128,w=1024,causal=1;perkey:B=1,H=16,L=8192,D=128,w=2048,causal=1;perkey:B=1,H=8,L=16384,D=128,w=2048,causal=1"
 [ "${CASES:-}" = all ] && CASES=$ALL_CASES
 SMALL="dense:B=1,H=2,L=128,D=64,causal=0;maskbias:B=1,H=2,L=192,D=64,w=50,causal=0;maskbias:B=1,H=3,L=256,D=128,w=60,causal=1;maskbias:B=1,H=2,L=200,D=128,w=50,causal=1;perkey:B=2,H=3,L=77,D=32,w=20,causal=1;perkey:B=1,H=2,L=200,D=128,w=60,causal=1;dense:B=1,H=2,L=150,D=128,causal=1"
+[ -f .gpu/ptx.tgz ] && [ ! -d .gpu/ptx ] && tar xzf .gpu/ptx.tgz -C .gpu # PTX carried packed (the 64 MiB limit)
 for step in "$@"; do
   case $step in
     tests)
@@ -32,6 +33,14 @@ for step in "$@"; do
       # PTX carried in .gpu/ptx (dumped on the CPU machine, e.g. by the PTX test) when there, else dumped here (~1 min).
       dir=.gpu/ptx; [ -d "$dir" ] || { dir=/tmp/ptx; mkdir -p $dir && bash .gpu/run.sh FlashDmAttn.Bench --ptx $dir > /dev/null; }
       for f in $dir/*.ptx; do echo "== $(basename $f)"; ptxas -arch=sm_90 -v "$f" -o /dev/null 2>&1 | grep -E "registers|spill|stack|error" ; done | tee "$OUT/ptxas.txt" ;;
+    spills)
+      # SASS around every local-memory access (STL/LDL) of the carried PTX whose name matches SPILL_PTX, packed.
+      mkdir -p /tmp/spills; dir=.gpu/ptx
+      for f in $dir/tc_fwd_${SPILL_PTX:-bf16_d128_dense}*.ptx; do
+        n=$(basename "$f" .ptx); ptxas -arch=sm_90 "$f" -o "/tmp/$n.cubin" && cuobjdump -sass "/tmp/$n.cubin" > "/tmp/spills/$n.sass"
+        grep -n -B6 -A3 -E "\b(STL|LDL)" "/tmp/spills/$n.sass" > "/tmp/spills/$n.spills.txt"; echo "$n: $(grep -cE '\b(STL|LDL)' /tmp/spills/$n.sass) local accesses"
+      done | tee /tmp/spills/summary.txt
+      tar czf "$OUT/spills.tgz" -C /tmp spills ;;
     bench)
       bash .gpu/run.sh FlashDmAttn.Bench --gpu --cases "$CASES" | tee "$OUT/ours.txt"
       [ -n "${PORTABLE_TOO:-}" ] && FLASHDMATTN_KERNEL=portable bash .gpu/run.sh FlashDmAttn.Bench --gpu --cases "$CASES" --reps 5 | sed 's/^FlashDmAttn|/portable|/' | tee -a "$OUT/ours.txt"

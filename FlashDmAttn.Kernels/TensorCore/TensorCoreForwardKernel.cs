@@ -60,6 +60,21 @@ public static class TensorCoreForwardKernel
         }
     }
 
+    /// <summary>The last key (slot) each of this lane's rows sees: tiles that are not whole get their geometry from these.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static LaneMask Limits<THd>(LaneMask lm, in FwdParams p, in BlockInfo blk, ArrayView<int> seqInfo, int gRow, int kEnd, bool causal)
+        where THd : struct, ITcHeadDim
+    {
+        lm.LimA0 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, lm.RA0, kEnd, causal);
+        lm.LimB0 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, lm.RA0 + 8, kEnd, causal);
+        if (THd.Mt > 1)
+        {
+            lm.LimA1 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, lm.RA1, kEnd, causal);
+            lm.LimB1 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, lm.RA1 + 8, kEnd, causal);
+        }
+        return lm;
+    }
+
     public static void Run<TE, THd, TF>(
         ArrayView<ushort> q, ArrayView<ushort> k, ArrayView<ushort> v, ArrayView<ushort> o,
         ArrayView<ushort> bias, ArrayView<byte> mask, ArrayView<float> lse, ArrayView<int> seqInfo,
@@ -150,11 +165,7 @@ public static class TensorCoreForwardKernel
             fullEnd = BlockInfo.SlotsBelow(p, seqInfo, gRow, kEnd, fullEnd);
         }
         int nTiles = (kEnd + THd.Bc - 1) / THd.Bc;
-        // The last key (slot) each of this lane's rows sees: tiles that are not whole get their geometry from these.
-        lm.LimA0 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, rA0, kEnd, causal);
-        lm.LimB0 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, rA0 + 8, kEnd, causal);
-        lm.LimA1 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, rA1, kEnd, causal);
-        lm.LimB1 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, rA1 + 8, kEnd, causal);
+        lm = Limits<THd>(lm, p, blk, seqInfo, gRow, kEnd, causal);
 
         // Mask look-ahead by 16- or 8-byte words (64- or 32-key tiles, aligned rows, no gathered keys): the words of the
         // tile after next are loaded while this tile computes. Rows past the sequence read its last row.
@@ -336,8 +347,10 @@ public static class TensorCoreForwardKernel
         // Epilogue: row sums across the quad, normalise, write; empty rows give 0 and LSE −∞.
         ulong oG = Ptx.GlobalAddr(ref o[0]);
         bool oVec = ((p.OStrideB | p.OStrideL | p.OStrideH) & 1) == 0 && (oG & 3ul) == 0;
-        Epilogue<TE, THd>(p, blk, acc.A, st0, o, lse, oG, oVec, b, h, rA0, t);
+        // The rows again from the thread index, in another form than rA0 (kept live across the loop, ptxas spilled it).
+        int rE = (Grid.DimX - 1 - Grid.IdxX) * Rows + ((tid >> 5) << 4) * THd.Mt + ((tid & 31) >> 2);
+        Epilogue<TE, THd>(p, blk, acc.A, st0, o, lse, oG, oVec, b, h, rE, t);
         if (THd.Mt > 1)
-            Epilogue<TE, THd>(p, blk, acc.B, st1, o, lse, oG, oVec, b, h, rA1, t);
+            Epilogue<TE, THd>(p, blk, acc.B, st1, o, lse, oG, oVec, b, h, rE + 16, t);
     }
 }

@@ -33,9 +33,9 @@ public static class TensorCoreLauncher
     /// <summary>Most dynamic shared memory bytes any specialization for a head dim uses (0 if none).</summary>
     public static int SharedBytes(int headDim) => headDim switch
     {
-        32 => TensorCoreForwardKernel.SharedBytes<Hd32>(true),
-        64 => TensorCoreForwardKernel.SharedBytes<Hd64>(true),
-        96 => TensorCoreForwardKernel.SharedBytes<Hd96>(true),
+        32 => Math.Max(TensorCoreForwardKernel.SharedBytes<Hd32>(true), TensorCoreForwardKernel.SharedBytes<Hd32R64>(true)),
+        64 => Math.Max(TensorCoreForwardKernel.SharedBytes<Hd64>(true), TensorCoreForwardKernel.SharedBytes<Hd64R64>(true)),
+        96 => Math.Max(TensorCoreForwardKernel.SharedBytes<Hd96>(true), TensorCoreForwardKernel.SharedBytes<Hd96R64>(true)),
         128 => Math.Max(TensorCoreForwardKernel.SharedBytes<Hd128>(true), TensorCoreForwardKernel.SharedBytes<Hd128R64>(true)),
         192 => TensorCoreForwardKernel.SharedBytes<Hd192>(true),
         256 => TensorCoreForwardKernel.SharedBytes<Hd256>(true),
@@ -88,8 +88,8 @@ public static class TensorCoreLauncher
                && accelerator.MaxNumThreadsPerGroup >= TensorCoreForwardKernel.Threads;
     }
 
-    /// <summary>FLASHDMATTN_TC_ROWS=64: D = 64/128 use the 64-row groups (one m-tile per warp); =128: D = 128 uses
-    /// 128 rows with a mask or bias too. For A/B timing.</summary>
+    /// <summary>FLASHDMATTN_TC_ROWS=64: D ≤ 128 uses the 64-row groups (one m-tile per warp) always; =128: with a mask
+    /// or bias too. For A/B timing.</summary>
     private static readonly bool Rows64 = Environment.GetEnvironmentVariable("FLASHDMATTN_TC_ROWS") == "64";
     private static readonly bool Rows128 = Environment.GetEnvironmentVariable("FLASHDMATTN_TC_ROWS") == "128";
 
@@ -101,14 +101,16 @@ public static class TensorCoreLauncher
 
     private static void Dispatch<TE>(Accelerator acc, FwdParams p, in TcBuffers buf) where TE : struct, ITcElem
     {
+        bool masked = p.HasMask != 0 || p.HasBias != 0 || p.GatherKeys != 0;
         switch (p.HeadDim)
         {
-            case 32: Flags<TE, Hd32>(acc, p, buf); break;
-            case 64: if (Rows64) Tuning<TE, Hd64R64>(acc, p, buf); else Tuning<TE, Hd64>(acc, p, buf); break;
-            case 96: Flags<TE, Hd96>(acc, p, buf); break;
-            // D = 128 with a mask or bias: 64 rows (the 128-row shape spills there and measured slower, PERF-NOTES.md).
+            // With a mask or bias, D ≤ 128 runs 64 rows per group: the 128-row shapes spill there (100–740 B) and D = 128
+            // measured slower (PERF-NOTES.md).
+            case 32: if (Rows64 || (!Rows128 && masked)) Flags<TE, Hd32R64>(acc, p, buf); else Flags<TE, Hd32>(acc, p, buf); break;
+            case 64: if (Rows64 || (!Rows128 && masked)) Tuning<TE, Hd64R64>(acc, p, buf); else Tuning<TE, Hd64>(acc, p, buf); break;
+            case 96: if (Rows64 || (!Rows128 && masked)) Flags<TE, Hd96R64>(acc, p, buf); else Flags<TE, Hd96>(acc, p, buf); break;
             case 128:
-                if (Rows64 || (!Rows128 && (p.HasMask != 0 || p.HasBias != 0))) Tuning<TE, Hd128R64>(acc, p, buf);
+                if (Rows64 || (!Rows128 && masked)) Tuning<TE, Hd128R64>(acc, p, buf);
                 else if (Bc32) Flags<TE, Hd128Bc32>(acc, p, buf);
                 else Tuning<TE, Hd128>(acc, p, buf);
                 break;
@@ -117,14 +119,19 @@ public static class TensorCoreLauncher
         }
     }
 
-    /// <summary>FLASHDMATTN_TC_TUNE=8: D = 64/128 run with <see cref="TcTune.SplitKv"/>, for A/B timing.</summary>
-    private static readonly int TuneBits = int.TryParse(Environment.GetEnvironmentVariable("FLASHDMATTN_TC_TUNE"), out int t) ? t : 0;
+    /// <summary>FLASHDMATTN_TC_TUNE=0 or 8: D = 64/128 run with exactly those <see cref="TcTune"/> bits instead of their
+    /// policy's, for A/B timing (unset: the policy's).</summary>
+    private static readonly int TuneBits = int.TryParse(Environment.GetEnvironmentVariable("FLASHDMATTN_TC_TUNE"), out int t) ? t : -1;
 
     private static void Tuning<TE, THd>(Accelerator acc, FwdParams p, in TcBuffers buf)
         where TE : struct, ITcElem where THd : struct, ITcHeadDim
     {
-        if (TuneBits == TcTune.SplitKv) Flags<TE, Tuned<THd, SplitKvBits>>(acc, p, buf);
-        else Flags<TE, THd>(acc, p, buf);
+        switch (TuneBits)
+        {
+            case 0: Flags<TE, Tuned<THd, NoTuneBits>>(acc, p, buf); break;
+            case TcTune.SplitKv: Flags<TE, Tuned<THd, SplitKvBits>>(acc, p, buf); break;
+            default: Flags<TE, THd>(acc, p, buf); break;
+        }
     }
 
     // Static switch (FlashAttention's static_switch.h): one specialisation per combination of features.

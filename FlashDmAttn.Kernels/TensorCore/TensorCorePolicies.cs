@@ -55,13 +55,16 @@ public interface ITcHeadDim
 /// </summary>
 public static class TcTune
 {
-    /// <summary>The next tile's V copies issued after this tile's Q·Kᵀ (its K copies stay right after the barrier).</summary>
+    /// <summary>The next tile's V copies issued after this tile's Q·Kᵀ (its K copies stay right after the barrier), so
+    /// that the copies' address registers and the Q·Kᵀ fragments do not meet. On for the 128-row D = 64/128 shapes (at
+    /// the register limit): two H100 A/B calls, D = 128 −0.4..−2 % at L ≥ 4096; off for 64 rows (maskbias +3 %).</summary>
     public const int SplitKv = 8;
 }
 
 /// <summary>Bits for <see cref="Tuned{THd, TBits}"/>.</summary>
 public interface ITuneBits { static abstract int V { get; } }
 public readonly struct SplitKvBits : ITuneBits { public static int V => TcTune.SplitKv; }
+public readonly struct NoTuneBits : ITuneBits { public static int V => 0; }
 
 /// <summary>A head-dim policy with other <see cref="TcTune"/> bits (FLASHDMATTN_TC_TUNE), for A/B timing.</summary>
 public readonly struct Tuned<THd, TBits> : ITcHeadDim where THd : struct, ITcHeadDim where TBits : struct, ITuneBits
@@ -75,9 +78,9 @@ public readonly struct Tuned<THd, TBits> : ITcHeadDim where THd : struct, ITcHea
 }
 
 public readonly struct Hd32 : ITcHeadDim { public static int D => 32; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (32 + 8) * 2; public static int Mt => 2; public static int Tune => 0; }
-public readonly struct Hd64 : ITcHeadDim { public static int D => 64; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (64 + 8) * 2; public static int Mt => 2; public static int Tune => 0; }
+public readonly struct Hd64 : ITcHeadDim { public static int D => 64; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (64 + 8) * 2; public static int Mt => 2; public static int Tune => TcTune.SplitKv; }
 public readonly struct Hd96 : ITcHeadDim { public static int D => 96; public static int Bc => 64; public static bool QInRegs => false; public static int RowBytes => (96 + 8) * 2; public static int Mt => 2; public static int Tune => 0; }
-public readonly struct Hd128 : ITcHeadDim { public static int D => 128; public static int Bc => 64; public static bool QInRegs => false; public static int RowBytes => (128 + 8) * 2; public static int Mt => 2; public static int Tune => 0; }
+public readonly struct Hd128 : ITcHeadDim { public static int D => 128; public static int Bc => 64; public static bool QInRegs => false; public static int RowBytes => (128 + 8) * 2; public static int Mt => 2; public static int Tune => TcTune.SplitKv; }
 public readonly struct Hd192 : ITcHeadDim { public static int D => 192; public static int Bc => 64; public static bool QInRegs => false; public static int RowBytes => (192 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
 public readonly struct Hd256 : ITcHeadDim { public static int D => 256; public static int Bc => 32; public static bool QInRegs => false; public static int RowBytes => (256 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
 /// <summary>The previous D = 128 shape (64 rows, Q in registers), kept for A/B timing (FLASHDMATTN_TC_ROWS=64).</summary>
@@ -85,7 +88,11 @@ public readonly struct Hd128R64 : ITcHeadDim { public static int D => 128; publi
 /// <summary>D = 128 with 32-key tiles (fewer score registers), for A/B timing (FLASHDMATTN_TC_BC=32). With a mask or
 /// bias it spilled 168 B and ran maskbias in 1.37 ms against 0.74 for Hd128R64 (PERF-NOTES v6).</summary>
 public readonly struct Hd128Bc32 : ITcHeadDim { public static int D => 128; public static int Bc => 32; public static bool QInRegs => false; public static int RowBytes => (128 + 8) * 2; public static int Mt => 2; public static int Tune => 0; }
-/// <summary>D = 64 with 64 rows per group (FLASHDMATTN_TC_ROWS=64).</summary>
+/// <summary>D = 32/64/96 with 64 rows per group: the shape for a mask or bias (at 128 rows those spilled 100–520 B).</summary>
+public readonly struct Hd32R64 : ITcHeadDim { public static int D => 32; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (32 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
+/// <inheritdoc cref="Hd32R64"/>
+public readonly struct Hd96R64 : ITcHeadDim { public static int D => 96; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (96 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
+/// <inheritdoc cref="Hd32R64"/>
 public readonly struct Hd64R64 : ITcHeadDim { public static int D => 64; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (64 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
 
 /// <summary>A compile-time boolean (FlashAttention's static_switch): kernels specialise on these, branches fold away.</summary>

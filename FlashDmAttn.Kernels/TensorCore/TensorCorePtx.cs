@@ -27,24 +27,48 @@ public static class TensorCorePtx
         ("cmb", typeof(TcFlags<On, On, On, Off>)), ("all", typeof(TcFlags<On, On, On, On>)),
     ];
 
-    /// <summary>Every head dim and dtype with every flag set of <see cref="FlagSets"/> (name: dtype_dD_tag).</summary>
-    public static readonly (string Name, Type Elem, Type HeadDim, Type Flags)[] Specializations =
-        (from e in new[] { ("bf16", typeof(Bf16Mma)), ("fp16", typeof(Fp16Mma)) }
-         from d in new[] { (32, typeof(Hd32)), (64, typeof(Hd64)), (96, typeof(Hd96)), (128, typeof(Hd128)), (192, typeof(Hd192)), (256, typeof(Hd256)), (128, typeof(Hd128R64)) }
-         from f in FlagSets
-         // Kept small (the PTX test compiles each one on the CPU, ~4 s apiece): every head dim with every feature,
-         // the benchmarked shapes with each flag set, fp16 once.
-         where e.Item1 == "bf16" ? f.Tag == "all" || d.Item1 is 64 or 128 : d.Item1 == 128 && d.Item2 == typeof(Hd128) && f.Tag == "all"
-         select ($"{e.Item1}_d{d.Item1}{(d.Item2 == typeof(Hd128R64) ? "r64" : "")}_{f.Tag}", e.Item2, d.Item2, f.Flags)).ToArray();
+    private static (string Name, Type Elem, Type HeadDim, Type Flags) Spec(string dtype, string hd, Type headDim, int flagSet)
+        => ($"{dtype}_{hd}_{FlagSets[flagSet].Tag}", dtype == "bf16" ? typeof(Bf16Mma) : typeof(Fp16Mma), headDim, FlagSets[flagSet].Flags);
 
-    /// <summary>Compiles the specializations whose name contains <paramref name="filter"/> (all when null).</summary>
-    public static IReadOnlyList<Entry> Compile(string? filter = null, OptimizationLevel level = OptimizationLevel.O1)
+    /// <summary>
+    /// Kernels the launcher runs, kept small (the PTX test compiles each one on the CPU, ~4 s apiece): every head dim with
+    /// every feature in the shape used with a mask or bias (64 rows for D ≤ 128), the benchmarked shapes with each flag
+    /// set, fp16 once (name: dtype_dD[r64]_tag).
+    /// </summary>
+    public static readonly (string Name, Type Elem, Type HeadDim, Type Flags)[] Specializations =
+    [
+        Spec("bf16", "d32r64", typeof(Hd32R64), 3), Spec("bf16", "d64r64", typeof(Hd64R64), 3), Spec("bf16", "d96r64", typeof(Hd96R64), 3),
+        Spec("bf16", "d128r64", typeof(Hd128R64), 3), Spec("bf16", "d192", typeof(Hd192), 3), Spec("bf16", "d256", typeof(Hd256), 3),
+        Spec("bf16", "d64", typeof(Hd64), 0), Spec("bf16", "d64", typeof(Hd64), 1), Spec("bf16", "d128", typeof(Hd128), 0),
+        Spec("bf16", "d128", typeof(Hd128), 1), Spec("bf16", "d64r64", typeof(Hd64R64), 2), Spec("bf16", "d128r64", typeof(Hd128R64), 2),
+        Spec("fp16", "d128r64", typeof(Hd128R64), 3),
+    ];
+
+    /// <summary>For ptxas -v beside <see cref="Specializations"/>, not part of the PTX test: the A/B variants
+    /// (<see cref="TcTune"/> bits, FLASHDMATTN_TC_TUNE; name ..._t{bits}) of the benchmarked bf16 shapes, and the other
+    /// launched shapes (the remaining head dims without a mask, with a mask and bias but no softcap).</summary>
+    public static readonly (string Name, Type Elem, Type HeadDim, Type Flags)[] TunedSpecializations =
+        (from tb in new[] { (0, typeof(NoTuneBits)), (8, typeof(SplitKvBits)) }
+         from d in new[] { ("d64", typeof(Hd64)), ("d128", typeof(Hd128)), ("d128r64", typeof(Hd128R64)) }
+         from f in new[] { 0, 1, 2 }
+         where d.Item1 == "d128r64" ? f == 2 : f != 2
+         let sp = Spec("bf16", d.Item1, typeof(Tuned<,>).MakeGenericType(d.Item2, tb.Item2), f)
+         select (sp.Name + "_t" + tb.Item1, sp.Elem, sp.HeadDim, sp.Flags))
+        .Concat(
+         from d in new[] { ("d32", typeof(Hd32)), ("d96", typeof(Hd96)), ("d192", typeof(Hd192)), ("d256", typeof(Hd256)),
+                           ("d32r64", typeof(Hd32R64)), ("d96r64", typeof(Hd96R64)) }
+         from f in d.Item1.EndsWith("r64") ? new[] { 2 } : new[] { 0, 1 }
+         select Spec("bf16", d.Item1, d.Item2, f)).ToArray();
+
+    /// <summary>Compiles the specializations whose name contains <paramref name="filter"/> (all when null), with the
+    /// A/B variants when <paramref name="tuned"/>.</summary>
+    public static IReadOnlyList<Entry> Compile(string? filter = null, OptimizationLevel level = OptimizationLevel.O1, bool tuned = false)
     {
         using var ctx = Context.Create(b => b.EnableAlgorithms().RegisterTensorCoreIntrinsics().Optimize(level));
         using var backend = new PTXBackend(ctx, CudaArchitecture.SM_80, CudaInstructionSet.ISA_78, null!);
         var run = typeof(TensorCoreForwardKernel).GetMethod(nameof(TensorCoreForwardKernel.Run), BindingFlags.Public | BindingFlags.Static)!;
         var list = new List<Entry>();
-        foreach (var (name, elem, hd, flags) in Specializations)
+        foreach (var (name, elem, hd, flags) in tuned ? Specializations.Concat(TunedSpecializations) : Specializations)
         {
             if (filter is not null && !name.Contains(filter, StringComparison.Ordinal)) continue;
             var entry = EntryPointDescription.FromExplicitlyGroupedKernel(run.MakeGenericMethod(elem, hd, flags));
@@ -118,15 +142,15 @@ public static class TensorCorePtx
     /// Writes tc_fwd_{dtype}_d{D}.ptx (and .trace.txt with <see cref="BarrierTrace"/>) into <paramref name="dir"/> plus
     /// summary.txt; returns the summary. On a GPU host: <c>ptxas -arch=sm_90 -v tc_fwd_bf16_d128.ptx -o /dev/null</c>.
     /// </summary>
-    public static string Dump(string dir, string? filter = null) => Dump(dir, filter, out _);
+    public static string Dump(string dir, string? filter = null, bool tuned = false) => Dump(dir, filter, out _, tuned);
 
-    /// <summary><see cref="Dump(string, string?)"/>, also returning the compiled entries.</summary>
-    public static string Dump(string dir, string? filter, out IReadOnlyList<Entry> entries)
+    /// <summary><see cref="Dump(string, string?, bool)"/>, also returning the compiled entries.</summary>
+    public static string Dump(string dir, string? filter, out IReadOnlyList<Entry> entries, bool tuned = false)
     {
         Directory.CreateDirectory(dir);
         var sb = new StringBuilder();
         sb.AppendLine("name                   shared_B  .local ld.local st.local call  mma ldmatrix cp.async bar ld.shared st.shared barrier-order");
-        entries = Compile(filter);
+        entries = Compile(filter, tuned: tuned);
         foreach (var e in entries)
         {
             File.WriteAllText(Path.Combine(dir, $"tc_fwd_{e.Name}.ptx"), e.Ptx);

@@ -66,8 +66,8 @@ public class TensorCoreCpuTests
             new("bf16", 3, 21, 60, 2, 2, 32, Causal: true, Path: ApiPath.Varlen, MaskShape: [0, 0, 1, 0]),
             new("fp16", 2, 15, 45, 2, 1, 64, Path: ApiPath.Paged, PageSize: 16, MaskShape: [1, 1, 1, 0], BiasShape: [0, -1, 1, 0]),
             // 16-byte aligned mask rows and 64-key tiles (mask words a tile ahead, bias tiles staged in shared memory):
-            // Mt = 1 (D 128) and 2 (D 64, 32), rows past Lq, broadcast strides, a ragged last tile (Lk 136: bias
-            // staged, mask by bytes).
+            // 64-row groups (Mt = 1: every D ≤ 128 with a mask or bias), rows past Lq, broadcast strides, a ragged last
+            // tile (Lk 136: bias staged, mask by bytes).
             new("bf16", 1, 70, 192, 2, 1, 128, Causal: true, MaskShape: [0, 0, 0, 0], BiasShape: [0, 0, 0, 0]),
             new("fp16", 2, 40, 128, 2, 2, 64, MaskShape: [0, 1, 0, 0], BiasShape: [1, 0, 0, 0], Softcap: 2f),
             new("bf16", 1, 130, 136, 1, 1, 32, Causal: true, MaskShape: [0, 0, 0, 0], BiasShape: [0, 0, 0, 0]),
