@@ -123,6 +123,21 @@ internal static class TcLoads
         int r0 = tid / cpr, c = tid - r0 * cpr;
         int last = blk.SeqQ - 1;
         long rowBase = MaskBias.BiasIndex(p, b, h, 0) + k0;
+        if (q0 + rows <= blk.SeqQ)
+        {
+            // Every row inside the sequence: one base address, then constant steps (H100: maskbias −1..7 % against
+            // clamping and multiplying out every row's address per tile).
+            ulong a = biasG + (ulong)((rowBase + (long)(q0 + r0) * p.BiasStrideQ) * 2 + c * 16);
+            ulong aStep = (ulong)((long)step * p.BiasStrideQ * 2);
+            uint d = dst + (uint)(r0 * rb + c * 16);
+            for (int i = 0; i < rows / step; i++)
+            {
+                Ptx.CpAsync16(d, a, 16u);
+                a += aStep;
+                d += (uint)(step * rb);
+            }
+            return;
+        }
         for (int r = r0; r < rows; r += step)
         {
             int row = q0 + r < last ? q0 + r : last;

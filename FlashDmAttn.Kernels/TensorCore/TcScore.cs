@@ -31,11 +31,21 @@ internal static class TcScore
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool Raw<TF>() where TF : struct, ITcFlags => !TF.Bias && !TF.Softcap;
 
-    /// <summary>s·scale → softcap → + bias, in the log2 domain (visibility applied by the caller); raw scores unchanged.</summary>
+    /// <summary>
+    /// Bias without softcap (<see cref="TcTune.BiasFfma"/>): scores are s·scale + bias in natural units (one FFMA), and
+    /// log2(e) goes into the row max and the exponent's FFMA as the raw scores' scale does (one FMUL fewer per element).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float Elem<TF>(float dot, in ScoreArgs sa, float bias, bool hasBias) where TF : struct, ITcFlags
+    public static bool Natural<THd, TF>() where THd : struct, ITcHeadDim where TF : struct, ITcFlags
+        => TF.Bias && !TF.Softcap && (THd.Tune & TcTune.BiasFfma) != 0;
+
+    /// <summary>s·scale → softcap → + bias, in the log2 domain (visibility applied by the caller); raw scores unchanged;
+    /// natural units with <see cref="Natural{THd, TF}"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Elem<THd, TF>(float dot, in ScoreArgs sa, float bias, bool hasBias) where THd : struct, ITcHeadDim where TF : struct, ITcFlags
     {
         if (Raw<TF>()) return dot;
+        if (Natural<THd, TF>()) return hasBias ? dot * sa.Scale + bias : dot * sa.Scale; // FFMA
         if (!TF.Softcap) return TF.Bias && hasBias ? dot * sa.ScaleLog2 + bias * Log2E : dot * sa.ScaleLog2; // FMUL + FFMA
         float s = dot * sa.Scale;
         if (sa.Cap > 0f) s = sa.Cap * XMath.Tanh(s / sa.Cap);
@@ -56,8 +66,8 @@ internal static class TcScore
     /// invisible elements is not read.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static F4 Tile<TE, TF>(F4 v, uint bits, in ScoreArgs sa, int colOff, bool full, bool hasBias, bool pre, uint wa, uint wb)
-        where TE : struct, ITcElem where TF : struct, ITcFlags
+    public static F4 Tile<TE, THd, TF>(F4 v, uint bits, in ScoreArgs sa, int colOff, bool full, bool hasBias, bool pre, uint wa, uint wb)
+        where TE : struct, ITcElem where THd : struct, ITcHeadDim where TF : struct, ITcFlags
     {
         float b0 = 0f, b1 = 0f, b2 = 0f, b3 = 0f;
         if (TF.Bias && hasBias)
@@ -75,8 +85,8 @@ internal static class TcScore
                 if (full || (bits & 8u) != 0) b3 = TE.ToFloat((ushort)Ptx.LdGlobalNcU16(sa.BiasB + cb + 2));
             }
         }
-        float x = Elem<TF>(v.X, sa, b0, hasBias), y = Elem<TF>(v.Y, sa, b1, hasBias);
-        float z = Elem<TF>(v.Z, sa, b2, hasBias), w = Elem<TF>(v.W, sa, b3, hasBias);
+        float x = Elem<THd, TF>(v.X, sa, b0, hasBias), y = Elem<THd, TF>(v.Y, sa, b1, hasBias);
+        float z = Elem<THd, TF>(v.Z, sa, b2, hasBias), w = Elem<THd, TF>(v.W, sa, b3, hasBias);
         if (full) return new F4(x, y, z, w);
         return new F4(
             (bits & 1u) != 0 ? x : float.NegativeInfinity,

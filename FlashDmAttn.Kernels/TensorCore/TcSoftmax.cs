@@ -14,7 +14,8 @@ internal static class TcSoftmax
 {
     /// <summary>
     /// Online-softmax step of one m-tile. Scores are in the log2 domain, or raw (TcScore.Raw) with
-    /// <paramref name="scaleLog2"/> ≥ 0 applied to their row max and inside the exponent. Row state is in log2 units.
+    /// <paramref name="scaleLog2"/> ≥ 0 applied to their row max and inside the exponent, or natural (TcScore.Natural)
+    /// with log2(e) applied there. Row state is in log2 units.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Smx Step<TE, THd, TF>(SAcc s, MRow r, float scaleLog2)
@@ -26,9 +27,9 @@ internal static class TcSoftmax
         mx.B = TcScore.Max(mx.B, Warp.ShuffleXor(mx.B, 1));
         mx.B = TcScore.Max(mx.B, Warp.ShuffleXor(mx.B, 2));
         float c = 1f;
-        if (TcScore.Raw<TF>())
+        if (TcScore.Raw<TF>() || TcScore.Natural<THd, TF>())
         {
-            c = scaleLog2;
+            c = TcScore.Raw<TF>() ? scaleLog2 : TcScore.Log2E;
             mx.A *= c;
             mx.B *= c;
         }

@@ -116,14 +116,14 @@ internal static class Frag
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static SAcc Scores<TE, THd, TF>(SAcc s, uint bits, in ScoreArgs sa, bool full, bool hasBias, bool pre, RowWords bw) where TE : struct, ITcElem where THd : struct, ITcHeadDim where TF : struct, ITcFlags
     {
-        if (THd.Bc > 0) s.S0 = TcScore.Tile<TE, TF>(s.S0, bits >> 0, sa, 0, full, hasBias, pre, bw.A0, bw.B0);
-        if (THd.Bc > 8) s.S1 = TcScore.Tile<TE, TF>(s.S1, bits >> 4, sa, 8, full, hasBias, pre, bw.A1, bw.B1);
-        if (THd.Bc > 16) s.S2 = TcScore.Tile<TE, TF>(s.S2, bits >> 8, sa, 16, full, hasBias, pre, bw.A2, bw.B2);
-        if (THd.Bc > 24) s.S3 = TcScore.Tile<TE, TF>(s.S3, bits >> 12, sa, 24, full, hasBias, pre, bw.A3, bw.B3);
-        if (THd.Bc > 32) s.S4 = TcScore.Tile<TE, TF>(s.S4, bits >> 16, sa, 32, full, hasBias, pre, bw.A4, bw.B4);
-        if (THd.Bc > 40) s.S5 = TcScore.Tile<TE, TF>(s.S5, bits >> 20, sa, 40, full, hasBias, pre, bw.A5, bw.B5);
-        if (THd.Bc > 48) s.S6 = TcScore.Tile<TE, TF>(s.S6, bits >> 24, sa, 48, full, hasBias, pre, bw.A6, bw.B6);
-        if (THd.Bc > 56) s.S7 = TcScore.Tile<TE, TF>(s.S7, bits >> 28, sa, 56, full, hasBias, pre, bw.A7, bw.B7);
+        if (THd.Bc > 0) s.S0 = TcScore.Tile<TE, THd, TF>(s.S0, bits >> 0, sa, 0, full, hasBias, pre, bw.A0, bw.B0);
+        if (THd.Bc > 8) s.S1 = TcScore.Tile<TE, THd, TF>(s.S1, bits >> 4, sa, 8, full, hasBias, pre, bw.A1, bw.B1);
+        if (THd.Bc > 16) s.S2 = TcScore.Tile<TE, THd, TF>(s.S2, bits >> 8, sa, 16, full, hasBias, pre, bw.A2, bw.B2);
+        if (THd.Bc > 24) s.S3 = TcScore.Tile<TE, THd, TF>(s.S3, bits >> 12, sa, 24, full, hasBias, pre, bw.A3, bw.B3);
+        if (THd.Bc > 32) s.S4 = TcScore.Tile<TE, THd, TF>(s.S4, bits >> 16, sa, 32, full, hasBias, pre, bw.A4, bw.B4);
+        if (THd.Bc > 40) s.S5 = TcScore.Tile<TE, THd, TF>(s.S5, bits >> 20, sa, 40, full, hasBias, pre, bw.A5, bw.B5);
+        if (THd.Bc > 48) s.S6 = TcScore.Tile<TE, THd, TF>(s.S6, bits >> 24, sa, 48, full, hasBias, pre, bw.A6, bw.B6);
+        if (THd.Bc > 56) s.S7 = TcScore.Tile<TE, THd, TF>(s.S7, bits >> 28, sa, 56, full, hasBias, pre, bw.A7, bw.B7);
         return s;
     }
 
@@ -131,14 +131,14 @@ internal static class Frag
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static SAcc ScoresShared<TE, THd, TF>(SAcc s, uint bits, in ScoreArgs sa, bool full, uint addrA, uint addrB) where TE : struct, ITcElem where THd : struct, ITcHeadDim where TF : struct, ITcFlags
     {
-        if (THd.Bc > 0) s.S0 = TcScore.Tile<TE, TF>(s.S0, bits >> 0, sa, 0, full, true, true, Ptx.LdSharedU32(addrA + 0u), Ptx.LdSharedU32(addrB + 0u));
-        if (THd.Bc > 8) s.S1 = TcScore.Tile<TE, TF>(s.S1, bits >> 4, sa, 8, full, true, true, Ptx.LdSharedU32(addrA + 16u), Ptx.LdSharedU32(addrB + 16u));
-        if (THd.Bc > 16) s.S2 = TcScore.Tile<TE, TF>(s.S2, bits >> 8, sa, 16, full, true, true, Ptx.LdSharedU32(addrA + 32u), Ptx.LdSharedU32(addrB + 32u));
-        if (THd.Bc > 24) s.S3 = TcScore.Tile<TE, TF>(s.S3, bits >> 12, sa, 24, full, true, true, Ptx.LdSharedU32(addrA + 48u), Ptx.LdSharedU32(addrB + 48u));
-        if (THd.Bc > 32) s.S4 = TcScore.Tile<TE, TF>(s.S4, bits >> 16, sa, 32, full, true, true, Ptx.LdSharedU32(addrA + 64u), Ptx.LdSharedU32(addrB + 64u));
-        if (THd.Bc > 40) s.S5 = TcScore.Tile<TE, TF>(s.S5, bits >> 20, sa, 40, full, true, true, Ptx.LdSharedU32(addrA + 80u), Ptx.LdSharedU32(addrB + 80u));
-        if (THd.Bc > 48) s.S6 = TcScore.Tile<TE, TF>(s.S6, bits >> 24, sa, 48, full, true, true, Ptx.LdSharedU32(addrA + 96u), Ptx.LdSharedU32(addrB + 96u));
-        if (THd.Bc > 56) s.S7 = TcScore.Tile<TE, TF>(s.S7, bits >> 28, sa, 56, full, true, true, Ptx.LdSharedU32(addrA + 112u), Ptx.LdSharedU32(addrB + 112u));
+        if (THd.Bc > 0) s.S0 = TcScore.Tile<TE, THd, TF>(s.S0, bits >> 0, sa, 0, full, true, true, Ptx.LdSharedU32(addrA + 0u), Ptx.LdSharedU32(addrB + 0u));
+        if (THd.Bc > 8) s.S1 = TcScore.Tile<TE, THd, TF>(s.S1, bits >> 4, sa, 8, full, true, true, Ptx.LdSharedU32(addrA + 16u), Ptx.LdSharedU32(addrB + 16u));
+        if (THd.Bc > 16) s.S2 = TcScore.Tile<TE, THd, TF>(s.S2, bits >> 8, sa, 16, full, true, true, Ptx.LdSharedU32(addrA + 32u), Ptx.LdSharedU32(addrB + 32u));
+        if (THd.Bc > 24) s.S3 = TcScore.Tile<TE, THd, TF>(s.S3, bits >> 12, sa, 24, full, true, true, Ptx.LdSharedU32(addrA + 48u), Ptx.LdSharedU32(addrB + 48u));
+        if (THd.Bc > 32) s.S4 = TcScore.Tile<TE, THd, TF>(s.S4, bits >> 16, sa, 32, full, true, true, Ptx.LdSharedU32(addrA + 64u), Ptx.LdSharedU32(addrB + 64u));
+        if (THd.Bc > 40) s.S5 = TcScore.Tile<TE, THd, TF>(s.S5, bits >> 20, sa, 40, full, true, true, Ptx.LdSharedU32(addrA + 80u), Ptx.LdSharedU32(addrB + 80u));
+        if (THd.Bc > 48) s.S6 = TcScore.Tile<TE, THd, TF>(s.S6, bits >> 24, sa, 48, full, true, true, Ptx.LdSharedU32(addrA + 96u), Ptx.LdSharedU32(addrB + 96u));
+        if (THd.Bc > 56) s.S7 = TcScore.Tile<TE, THd, TF>(s.S7, bits >> 28, sa, 56, full, true, true, Ptx.LdSharedU32(addrA + 112u), Ptx.LdSharedU32(addrB + 112u));
         return s;
     }
 

@@ -119,7 +119,7 @@ public static class TensorCoreLauncher
         }
     }
 
-    /// <summary>FLASHDMATTN_TC_TUNE=0 or 8: D = 64/128 run with exactly those <see cref="TcTune"/> bits instead of their
+    /// <summary>FLASHDMATTN_TC_TUNE=0, 8 or 16: D = 64/128 run with exactly those <see cref="TcTune"/> bits instead of their
     /// policy's, for A/B timing (unset: the policy's).</summary>
     private static readonly int TuneBits = int.TryParse(Environment.GetEnvironmentVariable("FLASHDMATTN_TC_TUNE"), out int t) ? t : -1;
 
@@ -130,6 +130,7 @@ public static class TensorCoreLauncher
         {
             case 0: Flags<TE, Tuned<THd, NoTuneBits>>(acc, p, buf); break;
             case TcTune.SplitKv: Flags<TE, Tuned<THd, SplitKvBits>>(acc, p, buf); break;
+            case TcTune.BiasFfma: Flags<TE, Tuned<THd, BiasFfmaBits>>(acc, p, buf); break;
             default: Flags<TE, THd>(acc, p, buf); break;
         }
     }

@@ -59,12 +59,18 @@ public static class TcTune
     /// that the copies' address registers and the Q·Kᵀ fragments do not meet. On for the 128-row D = 64/128 shapes (at
     /// the register limit): two H100 A/B calls, D = 128 −0.4..−2 % at L ≥ 4096; off for 64 rows (maskbias +3 %).</summary>
     public const int SplitKv = 8;
+
+    /// <summary>Bias without softcap as one FFMA per score (natural units; log2(e) in the exponent), see TcScore.Natural.
+    /// On for D = 64 with a bias (Hd64R64): H100 A/B maskbias D64 −2..3 %; for D = 128 (Hd128R64) maskbias was
+    /// −2.6..+1.2 % across shapes, so it stays off there.</summary>
+    public const int BiasFfma = 16;
 }
 
 /// <summary>Bits for <see cref="Tuned{THd, TBits}"/>.</summary>
 public interface ITuneBits { static abstract int V { get; } }
 public readonly struct SplitKvBits : ITuneBits { public static int V => TcTune.SplitKv; }
 public readonly struct NoTuneBits : ITuneBits { public static int V => 0; }
+public readonly struct BiasFfmaBits : ITuneBits { public static int V => TcTune.BiasFfma; }
 
 /// <summary>A head-dim policy with other <see cref="TcTune"/> bits (FLASHDMATTN_TC_TUNE), for A/B timing.</summary>
 public readonly struct Tuned<THd, TBits> : ITcHeadDim where THd : struct, ITcHeadDim where TBits : struct, ITuneBits
@@ -93,7 +99,7 @@ public readonly struct Hd32R64 : ITcHeadDim { public static int D => 32; public 
 /// <inheritdoc cref="Hd32R64"/>
 public readonly struct Hd96R64 : ITcHeadDim { public static int D => 96; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (96 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
 /// <inheritdoc cref="Hd32R64"/>
-public readonly struct Hd64R64 : ITcHeadDim { public static int D => 64; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (64 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
+public readonly struct Hd64R64 : ITcHeadDim { public static int D => 64; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (64 + 8) * 2; public static int Mt => 1; public static int Tune => TcTune.BiasFfma; }
 
 /// <summary>A compile-time boolean (FlashAttention's static_switch): kernels specialise on these, branches fold away.</summary>
 public interface IStaticBool { static abstract bool V { get; } }

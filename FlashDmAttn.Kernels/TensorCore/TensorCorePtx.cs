@@ -48,10 +48,10 @@ public static class TensorCorePtx
     /// (<see cref="TcTune"/> bits, FLASHDMATTN_TC_TUNE; name ..._t{bits}) of the benchmarked bf16 shapes, and the other
     /// launched shapes (the remaining head dims without a mask, with a mask and bias but no softcap).</summary>
     public static readonly (string Name, Type Elem, Type HeadDim, Type Flags)[] TunedSpecializations =
-        (from tb in new[] { (0, typeof(NoTuneBits)), (8, typeof(SplitKvBits)) }
+        (from tb in new[] { (0, typeof(NoTuneBits)), (8, typeof(SplitKvBits)), (16, typeof(BiasFfmaBits)) }
          from d in new[] { ("d64", typeof(Hd64)), ("d128", typeof(Hd128)), ("d128r64", typeof(Hd128R64)) }
          from f in new[] { 0, 1, 2 }
-         where d.Item1 == "d128r64" ? f == 2 : f != 2
+         where d.Item1 == "d128r64" ? f == 2 : f != 2 && tb.Item1 < 16
          let sp = Spec("bf16", d.Item1, typeof(Tuned<,>).MakeGenericType(d.Item2, tb.Item2), f)
          select (sp.Name + "_t" + tb.Item1, sp.Elem, sp.HeadDim, sp.Flags))
         .Concat(
