@@ -33,14 +33,18 @@ public static class TensorCoreLauncher
     /// <summary>Most dynamic shared memory bytes any specialization for a head dim uses (0 if none).</summary>
     public static int SharedBytes(int headDim) => headDim switch
     {
-        32 => Math.Max(TensorCoreForwardKernel.SharedBytes<Hd32>(true), TensorCoreForwardKernel.SharedBytes<Hd32R64>(true)),
-        64 => Math.Max(TensorCoreForwardKernel.SharedBytes<Hd64>(true), TensorCoreForwardKernel.SharedBytes<Hd64R64>(true)),
-        96 => Math.Max(TensorCoreForwardKernel.SharedBytes<Hd96>(true), TensorCoreForwardKernel.SharedBytes<Hd96R64>(true)),
-        128 => Math.Max(TensorCoreForwardKernel.SharedBytes<Hd128>(true), TensorCoreForwardKernel.SharedBytes<Hd128R64>(true)),
+        32 => SharedOfBoth<Hd32, Hd32R64>(),
+        64 => SharedOfBoth<Hd64, Hd64R64>(),
+        96 => SharedOfBoth<Hd96, Hd96R64>(),
+        128 => SharedOfBoth<Hd128, Hd128R64>(),
         192 => TensorCoreForwardKernel.SharedBytes<Hd192>(true),
         256 => TensorCoreForwardKernel.SharedBytes<Hd256>(true),
         _ => 0,
     };
+
+    /// <summary>Shared bytes of a head dim's 128-row and 64-row shapes, whichever is larger.</summary>
+    private static int SharedOfBoth<TRows128, TRows64>() where TRows128 : struct, ITcHeadDim where TRows64 : struct, ITcHeadDim
+        => Math.Max(TensorCoreForwardKernel.SharedBytes<TRows128>(true), TensorCoreForwardKernel.SharedBytes<TRows64>(true));
 
     /// <summary>Launches and returns true when the tensor-core kernel covers this problem on this accelerator.</summary>
     public static bool TryLaunch<TElem, TCodec>(Accelerator accelerator, FwdParams p, in FwdBuffers<TElem> buffers)
@@ -101,16 +105,16 @@ public static class TensorCoreLauncher
 
     private static void Dispatch<TE>(Accelerator acc, FwdParams p, in TcBuffers buf) where TE : struct, ITcElem
     {
-        bool masked = p.HasMask != 0 || p.HasBias != 0 || p.GatherKeys != 0;
+        // With a mask, bias or gathered keys, D ≤ 128 runs 64 rows per group: the 128-row shapes spill there (100–740 B)
+        // and measured slower (PERF-NOTES.md).
+        bool rows64 = Rows64 || (!Rows128 && (p.HasMask != 0 || p.HasBias != 0 || p.GatherKeys != 0));
         switch (p.HeadDim)
         {
-            // With a mask or bias, D ≤ 128 runs 64 rows per group: the 128-row shapes spill there (100–740 B) and D = 128
-            // measured slower (PERF-NOTES.md).
-            case 32: if (Rows64 || (!Rows128 && masked)) Flags<TE, Hd32R64>(acc, p, buf); else Flags<TE, Hd32>(acc, p, buf); break;
-            case 64: if (Rows64 || (!Rows128 && masked)) Tuning<TE, Hd64R64>(acc, p, buf); else Tuning<TE, Hd64>(acc, p, buf); break;
-            case 96: if (Rows64 || (!Rows128 && masked)) Flags<TE, Hd96R64>(acc, p, buf); else Flags<TE, Hd96>(acc, p, buf); break;
+            case 32: if (rows64) Flags<TE, Hd32R64>(acc, p, buf); else Flags<TE, Hd32>(acc, p, buf); break;
+            case 64: if (rows64) Tuning<TE, Hd64R64>(acc, p, buf); else Tuning<TE, Hd64>(acc, p, buf); break;
+            case 96: if (rows64) Flags<TE, Hd96R64>(acc, p, buf); else Flags<TE, Hd96>(acc, p, buf); break;
             case 128:
-                if (Rows64 || (!Rows128 && masked)) Tuning<TE, Hd128R64>(acc, p, buf);
+                if (rows64) Tuning<TE, Hd128R64>(acc, p, buf);
                 else if (Bc32) Flags<TE, Hd128Bc32>(acc, p, buf);
                 else Tuning<TE, Hd128>(acc, p, buf);
                 break;

@@ -47,7 +47,7 @@ public static class TensorCorePtx
     /// <summary>For ptxas -v beside <see cref="Specializations"/>, not part of the PTX test: the A/B variants
     /// (<see cref="TcTune"/> bits, FLASHDMATTN_TC_TUNE; name ..._t{bits}) of the benchmarked bf16 shapes, and the other
     /// launched shapes (the remaining head dims without a mask, with a mask and bias but no softcap).</summary>
-    public static readonly (string Name, Type Elem, Type HeadDim, Type Flags)[] TunedSpecializations =
+    public static readonly (string Name, Type Elem, Type HeadDim, Type Flags)[] ExtraSpecializations =
         (from tb in new[] { (0, typeof(NoTuneBits)), (8, typeof(SplitKvBits)), (16, typeof(BiasFfmaBits)) }
          from d in new[] { ("d64", typeof(Hd64)), ("d128", typeof(Hd128)), ("d128r64", typeof(Hd128R64)) }
          from f in new[] { 0, 1, 2 }
@@ -61,14 +61,14 @@ public static class TensorCorePtx
          select Spec("bf16", d.Item1, d.Item2, f)).ToArray();
 
     /// <summary>Compiles the specializations whose name contains <paramref name="filter"/> (all when null), with the
-    /// A/B variants when <paramref name="tuned"/>.</summary>
-    public static IReadOnlyList<Entry> Compile(string? filter = null, OptimizationLevel level = OptimizationLevel.O1, bool tuned = false)
+    /// A/B variants and the other launched shapes (<see cref="ExtraSpecializations"/>) when <paramref name="extra"/>.</summary>
+    public static IReadOnlyList<Entry> Compile(string? filter = null, OptimizationLevel level = OptimizationLevel.O1, bool extra = false)
     {
         using var ctx = Context.Create(b => b.EnableAlgorithms().RegisterTensorCoreIntrinsics().Optimize(level));
         using var backend = new PTXBackend(ctx, CudaArchitecture.SM_80, CudaInstructionSet.ISA_78, null!);
         var run = typeof(TensorCoreForwardKernel).GetMethod(nameof(TensorCoreForwardKernel.Run), BindingFlags.Public | BindingFlags.Static)!;
         var list = new List<Entry>();
-        foreach (var (name, elem, hd, flags) in tuned ? Specializations.Concat(TunedSpecializations) : Specializations)
+        foreach (var (name, elem, hd, flags) in extra ? Specializations.Concat(ExtraSpecializations) : Specializations)
         {
             if (filter is not null && !name.Contains(filter, StringComparison.Ordinal)) continue;
             var entry = EntryPointDescription.FromExplicitlyGroupedKernel(run.MakeGenericMethod(elem, hd, flags));
@@ -142,15 +142,15 @@ public static class TensorCorePtx
     /// Writes tc_fwd_{dtype}_d{D}.ptx (and .trace.txt with <see cref="BarrierTrace"/>) into <paramref name="dir"/> plus
     /// summary.txt; returns the summary. On a GPU host: <c>ptxas -arch=sm_90 -v tc_fwd_bf16_d128.ptx -o /dev/null</c>.
     /// </summary>
-    public static string Dump(string dir, string? filter = null, bool tuned = false) => Dump(dir, filter, out _, tuned);
+    public static string Dump(string dir, string? filter = null, bool extra = false) => Dump(dir, filter, out _, extra);
 
     /// <summary><see cref="Dump(string, string?, bool)"/>, also returning the compiled entries.</summary>
-    public static string Dump(string dir, string? filter, out IReadOnlyList<Entry> entries, bool tuned = false)
+    public static string Dump(string dir, string? filter, out IReadOnlyList<Entry> entries, bool extra = false)
     {
         Directory.CreateDirectory(dir);
         var sb = new StringBuilder();
         sb.AppendLine("name                   shared_B  .local ld.local st.local call  mma ldmatrix cp.async bar ld.shared st.shared barrier-order");
-        entries = Compile(filter, tuned: tuned);
+        entries = Compile(filter, extra: extra);
         foreach (var e in entries)
         {
             File.WriteAllText(Path.Combine(dir, $"tc_fwd_{e.Name}.ptx"), e.Ptx);
