@@ -208,6 +208,14 @@ public static class Ptx
     [IntrinsicImplementation]
     public static unsafe uint LdSharedU32(uint addr) => *(uint*)CpuShared(addr);
 
+    /// <summary>ld.shared.v4.u32 through a 32-bit shared-window byte address (16-byte aligned).</summary>
+    [IntrinsicImplementation]
+    public static unsafe U4 LdSharedV4U32(uint addr)
+    {
+        uint* x = (uint*)CpuShared(addr);
+        return new U4(x[0], x[1], x[2], x[3]);
+    }
+
     // ---------------- cp.async ----------------
     /// <summary>cp.async.cg.shared.global 16 bytes with src-size: copies srcBytes (0 or 16) bytes, zero-fills the rest.
     /// With srcBytes = 0 nothing is read from gaddr. CPU twin: synchronous copy.</summary>
@@ -256,6 +264,7 @@ public static class PtxIntrinsics
         Reg(nameof(Ptx.LdGlobalNcV4U32), nameof(PtxGen.LdGlobalNcV4U32));
         Reg(nameof(Ptx.LdGlobalNcV2U32), nameof(PtxGen.LdGlobalNcV2U32));
         Reg(nameof(Ptx.LdSharedU32), nameof(PtxGen.LdSharedU32));
+        Reg(nameof(Ptx.LdSharedV4U32), nameof(PtxGen.LdSharedV4U32));
         Reg(nameof(Ptx.CpAsyncCommit), nameof(PtxGen.Commit));
         Reg(nameof(Ptx.CpAsyncWait), nameof(PtxGen.Wait));
         return builder;
@@ -406,6 +415,9 @@ internal static class PtxGen
 
     public static void LdGlobalNcV4U32(PTXBackend backend, PTXCodeGenerator cg, Value value) =>
         Load4(cg, value, "ld.global.nc.v4.u32");
+
+    public static void LdSharedV4U32(PTXBackend backend, PTXCodeGenerator cg, Value value) =>
+        Load4(cg, value, "ld.shared.v4.u32");
 
     public static void LdGlobalNcV2U32(PTXBackend backend, PTXCodeGenerator cg, Value value) =>
         Load4(cg, value, "ld.global.nc.v2.u32", 2);

@@ -7,6 +7,8 @@ namespace FlashDmAttn.Kernels.TensorCore;
 /// <summary>
 /// Tile loads into shared memory by cp.async (16-byte chunks, a tile ahead): K/V rows (contiguous, paged or through
 /// gathered key lists) and staged bias tiles; all <see cref="TensorCoreForwardKernel.Threads"/> threads copy together.
+/// Shared row c of a K/V tile holds key (slot) k0 + <see cref="TcKeyOrder.KeyOfColumn"/>(Bc, c); bias tiles keep the
+/// keys in order.
 /// </summary>
 internal static class TcLoads
 {
@@ -15,7 +17,8 @@ internal static class TcLoads
     /// <summary>
     /// Gathered keys of one tile for <see cref="LoadKv{THd}"/>: lane l holds the key of tile row
     /// warp·nr + l % nr + step·(l / nr) (nr = 32 / cpr rows per copy pass of a warp), the rows its warp copies, so one
-    /// load per lane (issued a tile ahead) replaces a dependent load per copied row; −1 past the walked slots.
+    /// load per lane (issued a tile ahead) replaces a dependent load per copied row; −1 past the walked slots. Row r
+    /// holds slot k0 + KeyOfColumn(Bc, r).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static int TileKeys<THd>(in FwdParams p, ArrayView<int> seqInfo, int gRow, int k0, int kEnd, int lane, int warp)
@@ -23,7 +26,7 @@ internal static class TcLoads
     {
         int cpr = THd.D / 8, step = Threads / cpr, nr = 32 / cpr;
         int r = warp * nr + lane % nr + step * (lane / nr);
-        int slot = k0 + r;
+        int slot = k0 + TcKeyOrder.KeyOfColumn(THd.Bc, r);
         return r < THd.Bc && slot < kEnd ? BlockInfo.KeyAt(p, seqInfo, gRow, slot) : -1;
     }
 
@@ -56,44 +59,19 @@ internal static class TcLoads
         }
         if (Threads % cpr == 0 && p.Paged == 0 && p.GatherKeys == 0)
         {
-            // Each thread copies chunk column c of rows r0, r0 + step, ...: per-tile base addresses once, then adds.
+            // Each thread copies chunk column c of rows r0 + i·rs (rs = max(step, 8)), and with step 4 (D = 256) also
+            // rows r0 + 4 + i·rs: 8 rows further on hold keys 2 further on (TcKeyOrder), so each sequence of rows has
+            // one base address per tile and constant steps.
             int step = Threads / cpr;
             int r0 = tid / cpr, c = tid - r0 * cpr;
-            long row = blk.RowK0 + k0 + r0;
-            ulong kA = kG + (ulong)((blk.Batch * p.KStrideB + row * p.KStrideL + hk * p.KStrideH) * 2 + c * 16);
-            ulong vA = vG + (ulong)((blk.Batch * p.VStrideB + row * p.VStrideL + hk * p.VStrideH) * 2 + c * 16);
-            ulong kStep = (ulong)(step * p.KStrideL * 2), vStep = (ulong)(step * p.VStrideL * 2);
-            uint dst = (uint)(r0 * THd.RowBytes + c * 16);
-            int j = k0 + r0;
-            if (k0 + THd.Bc <= kEnd)
-            {
-                // Whole tile: no per-row bounds.
-                for (int i = 0; i < THd.Bc / step; i++)
-                {
-                    if ((which & 1) != 0) Ptx.CpAsync16(kS + dst, kA, 16u);
-                    if ((which & 2) != 0) Ptx.CpAsync16(vS + dst, vA, 16u);
-                    kA += kStep;
-                    vA += vStep;
-                    dst += (uint)(step * THd.RowBytes);
-                }
-                return;
-            }
-            for (int i = 0; i < THd.Bc / step; i++)
-            {
-                bool ok = j < kEnd;
-                if ((which & 1) != 0) Ptx.CpAsync16(kS + dst, ok ? kA : kG, ok ? 16u : 0u);
-                if ((which & 2) != 0) Ptx.CpAsync16(vS + dst, ok ? vA : vG, ok ? 16u : 0u);
-                kA += kStep;
-                vA += vStep;
-                dst += (uint)(step * THd.RowBytes);
-                j += step;
-            }
+            RowRun<THd>(p, blk, kG, vG, kS, vS, k0, kEnd, hk, r0, c, step > 8 ? step : 8, which);
+            if (step < 8) RowRun<THd>(p, blk, kG, vG, kS, vS, k0, kEnd, hk, r0 + step, c, 8, which);
             return;
         }
         for (int e = tid; e < THd.Bc * cpr; e += Threads)
         {
             int r = e / cpr, c = e - r * cpr;
-            int j = k0 + r;
+            int j = k0 + TcKeyOrder.KeyOfColumn(THd.Bc, r);
             uint dst = (uint)(r * THd.RowBytes + c * 16);
             if (j < kEnd)
             {
@@ -108,6 +86,45 @@ internal static class TcLoads
                 if ((which & 1) != 0) Ptx.CpAsync16(kS + dst, kG, 0u);
                 if ((which & 2) != 0) Ptx.CpAsync16(vS + dst, vG, 0u);
             }
+        }
+    }
+
+    /// <summary>
+    /// One sequence of <see cref="LoadKv{THd}"/>'s contiguous copies: chunk <paramref name="c"/> of tile rows r, r + rs,
+    /// … (rs a multiple of 8, so the keys step by rs / 4); rows whose key is at or past kEnd are zero-filled.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void RowRun<THd>(in FwdParams p, in BlockInfo blk, ulong kG, ulong vG, uint kS, uint vS, int k0, int kEnd,
+        int hk, int r, int c, int rs, int which) where THd : struct, ITcHeadDim
+    {
+        int j = k0 + TcKeyOrder.KeyOfColumn(THd.Bc, r);
+        long row = blk.RowK0 + j;
+        ulong kA = kG + (ulong)((blk.Batch * p.KStrideB + row * p.KStrideL + hk * p.KStrideH) * 2 + c * 16);
+        ulong vA = vG + (ulong)((blk.Batch * p.VStrideB + row * p.VStrideL + hk * p.VStrideH) * 2 + c * 16);
+        ulong kStep = (ulong)(rs / 4 * p.KStrideL * 2), vStep = (ulong)(rs / 4 * p.VStrideL * 2);
+        uint dst = (uint)(r * THd.RowBytes + c * 16);
+        if (k0 + THd.Bc <= kEnd)
+        {
+            // Whole tile: no per-row bounds.
+            for (int i = 0; i < THd.Bc / rs; i++)
+            {
+                if ((which & 1) != 0) Ptx.CpAsync16(kS + dst, kA, 16u);
+                if ((which & 2) != 0) Ptx.CpAsync16(vS + dst, vA, 16u);
+                kA += kStep;
+                vA += vStep;
+                dst += (uint)(rs * THd.RowBytes);
+            }
+            return;
+        }
+        for (int i = 0; i < THd.Bc / rs; i++)
+        {
+            bool ok = j < kEnd;
+            if ((which & 1) != 0) Ptx.CpAsync16(kS + dst, ok ? kA : kG, ok ? 16u : 0u);
+            if ((which & 2) != 0) Ptx.CpAsync16(vS + dst, ok ? vA : vG, ok ? 16u : 0u);
+            kA += kStep;
+            vA += vStep;
+            dst += (uint)(rs * THd.RowBytes);
+            j += rs / 4;
         }
     }
 

@@ -11,7 +11,7 @@ public struct ScoreArgs
     public float Scale, ScaleLog2, Cap;
     /// <summary>Byte addresses of this lane's bias rows (rows past the sequence clamped to its last row).</summary>
     public ulong BiasA, BiasB;
-    /// <summary>Key index of this lane's first column in the tile: k0 + 2·(lane % 4).</summary>
+    /// <summary>Key index of this lane's first element in the tile: k0 + (Bc/4)·(lane % 4) (TcKeyOrder); n-tile j's pair is + 2j.</summary>
     public int Col0;
 }
 

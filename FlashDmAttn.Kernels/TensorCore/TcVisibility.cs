@@ -6,7 +6,8 @@ namespace FlashDmAttn.Kernels.TensorCore;
 
 /// <summary>
 /// Geometric visibility of a lane's fragment elements in closed form (a few ALU operations instead of a loop over
-/// the 4·Bc/8 elements, which ILGPU does not unroll): element (j, e) is row rA + 8·(e ≥ 2), key c0 + 8j + (e &amp; 1);
+/// the 4·Bc/8 elements, which ILGPU does not unroll): element (j, e) is row rA + 8·(e ≥ 2), key c0 + 2j + (e &amp; 1)
+/// (<see cref="TcKeyOrder"/>: c0 = k0 + (Bc/4)·(lane % 4));
 /// it is visible when its key is at most its row's limit, the last key the row may see (−1: none). A row's limit
 /// folds in Lq, the key range and the causal band, and is computed once per block (<see cref="Limit"/>, or from the
 /// key ranks when keys are gathered), so a tile's bits cost two <see cref="Pairs"/>.
@@ -33,13 +34,13 @@ public static class TcGeom
         return lim;
     }
 
-    /// <summary>Bits 4j (offset 8j) and 4j + 1 (offset 8j + 1) of the offsets ≤ <paramref name="lim"/>, j &lt; bc / 8.</summary>
+    /// <summary>Bits 4j (offset 2j) and 4j + 1 (offset 2j + 1) of the offsets ≤ <paramref name="lim"/>, j &lt; bc / 8.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static uint Pairs(int bc, int lim)
     {
         if (lim < 0) return 0u;
         int n = bc / 8;
-        int n0 = lim / 8 + 1, n1 = (lim + 7) / 8; // j with 8j ≤ lim; j with 8j + 1 ≤ lim
+        int n0 = (lim >> 1) + 1, n1 = (lim + 1) >> 1; // j with 2j ≤ lim; j with 2j + 1 ≤ lim
         n0 = n0 < n ? n0 : n;
         n1 = n1 < n ? n1 : n;
         return (Low(4 * n0) & 0x11111111u) | (Low(4 * n1) & 0x22222222u);
@@ -68,67 +69,37 @@ public struct LaneMask
 public struct MaskQuad { public U4 A0, B0, A1, B1; }
 
 /// <summary>
-/// Byte masks read 16 bytes per lane (ld.global.nc.v4): the 4 lanes of a quad hold one row's 64 tile bytes and
-/// exchange them as bits, so a 64-key tile costs 2 loads per m-tile and lane instead of 16. Used for the look-ahead,
-/// whose loads are issued a tile early so their latency hides behind the current tile's math.
+/// Byte masks read Bc/4 bytes per lane and row (ld.global.nc.v4 for 64-key tiles, .v2 for 32): with the tile's key
+/// order (<see cref="TcKeyOrder"/>) these are exactly the lane's own keys, so a tile costs one load per row and a few
+/// ALU operations per word, with no exchange inside the quad. Used for the look-ahead, whose loads are issued a tile
+/// early so their latency hides behind the current tile's math.
 /// </summary>
-internal static class TcMask
+public static class TcMask
 {
-    /// <summary>Nonzero bytes of a word → 4 bits (byte i → bit i).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static uint Nz4(uint x)
-    {
-        uint y = ((((x & 0x7F7F7F7Fu) + 0x7F7F7F7Fu) | x) & 0x80808080u) >> 7; // bits 0, 8, 16, 24
-        return ((y * 0x00204081u) >> 21) & 0xFu;                                 // → bits 21..24, no carries
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static uint Nz16(U4 w) => Nz4(w.X) | (Nz4(w.Y) << 4) | (Nz4(w.Z) << 8) | (Nz4(w.W) << 12);
-
-    /// <summary>Bits 0..7 of fragment visibility (n-tiles 2s, 2s + 1) from source lane s's word, pre-shifted by 2t.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static uint Spread(uint x) => (x & 3u) | (((x >> 16) & 3u) << 2) | (((x >> 8) & 3u) << 4) | (((x >> 24) & 3u) << 6);
-
-    /// <summary>Visibility bits of a tile of <typeparamref name="THd"/>.Bc (32 or 64) keys from this lane's mask words.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static uint Bits<THd>(U4 a, U4 b, int lane) where THd : struct, ITcHeadDim
-        => THd.Bc == 32 ? Bits32(a, b, lane) : Bits(a, b, lane);
-
     /// <summary>
-    /// Visibility bits of a 32-key tile from this lane's 8 bytes of row A (<paramref name="a"/>.X, .Y) and row B: lane t
-    /// of a quad holds tile bytes [8t, 8t + 8), the keys of n-tile t. All lanes of the warp must call it.
+    /// Bits 4j + e of n-tiles 2w and 2w + 1 (bits 0..7) from word w of row A (<paramref name="a"/>) and of row B
+    /// (<paramref name="b"/>): byte i of a word is key 4w + i, i.e. element (j = 2w + i / 2, u = i % 2).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static uint Bits32(U4 a, U4 b, int lane)
+    public static uint Pair(uint a, uint b)
     {
-        U4 v = FromQuad(Nz4(a.X) | (Nz4(a.Y) << 4) | (Nz4(b.X) << 8) | (Nz4(b.Y) << 12), lane);
-        return Spread32(v.X) | (Spread32(v.Y) << 4) | (Spread32(v.Z) << 8) | (Spread32(v.W) << 12);
+        // Nonzero bytes → their top bit (bits 7, 15, 23, 31), no carries between bytes.
+        uint na = (((a & 0x7F7F7F7Fu) + 0x7F7F7F7Fu) | a) & 0x80808080u;
+        uint nb = (((b & 0x7F7F7F7Fu) + 0x7F7F7F7Fu) | b) & 0x80808080u;
+        // Row A's flags at bits 0, 8, 16, 24 and row B's at 2, 10, 18, 26; one multiply moves them to bits 21..28 in
+        // fragment order (A byte 0 → 21, 1 → 22, B 0 → 23, B 1 → 24, A 2 → 25, A 3 → 26, B 2 → 27, B 3 → 28; all
+        // partial products land on distinct bits, so nothing carries).
+        uint z = (na >> 7) | (nb >> 5);
+        return (z * 0x00204204u) >> 21 & 0xFFu;
     }
 
-    /// <summary>The words of quad lanes 0..3, each shifted right by 2·(this lane's index in the quad).</summary>
+    /// <summary>Visibility bits (bit 4j + e as in TcScore.Tile) of a tile of <typeparamref name="THd"/>.Bc (32 or 64) keys from this lane's mask words of rows A and B.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static U4 FromQuad(uint u, int lane)
+    public static uint Bits<THd>(U4 a, U4 b) where THd : struct, ITcHeadDim
     {
-        int quad = lane & ~3;
-        int sh = 2 * (lane & 3);
-        return new U4(Warp.Shuffle(u, quad) >> sh, Warp.Shuffle(u, quad + 1) >> sh,
-            Warp.Shuffle(u, quad + 2) >> sh, Warp.Shuffle(u, quad + 3) >> sh);
-    }
-
-    /// <summary>Bits 0..3 of one n-tile's fragment visibility from a source lane's 16-bit word, pre-shifted by 2t.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static uint Spread32(uint x) => (x & 3u) | (((x >> 8) & 3u) << 2);
-
-    /// <summary>
-    /// Visibility bits (bit 4j+e as in TcScore.Tile) of a 64-key tile from this lane's 16 bytes of row A
-    /// (<paramref name="a"/>) and row B (<paramref name="b"/>): lane t of a quad holds tile bytes [16t, 16t + 16).
-    /// All lanes of the warp must call it.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static uint Bits(U4 a, U4 b, int lane)
-    {
-        U4 v = FromQuad(Nz16(a) | (Nz16(b) << 16), lane);
-        return Spread(v.X) | (Spread(v.Y) << 8) | (Spread(v.Z) << 16) | (Spread(v.W) << 24);
+        uint bits = Pair(a.X, b.X) | (Pair(a.Y, b.Y) << 8);
+        if (THd.Bc == 64) bits |= (Pair(a.Z, b.Z) << 16) | (Pair(a.W, b.W) << 24);
+        return bits;
     }
 }
 
@@ -182,28 +153,29 @@ internal static class TcVisibility
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static U2 MaskedBits<THd, TF>(in FwdParams p, in BlockInfo blk, ArrayView<byte> mask, in LaneMask lm, int k0,
-        int fullEnd, int lane, int t, bool usePf, MaskQuad pf)
+        int fullEnd, int t, bool usePf, MaskQuad pf)
         where THd : struct, ITcHeadDim where TF : struct, ITcFlags
     {
         var r = new U2();
+        int col0 = TcKeyOrder.LaneKey0(THd.Bc, t);
         if (TF.Mask && lm.Quad && k0 + THd.Bc <= blk.SeqK)
         {
             MaskQuad w = usePf ? pf : LoadMaskQuad<THd>(lm, k0);
-            r.X = QuadTileBits<THd>(w.A0, w.B0, lane, k0, fullEnd, 2 * t, lm.LimA0, lm.LimB0);
-            r.Y = THd.Mt > 1 ? QuadTileBits<THd>(w.A1, w.B1, lane, k0, fullEnd, 2 * t, lm.LimA1, lm.LimB1) : 0u;
+            r.X = QuadTileBits<THd>(w.A0, w.B0, k0, fullEnd, col0, lm.LimA0, lm.LimB0);
+            r.Y = THd.Mt > 1 ? QuadTileBits<THd>(w.A1, w.B1, k0, fullEnd, col0, lm.LimA1, lm.LimB1) : 0u;
             return r;
         }
-        r.X = TileBits<THd, TF>(p, blk, mask, k0, lm.RA0, lm.RowA0, lm.RowB0, 2 * t, lm.LimA0, lm.LimB0, lm.G, lm.Vec);
-        r.Y = THd.Mt > 1 ? TileBits<THd, TF>(p, blk, mask, k0, lm.RA1, lm.RowA1, lm.RowB1, 2 * t, lm.LimA1, lm.LimB1, lm.G, lm.Vec) : 0u;
+        r.X = TileBits<THd, TF>(p, blk, mask, k0, lm.RA0, lm.RowA0, lm.RowB0, col0, lm.LimA0, lm.LimB0, lm.G, lm.Vec);
+        r.Y = THd.Mt > 1 ? TileBits<THd, TF>(p, blk, mask, k0, lm.RA1, lm.RowA1, lm.RowB1, col0, lm.LimA1, lm.LimB1, lm.G, lm.Vec) : 0u;
         return r;
     }
 
     /// <summary>Visibility bits of one m-tile from its mask words: the geometry only where the tile is not whole.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static uint QuadTileBits<THd>(U4 a, U4 b, int lane, int k0, int fullEnd, int col0, int limA, int limB)
+    internal static uint QuadTileBits<THd>(U4 a, U4 b, int k0, int fullEnd, int col0, int limA, int limB)
         where THd : struct, ITcHeadDim
     {
-        uint bits = TcMask.Bits<THd>(a, b, lane);
+        uint bits = TcMask.Bits<THd>(a, b);
         if (k0 + THd.Bc <= fullEnd) return bits;
         return bits & TcGeom.FromLimits(THd.Bc, k0 + col0, limA, limB);
     }
@@ -236,7 +208,7 @@ internal static class TcVisibility
             for (int e = 0; e < 4; e++)
             {
                 uint bit = 1u << (4 * j + e);
-                int c = k0 + 8 * j + col0 + (e & 1);
+                int c = k0 + col0 + 2 * j + (e & 1);
                 if ((geom & bit) != 0 && MaskBias.MaskVisible(p, mask, (e & 2) != 0 ? mRowB : mRowA, c)) bits |= bit;
             }
         }

@@ -10,7 +10,8 @@ namespace FlashDmAttn.Kernels.TensorCore;
 /// <see cref="PortableForwardKernel"/>. One group = 4 warps = 64·Mt query rows of one (batch, head); each warp owns
 /// Mt m-tiles of 16 rows (every K/V ldmatrix fragment feeds Mt mma) and keeps S, P and O as register fragments.
 /// K/V tiles of Bc keys (and bias tiles, when 16-byte aligned) are double-buffered in dynamic shared memory and loaded
-/// with cp.async a tile ahead (ragged rows zero-filled). Specialised on <typeparamref name="TF"/> (static switch): a
+/// with cp.async a tile ahead (ragged rows zero-filled), in the key order of <see cref="TcKeyOrder"/> (each lane's
+/// keys of a row contiguous, so its mask bytes and bias values are vector loads). Specialised on <typeparamref name="TF"/> (static switch): a
 /// feature that is off costs nothing. Tiles that every row sees whole (no mask, inside the causal band and the
 /// lengths) skip the per-element visibility; the others compute it, one bit per fragment element (TcGeom, TcMask).
 /// One barrier per tile: after it, the tile is visible and the other buffer free for the next tile's cp.async. With a
@@ -141,8 +142,10 @@ public static class TensorCoreForwardKernel
         lm.Vec = hasMask && p.MaskElemBytes == 1 && ((p.MaskStrideB | p.MaskStrideH | p.MaskStrideQ) & 1) == 0 && (lm.G & 1ul) == 0;
         // Bias tiles go through shared memory with their K/V (cp.async, a tile ahead) when rows are 16-byte aligned
         // (a bias shared by all queries stays on the per-lane path: its one row lives in L1).
-        bool biasStage = TF.Bias && biasVec && p.BiasStrideQ != 0 && ((p.BiasStrideB | p.BiasStrideH | p.BiasStrideQ) & 7) == 0 && (biasG & 15ul) == 0;
-        uint bsLane = (uint)((warp * 16 * THd.Mt + g) * BiasRowBytes<THd>() + 4 * t);
+        bool biasV4 = biasVec && ((p.BiasStrideB | p.BiasStrideH | p.BiasStrideQ) & 7) == 0 && (biasG & 15ul) == 0;
+        bool biasStage = TF.Bias && biasV4 && p.BiasStrideQ != 0;
+        int col0 = TcKeyOrder.LaneKey0(THd.Bc, t); // this lane's first key in a tile
+        uint bsLane = (uint)((warp * 16 * THd.Mt + g) * BiasRowBytes<THd>() + 2 * col0);
         var sa0 = TcScore.Args(p, blk, biasG, b, h, rA0, hasBias);
         var sa1 = THd.Mt > 1 ? TcScore.Args(p, blk, biasG, b, h, rA1, hasBias) : sa0;
 
@@ -175,7 +178,7 @@ public static class TensorCoreForwardKernel
         if (lm.Quad)
         {
             int last = blk.SeqQ - 1;
-            ulong lane16 = lm.G + (ulong)(wordBytes * t);
+            ulong lane16 = lm.G + (ulong)col0; // the lane's own Bc/4 keys (TcKeyOrder)
             lm.QA0 = lane16 + (ulong)MaskBias.MaskIndex(p, b, h, rA0 < last ? rA0 : last);
             lm.QB0 = lane16 + (ulong)MaskBias.MaskIndex(p, b, h, rA0 + 8 < last ? rA0 + 8 : last);
             lm.QA1 = lane16 + (ulong)MaskBias.MaskIndex(p, b, h, rA1 < last ? rA1 : last);
@@ -192,7 +195,7 @@ public static class TensorCoreForwardKernel
         {
             while (cur < nTiles)
             {
-                curBits = TcVisibility.MaskedBits<THd, TF>(p, blk, mask, lm, cur * THd.Bc, fullEnd, lane, t, false, default);
+                curBits = TcVisibility.MaskedBits<THd, TF>(p, blk, mask, lm, cur * THd.Bc, fullEnd, t, false, default);
                 if (Group.BarrierOr((curBits.X | curBits.Y) != 0)) break;
                 cur++;
             }
@@ -232,7 +235,7 @@ public static class TensorCoreForwardKernel
             int nxt = cur + 1;
             U2 nxtBits = default;
             if (hasMask && nxt < nTiles)
-                nxtBits = TcVisibility.MaskedBits<THd, TF>(p, blk, mask, lm, nxt * THd.Bc, fullEnd, lane, t, true, pf);
+                nxtBits = TcVisibility.MaskedBits<THd, TF>(p, blk, mask, lm, nxt * THd.Bc, fullEnd, t, true, pf);
 
             // One barrier per tile (CUTLASS's multistage loop): after it, tile cur's K/V (and bias) are visible to
             // every warp, every warp is done with tile cur − 1 and so with the other buffer, and (with a mask) the
@@ -245,7 +248,7 @@ public static class TensorCoreForwardKernel
                     nxt++;
                     while (nxt < nTiles)
                     {
-                        nxtBits = TcVisibility.MaskedBits<THd, TF>(p, blk, mask, lm, nxt * THd.Bc, fullEnd, lane, t, false, pf);
+                        nxtBits = TcVisibility.MaskedBits<THd, TF>(p, blk, mask, lm, nxt * THd.Bc, fullEnd, t, false, pf);
                         if (Group.BarrierOr((nxtBits.X | nxtBits.Y) != 0)) break;
                         nxt++;
                     }
@@ -286,9 +289,17 @@ public static class TensorCoreForwardKernel
             RowWords bw0 = default, bw1 = default;
             if (TF.Bias && pre && !staged)
             {
-                ulong cb = (ulong)(2 * (k0 + 2 * t));
-                bw0 = Frag.LoadWords32<THd>(sa0.BiasA + cb, sa0.BiasB + cb);
-                if (THd.Mt > 1) bw1 = Frag.LoadWords32<THd>(sa1.BiasA + cb, sa1.BiasB + cb);
+                ulong cb = (ulong)(2 * (k0 + col0));
+                if (biasV4)
+                {
+                    bw0 = Frag.LoadWords32V4<THd>(sa0.BiasA + cb, sa0.BiasB + cb);
+                    if (THd.Mt > 1) bw1 = Frag.LoadWords32V4<THd>(sa1.BiasA + cb, sa1.BiasB + cb);
+                }
+                else
+                {
+                    bw0 = Frag.LoadWords32<THd>(sa0.BiasA + cb, sa0.BiasB + cb);
+                    if (THd.Mt > 1) bw1 = Frag.LoadWords32<THd>(sa1.BiasA + cb, sa1.BiasB + cb);
+                }
             }
 
             // S = Q·Kᵀ for the warp's m-tiles.
@@ -305,8 +316,8 @@ public static class TensorCoreForwardKernel
             uint rowB = (uint)(8 * BiasRowBytes<THd>());
 
             // Scores (log2 domain): whole tiles skip the per-element visibility.
-            sa0.Col0 = k0 + 2 * t;
-            sa1.Col0 = k0 + 2 * t;
+            sa0.Col0 = k0 + col0;
+            sa1.Col0 = k0 + col0;
             bool full = !hasMask && k0 + THd.Bc <= fullEnd;
             if (full)
             {
@@ -317,8 +328,8 @@ public static class TensorCoreForwardKernel
             {
                 if (!hasMask)
                 {
-                    curBits.X = TcGeom.FromLimits(THd.Bc, k0 + 2 * t, lm.LimA0, lm.LimB0);
-                    curBits.Y = THd.Mt > 1 ? TcGeom.FromLimits(THd.Bc, k0 + 2 * t, lm.LimA1, lm.LimB1) : 0u;
+                    curBits.X = TcGeom.FromLimits(THd.Bc, k0 + col0, lm.LimA0, lm.LimB0);
+                    curBits.Y = THd.Mt > 1 ? TcGeom.FromLimits(THd.Bc, k0 + col0, lm.LimA1, lm.LimB1) : 0u;
                 }
                 s.A = TcScore.Apply<TE, THd, TF>(s.A, curBits.X, sa0, false, hasBias, pre, staged, bw0, bs, bs + rowB);
                 if (THd.Mt > 1) s.B = TcScore.Apply<TE, THd, TF>(s.B, curBits.Y, sa1, false, hasBias, pre, staged, bw1, bs + 2u * rowB, bs + 3u * rowB);

@@ -117,28 +117,30 @@ internal static class Frag
     public static SAcc Scores<TE, THd, TF>(SAcc s, uint bits, in ScoreArgs sa, bool full, bool hasBias, bool pre, RowWords bw) where TE : struct, ITcElem where THd : struct, ITcHeadDim where TF : struct, ITcFlags
     {
         if (THd.Bc > 0) s.S0 = TcScore.Tile<TE, THd, TF>(s.S0, bits >> 0, sa, 0, full, hasBias, pre, bw.A0, bw.B0);
-        if (THd.Bc > 8) s.S1 = TcScore.Tile<TE, THd, TF>(s.S1, bits >> 4, sa, 8, full, hasBias, pre, bw.A1, bw.B1);
-        if (THd.Bc > 16) s.S2 = TcScore.Tile<TE, THd, TF>(s.S2, bits >> 8, sa, 16, full, hasBias, pre, bw.A2, bw.B2);
-        if (THd.Bc > 24) s.S3 = TcScore.Tile<TE, THd, TF>(s.S3, bits >> 12, sa, 24, full, hasBias, pre, bw.A3, bw.B3);
-        if (THd.Bc > 32) s.S4 = TcScore.Tile<TE, THd, TF>(s.S4, bits >> 16, sa, 32, full, hasBias, pre, bw.A4, bw.B4);
-        if (THd.Bc > 40) s.S5 = TcScore.Tile<TE, THd, TF>(s.S5, bits >> 20, sa, 40, full, hasBias, pre, bw.A5, bw.B5);
-        if (THd.Bc > 48) s.S6 = TcScore.Tile<TE, THd, TF>(s.S6, bits >> 24, sa, 48, full, hasBias, pre, bw.A6, bw.B6);
-        if (THd.Bc > 56) s.S7 = TcScore.Tile<TE, THd, TF>(s.S7, bits >> 28, sa, 56, full, hasBias, pre, bw.A7, bw.B7);
+        if (THd.Bc > 8) s.S1 = TcScore.Tile<TE, THd, TF>(s.S1, bits >> 4, sa, 2, full, hasBias, pre, bw.A1, bw.B1);
+        if (THd.Bc > 16) s.S2 = TcScore.Tile<TE, THd, TF>(s.S2, bits >> 8, sa, 4, full, hasBias, pre, bw.A2, bw.B2);
+        if (THd.Bc > 24) s.S3 = TcScore.Tile<TE, THd, TF>(s.S3, bits >> 12, sa, 6, full, hasBias, pre, bw.A3, bw.B3);
+        if (THd.Bc > 32) s.S4 = TcScore.Tile<TE, THd, TF>(s.S4, bits >> 16, sa, 8, full, hasBias, pre, bw.A4, bw.B4);
+        if (THd.Bc > 40) s.S5 = TcScore.Tile<TE, THd, TF>(s.S5, bits >> 20, sa, 10, full, hasBias, pre, bw.A5, bw.B5);
+        if (THd.Bc > 48) s.S6 = TcScore.Tile<TE, THd, TF>(s.S6, bits >> 24, sa, 12, full, hasBias, pre, bw.A6, bw.B6);
+        if (THd.Bc > 56) s.S7 = TcScore.Tile<TE, THd, TF>(s.S7, bits >> 28, sa, 14, full, hasBias, pre, bw.A7, bw.B7);
         return s;
     }
 
-    /// <summary>Scores with the bias read from a staged shared-memory tile one n-tile at a time (two ld.shared.u32 each); addrA/B: this lane's pair in n-tile 0.</summary>
+    /// <summary>Scores with the bias read from a staged shared-memory tile: this lane's Bc/4 keys of a row are 2·Bc/4 contiguous bytes (TcKeyOrder), one or two ld.shared.v4 per row; addrA/B: this lane's first pair.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static SAcc ScoresShared<TE, THd, TF>(SAcc s, uint bits, in ScoreArgs sa, bool full, uint addrA, uint addrB) where TE : struct, ITcElem where THd : struct, ITcHeadDim where TF : struct, ITcFlags
     {
-        if (THd.Bc > 0) s.S0 = TcScore.Tile<TE, THd, TF>(s.S0, bits >> 0, sa, 0, full, true, true, Ptx.LdSharedU32(addrA + 0u), Ptx.LdSharedU32(addrB + 0u));
-        if (THd.Bc > 8) s.S1 = TcScore.Tile<TE, THd, TF>(s.S1, bits >> 4, sa, 8, full, true, true, Ptx.LdSharedU32(addrA + 16u), Ptx.LdSharedU32(addrB + 16u));
-        if (THd.Bc > 16) s.S2 = TcScore.Tile<TE, THd, TF>(s.S2, bits >> 8, sa, 16, full, true, true, Ptx.LdSharedU32(addrA + 32u), Ptx.LdSharedU32(addrB + 32u));
-        if (THd.Bc > 24) s.S3 = TcScore.Tile<TE, THd, TF>(s.S3, bits >> 12, sa, 24, full, true, true, Ptx.LdSharedU32(addrA + 48u), Ptx.LdSharedU32(addrB + 48u));
-        if (THd.Bc > 32) s.S4 = TcScore.Tile<TE, THd, TF>(s.S4, bits >> 16, sa, 32, full, true, true, Ptx.LdSharedU32(addrA + 64u), Ptx.LdSharedU32(addrB + 64u));
-        if (THd.Bc > 40) s.S5 = TcScore.Tile<TE, THd, TF>(s.S5, bits >> 20, sa, 40, full, true, true, Ptx.LdSharedU32(addrA + 80u), Ptx.LdSharedU32(addrB + 80u));
-        if (THd.Bc > 48) s.S6 = TcScore.Tile<TE, THd, TF>(s.S6, bits >> 24, sa, 48, full, true, true, Ptx.LdSharedU32(addrA + 96u), Ptx.LdSharedU32(addrB + 96u));
-        if (THd.Bc > 56) s.S7 = TcScore.Tile<TE, THd, TF>(s.S7, bits >> 28, sa, 56, full, true, true, Ptx.LdSharedU32(addrA + 112u), Ptx.LdSharedU32(addrB + 112u));
+        U4 a0 = Ptx.LdSharedV4U32(addrA), b0 = Ptx.LdSharedV4U32(addrB), a1 = default, b1 = default;
+        if (THd.Bc > 32) { a1 = Ptx.LdSharedV4U32(addrA + 16u); b1 = Ptx.LdSharedV4U32(addrB + 16u); }
+        if (THd.Bc > 0) s.S0 = TcScore.Tile<TE, THd, TF>(s.S0, bits >> 0, sa, 0, full, true, true, a0.X, b0.X);
+        if (THd.Bc > 8) s.S1 = TcScore.Tile<TE, THd, TF>(s.S1, bits >> 4, sa, 2, full, true, true, a0.Y, b0.Y);
+        if (THd.Bc > 16) s.S2 = TcScore.Tile<TE, THd, TF>(s.S2, bits >> 8, sa, 4, full, true, true, a0.Z, b0.Z);
+        if (THd.Bc > 24) s.S3 = TcScore.Tile<TE, THd, TF>(s.S3, bits >> 12, sa, 6, full, true, true, a0.W, b0.W);
+        if (THd.Bc > 32) s.S4 = TcScore.Tile<TE, THd, TF>(s.S4, bits >> 16, sa, 8, full, true, true, a1.X, b1.X);
+        if (THd.Bc > 40) s.S5 = TcScore.Tile<TE, THd, TF>(s.S5, bits >> 20, sa, 10, full, true, true, a1.Y, b1.Y);
+        if (THd.Bc > 48) s.S6 = TcScore.Tile<TE, THd, TF>(s.S6, bits >> 24, sa, 12, full, true, true, a1.Z, b1.Z);
+        if (THd.Bc > 56) s.S7 = TcScore.Tile<TE, THd, TF>(s.S7, bits >> 28, sa, 14, full, true, true, a1.W, b1.W);
         return s;
     }
 
@@ -627,35 +629,50 @@ internal static class Frag
         if (THd.D > 240) { if (okA) Ptx.StGlobalU32(addrA + 480ul, TE.Pack(o.O30.X * ia, o.O30.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 480ul, TE.Pack(o.O30.Z * ib, o.O30.W * ib)); }
         if (THd.D > 248) { if (okA) Ptx.StGlobalU32(addrA + 496ul, TE.Pack(o.O31.X * ia, o.O31.Y * ia)); if (okB) Ptx.StGlobalU32(addrB + 496ul, TE.Pack(o.O31.Z * ib, o.O31.W * ib)); }
     }
-    /// <summary>Bias pairs (32-bit words) of this lane's two rows for every n-tile; addrA/B: byte address of column k0 + 2·(lane % 4).</summary>
+    /// <summary>Bias pairs (32-bit words) of this lane's two rows for every n-tile; addrA/B: byte address of this lane's first key (TcKeyOrder: the pairs are contiguous).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static RowWords LoadWords32<THd>(ulong addrA, ulong addrB) where THd : struct, ITcHeadDim
     {
         RowWords w = default;
         if (THd.Bc > 0) { w.A0 = Ptx.LdGlobalNcU32(addrA + 0ul); w.B0 = Ptx.LdGlobalNcU32(addrB + 0ul); }
-        if (THd.Bc > 8) { w.A1 = Ptx.LdGlobalNcU32(addrA + 16ul); w.B1 = Ptx.LdGlobalNcU32(addrB + 16ul); }
-        if (THd.Bc > 16) { w.A2 = Ptx.LdGlobalNcU32(addrA + 32ul); w.B2 = Ptx.LdGlobalNcU32(addrB + 32ul); }
-        if (THd.Bc > 24) { w.A3 = Ptx.LdGlobalNcU32(addrA + 48ul); w.B3 = Ptx.LdGlobalNcU32(addrB + 48ul); }
-        if (THd.Bc > 32) { w.A4 = Ptx.LdGlobalNcU32(addrA + 64ul); w.B4 = Ptx.LdGlobalNcU32(addrB + 64ul); }
-        if (THd.Bc > 40) { w.A5 = Ptx.LdGlobalNcU32(addrA + 80ul); w.B5 = Ptx.LdGlobalNcU32(addrB + 80ul); }
-        if (THd.Bc > 48) { w.A6 = Ptx.LdGlobalNcU32(addrA + 96ul); w.B6 = Ptx.LdGlobalNcU32(addrB + 96ul); }
-        if (THd.Bc > 56) { w.A7 = Ptx.LdGlobalNcU32(addrA + 112ul); w.B7 = Ptx.LdGlobalNcU32(addrB + 112ul); }
+        if (THd.Bc > 8) { w.A1 = Ptx.LdGlobalNcU32(addrA + 4ul); w.B1 = Ptx.LdGlobalNcU32(addrB + 4ul); }
+        if (THd.Bc > 16) { w.A2 = Ptx.LdGlobalNcU32(addrA + 8ul); w.B2 = Ptx.LdGlobalNcU32(addrB + 8ul); }
+        if (THd.Bc > 24) { w.A3 = Ptx.LdGlobalNcU32(addrA + 12ul); w.B3 = Ptx.LdGlobalNcU32(addrB + 12ul); }
+        if (THd.Bc > 32) { w.A4 = Ptx.LdGlobalNcU32(addrA + 16ul); w.B4 = Ptx.LdGlobalNcU32(addrB + 16ul); }
+        if (THd.Bc > 40) { w.A5 = Ptx.LdGlobalNcU32(addrA + 20ul); w.B5 = Ptx.LdGlobalNcU32(addrB + 20ul); }
+        if (THd.Bc > 48) { w.A6 = Ptx.LdGlobalNcU32(addrA + 24ul); w.B6 = Ptx.LdGlobalNcU32(addrB + 24ul); }
+        if (THd.Bc > 56) { w.A7 = Ptx.LdGlobalNcU32(addrA + 28ul); w.B7 = Ptx.LdGlobalNcU32(addrB + 28ul); }
         return w;
     }
 
-    /// <summary>Byte-mask pairs (16-bit words) of this lane's two rows for every n-tile; addrA/B: byte address of column k0 + 2·(lane % 4).</summary>
+    /// <summary>As LoadWords32 with addrA/B 16-byte aligned: one or two ld.global.nc.v4 per row.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static RowWords LoadWords32V4<THd>(ulong addrA, ulong addrB) where THd : struct, ITcHeadDim
+    {
+        RowWords w = default;
+        U4 a0 = Ptx.LdGlobalNcV4U32(addrA), b0 = Ptx.LdGlobalNcV4U32(addrB);
+        w.A0 = a0.X; w.A1 = a0.Y; w.A2 = a0.Z; w.A3 = a0.W; w.B0 = b0.X; w.B1 = b0.Y; w.B2 = b0.Z; w.B3 = b0.W;
+        if (THd.Bc > 32)
+        {
+            U4 a1 = Ptx.LdGlobalNcV4U32(addrA + 16ul), b1 = Ptx.LdGlobalNcV4U32(addrB + 16ul);
+            w.A4 = a1.X; w.A5 = a1.Y; w.A6 = a1.Z; w.A7 = a1.W; w.B4 = b1.X; w.B5 = b1.Y; w.B6 = b1.Z; w.B7 = b1.W;
+        }
+        return w;
+    }
+
+    /// <summary>Byte-mask pairs (16-bit words) of this lane's two rows for every n-tile; addrA/B: byte address of this lane's first key (TcKeyOrder).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static RowWords LoadWords16<THd>(ulong addrA, ulong addrB) where THd : struct, ITcHeadDim
     {
         RowWords w = default;
         if (THd.Bc > 0) { w.A0 = Ptx.LdGlobalNcU16(addrA + 0ul); w.B0 = Ptx.LdGlobalNcU16(addrB + 0ul); }
-        if (THd.Bc > 8) { w.A1 = Ptx.LdGlobalNcU16(addrA + 8ul); w.B1 = Ptx.LdGlobalNcU16(addrB + 8ul); }
-        if (THd.Bc > 16) { w.A2 = Ptx.LdGlobalNcU16(addrA + 16ul); w.B2 = Ptx.LdGlobalNcU16(addrB + 16ul); }
-        if (THd.Bc > 24) { w.A3 = Ptx.LdGlobalNcU16(addrA + 24ul); w.B3 = Ptx.LdGlobalNcU16(addrB + 24ul); }
-        if (THd.Bc > 32) { w.A4 = Ptx.LdGlobalNcU16(addrA + 32ul); w.B4 = Ptx.LdGlobalNcU16(addrB + 32ul); }
-        if (THd.Bc > 40) { w.A5 = Ptx.LdGlobalNcU16(addrA + 40ul); w.B5 = Ptx.LdGlobalNcU16(addrB + 40ul); }
-        if (THd.Bc > 48) { w.A6 = Ptx.LdGlobalNcU16(addrA + 48ul); w.B6 = Ptx.LdGlobalNcU16(addrB + 48ul); }
-        if (THd.Bc > 56) { w.A7 = Ptx.LdGlobalNcU16(addrA + 56ul); w.B7 = Ptx.LdGlobalNcU16(addrB + 56ul); }
+        if (THd.Bc > 8) { w.A1 = Ptx.LdGlobalNcU16(addrA + 2ul); w.B1 = Ptx.LdGlobalNcU16(addrB + 2ul); }
+        if (THd.Bc > 16) { w.A2 = Ptx.LdGlobalNcU16(addrA + 4ul); w.B2 = Ptx.LdGlobalNcU16(addrB + 4ul); }
+        if (THd.Bc > 24) { w.A3 = Ptx.LdGlobalNcU16(addrA + 6ul); w.B3 = Ptx.LdGlobalNcU16(addrB + 6ul); }
+        if (THd.Bc > 32) { w.A4 = Ptx.LdGlobalNcU16(addrA + 8ul); w.B4 = Ptx.LdGlobalNcU16(addrB + 8ul); }
+        if (THd.Bc > 40) { w.A5 = Ptx.LdGlobalNcU16(addrA + 10ul); w.B5 = Ptx.LdGlobalNcU16(addrB + 10ul); }
+        if (THd.Bc > 48) { w.A6 = Ptx.LdGlobalNcU16(addrA + 12ul); w.B6 = Ptx.LdGlobalNcU16(addrB + 12ul); }
+        if (THd.Bc > 56) { w.A7 = Ptx.LdGlobalNcU16(addrA + 14ul); w.B7 = Ptx.LdGlobalNcU16(addrB + 14ul); }
         return w;
     }
 

@@ -24,14 +24,65 @@ public class TcGeomTests
             for (int j = 0; j < bc / 8; j++)
             for (int e = 0; e < 4; e++)
             {
-                int r = rA + ((e & 2) << 2), c = k0 + 8 * j + 2 * t + (e & 1);
+                int r = rA + ((e & 2) << 2), c = k0 + TcKeyOrder.KeyOfColumn(bc, 8 * j + 2 * t + (e & 1));
                 if (r < seqQ && c < kEnd && (!causal || c <= r + diag)) want |= 1u << (4 * j + e);
             }
-            uint got = TcGeom.Bits(bc, rA, seqQ, k0 + 2 * t, kEnd, causal, diag);
+            uint got = TcGeom.Bits(bc, rA, seqQ, k0 + TcKeyOrder.LaneKey0(bc, t), kEnd, causal, diag);
             if (got != want)
                 Assert.Fail($"bc={bc} causal={causal} seqQ={seqQ} diag={diag} kEnd={kEnd} rA={rA} k0={k0} t={t}: got {got:X8}, want {want:X8}");
             checkedCount++;
         }
         Assert.That(checkedCount, Is.GreaterThan(10000));
     }
+
+    [TestCase(32)]
+    [TestCase(64)]
+    public void KeyOrderIsABijectionWithContiguousLaneKeys(int bc)
+    {
+        var seen = new bool[bc];
+        for (int c = 0; c < bc; c++)
+        {
+            int key = TcKeyOrder.KeyOfColumn(bc, c);
+            Assert.That(key, Is.InRange(0, bc - 1));
+            Assert.That(seen[key], Is.False, $"key {key} twice");
+            seen[key] = true;
+            int j = c >> 3, t = (c >> 1) & 3, u = c & 1;
+            Assert.That(key, Is.EqualTo(TcKeyOrder.LaneKey0(bc, t) + 2 * j + u), $"column {c}");
+        }
+    }
+
+    /// <summary>TcMask.Bits against the definition: bit 4j + e is set when row (e &lt; 2 ? A : B)'s byte of key 2j + (e &amp; 1) is nonzero.</summary>
+    [Test]
+    public void MaskWordsToBitsMatchesDefinition()
+    {
+        var rng = new System.Random(12345);
+        byte[] special = { 0, 1, 0x7F, 0x80, 0x81, 0xFE, 0xFF };
+        for (int iter = 0; iter < 20000; iter++)
+        {
+            var a = new byte[16];
+            var b = new byte[16];
+            for (int i = 0; i < 16; i++)
+            {
+                a[i] = rng.Next(3) == 0 ? (byte)0 : special[rng.Next(special.Length)];
+                b[i] = rng.Next(3) == 0 ? (byte)0 : (byte)rng.Next(256);
+            }
+            U4 wa = Words(a), wb = Words(b);
+            uint want64 = 0, want32 = 0;
+            for (int j = 0; j < 8; j++)
+            for (int e = 0; e < 4; e++)
+            {
+                byte v = (e & 2) == 0 ? a[2 * j + (e & 1)] : b[2 * j + (e & 1)];
+                if (v != 0)
+                {
+                    want64 |= 1u << (4 * j + e);
+                    if (j < 4) want32 |= 1u << (4 * j + e);
+                }
+            }
+            Assert.That(TcMask.Bits<Hd64>(wa, wb), Is.EqualTo(want64), $"iteration {iter}");
+            Assert.That(TcMask.Bits<Hd256>(wa, wb), Is.EqualTo(want32), $"iteration {iter} (32 keys)");
+        }
+    }
+
+    private static U4 Words(byte[] x) => new(System.BitConverter.ToUInt32(x, 0), System.BitConverter.ToUInt32(x, 4),
+        System.BitConverter.ToUInt32(x, 8), System.BitConverter.ToUInt32(x, 12));
 }
