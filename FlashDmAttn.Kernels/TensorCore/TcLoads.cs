@@ -14,6 +14,9 @@ internal static class TcLoads
 {
     private const int Threads = TensorCoreForwardKernel.Threads;
 
+    /// <summary>K/V row strides (elements) below this keep the contiguous copies' address steps in 32 bits.</summary>
+    private const long MaxRowStride = 1L << 26;
+
     /// <summary>
     /// Gathered keys of one tile for <see cref="LoadKv{THd}"/>: lane l holds the key of tile row
     /// warp·nr + l % nr + step·(l / nr) (nr = 32 / cpr rows per copy pass of a warp), the rows its warp copies, so one
@@ -57,7 +60,7 @@ internal static class TcLoads
             }
             return;
         }
-        if (Threads % cpr == 0 && p.Paged == 0 && p.GatherKeys == 0)
+        if (Threads % cpr == 0 && p.Paged == 0 && p.GatherKeys == 0 && p.KStrideL < MaxRowStride && p.VStrideL < MaxRowStride)
         {
             // Each thread copies chunk column c of rows r0 + i·rs (rs = max(step, 8)), and with step 4 (D = 256) also
             // rows r0 + 4 + i·rs: 8 rows further on hold keys 2 further on (TcKeyOrder), so each sequence of rows has
@@ -101,7 +104,9 @@ internal static class TcLoads
         long row = blk.RowK0 + j;
         ulong kA = kG + (ulong)((blk.Batch * p.KStrideB + row * p.KStrideL + hk * p.KStrideH) * 2 + c * 16);
         ulong vA = vG + (ulong)((blk.Batch * p.VStrideB + row * p.VStrideL + hk * p.VStrideH) * 2 + c * 16);
-        ulong kStep = (ulong)(rs / 4 * p.KStrideL * 2), vStep = (ulong)(rs / 4 * p.VStrideL * 2);
+        // 32-bit steps (the caller checked the row strides): two registers fewer than 64-bit ones, which the 128-row
+        // D = 128 kernel spilled and reloaded every tile.
+        uint kStep = (uint)(rs / 4 * p.KStrideL * 2), vStep = (uint)(rs / 4 * p.VStrideL * 2);
         uint dst = (uint)(r * THd.RowBytes + c * 16);
         if (k0 + THd.Bc <= kEnd)
         {

@@ -114,10 +114,10 @@ internal static class TcVisibility
     /// with causal, at most r + diag; gathered slots hold ascending keys, so the causal limit is the key's rank.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static int RowLimit(in FwdParams p, in BlockInfo blk, ArrayView<int> seqInfo, int gRow, int r, int kEnd, bool causal)
+    internal static int RowLimit(in FwdParams p, in BlockInfo blk, ArrayView<int> seqInfo, int gRow, int r, int kEnd, bool causal, bool gather)
     {
         int diag = blk.SeqK - blk.SeqQ;
-        if (p.GatherKeys == 0 || !causal || r >= blk.SeqQ) return TcGeom.Limit(r, blk.SeqQ, kEnd, causal, diag);
+        if (!gather || !causal || r >= blk.SeqQ) return TcGeom.Limit(r, blk.SeqQ, kEnd, causal, diag);
         int lim = BlockInfo.SlotsBelow(p, seqInfo, gRow, kEnd, r + diag + 1) - 1;
         return lim < kEnd - 1 ? lim : kEnd - 1;
     }

@@ -61,17 +61,27 @@ public static class TensorCoreForwardKernel
         }
     }
 
-    /// <summary>The last key (slot) each of this lane's rows sees: tiles that are not whole get their geometry from these.</summary>
+    /// <summary>
+    /// The last key (slot) each of this lane's rows sees: tiles that are not whole get their geometry from these.
+    /// Without causal or mask every row gets kEnd − 1, rows past Lq included (their scores are never written; one live
+    /// value instead of four: the 128-row D = 128 kernel spilled them). With a mask, rows past Lq keep −1: the
+    /// element-wise mask path reads no mask byte where the geometry says invisible.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static LaneMask Limits<THd>(LaneMask lm, in FwdParams p, in BlockInfo blk, ArrayView<int> seqInfo, int gRow, int kEnd, bool causal)
+    private static LaneMask Limits<THd>(LaneMask lm, in FwdParams p, in BlockInfo blk, ArrayView<int> seqInfo, int gRow, int kEnd, bool causal, bool hasMask, bool gather)
         where THd : struct, ITcHeadDim
     {
-        lm.LimA0 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, lm.RA0, kEnd, causal);
-        lm.LimB0 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, lm.RA0 + 8, kEnd, causal);
+        if (!causal && !hasMask)
+        {
+            lm.LimA0 = lm.LimB0 = lm.LimA1 = lm.LimB1 = kEnd - 1;
+            return lm;
+        }
+        lm.LimA0 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, lm.RA0, kEnd, causal, gather);
+        lm.LimB0 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, lm.RA0 + 8, kEnd, causal, gather);
         if (THd.Mt > 1)
         {
-            lm.LimA1 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, lm.RA1, kEnd, causal);
-            lm.LimB1 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, lm.RA1 + 8, kEnd, causal);
+            lm.LimA1 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, lm.RA1, kEnd, causal, gather);
+            lm.LimB1 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, lm.RA1 + 8, kEnd, causal, gather);
         }
         return lm;
     }
@@ -159,16 +169,19 @@ public static class TensorCoreForwardKernel
             int e0 = q0 + diag + 1;
             fullEnd = e0 < 0 ? 0 : (e0 > kEnd ? kEnd : e0);
         }
-        // Gathered keys (a mask broadcast over queries): walk key slots; the bounds become slot counts.
+        // Gathered keys (a mask broadcast over queries; the launcher sends them to the mask specialisation): walk key
+        // slots; the bounds become slot counts. Without the mask flag this folds away, and with it fullEnd = kEnd in
+        // dense non-causal kernels (one live value: the 128-row D = 128 kernel spilled the other).
+        bool gather = TF.Mask && p.GatherKeys != 0;
         int gRow = blk.GatherRow(p, h);
-        if (p.GatherKeys != 0)
+        if (gather)
         {
             int slots = BlockInfo.KeySlots(p, seqInfo, gRow, 0);
             kEnd = BlockInfo.SlotsBelow(p, seqInfo, gRow, slots, kEnd);
             fullEnd = BlockInfo.SlotsBelow(p, seqInfo, gRow, kEnd, fullEnd);
         }
         int nTiles = (kEnd + THd.Bc - 1) / THd.Bc;
-        lm = Limits<THd>(lm, p, blk, seqInfo, gRow, kEnd, causal);
+        lm = Limits<THd>(lm, p, blk, seqInfo, gRow, kEnd, causal, hasMask, gather);
 
         // Mask look-ahead by 16- or 8-byte words (64- or 32-key tiles, aligned rows, no gathered keys): the words of the
         // tile after next are loaded while this tile computes. Rows past the sequence read its last row.
@@ -360,8 +373,10 @@ public static class TensorCoreForwardKernel
         bool oVec = ((p.OStrideB | p.OStrideL | p.OStrideH) & 1) == 0 && (oG & 3ul) == 0;
         // The rows again from the thread index, in another form than rA0 (kept live across the loop, ptxas spilled it).
         int rE = (Grid.DimX - 1 - Grid.IdxX) * Rows + ((tid >> 5) << 4) * THd.Mt + ((tid & 31) >> 2);
-        Epilogue<TE, THd>(p, blk, acc.A, st0, o, lse, oG, oVec, b, h, rE, t);
+        // The sequence bounds again too (seqInfo loads or parameters): kept live across the loop, ptxas spilled them.
+        var blkE = BlockInfo.Create(p, seqInfo, b);
+        Epilogue<TE, THd>(p, blkE, acc.A, st0, o, lse, oG, oVec, b, h, rE, t);
         if (THd.Mt > 1)
-            Epilogue<TE, THd>(p, blk, acc.B, st1, o, lse, oG, oVec, b, h, rE + 16, t);
+            Epilogue<TE, THd>(p, blkE, acc.B, st1, o, lse, oG, oVec, b, h, rE + 16, t);
     }
 }
