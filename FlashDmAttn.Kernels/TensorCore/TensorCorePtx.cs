@@ -62,18 +62,24 @@ public static class TensorCorePtx
 
     /// <summary>Compiles the specializations whose name contains <paramref name="filter"/> (all when null), with the
     /// A/B variants and the other launched shapes (<see cref="ExtraSpecializations"/>) when <paramref name="extra"/>.</summary>
+    /// <remarks>Each specialization gets its own context, disposed after it: one context keeps the IR of every kernel it
+    /// compiled, and the 13 launched kernels in one context reached 12 GB (Debug), which with the other tests in the
+    /// process ran the 24 GB CI machine out of memory.</remarks>
     public static IReadOnlyList<Entry> Compile(string? filter = null, OptimizationLevel level = OptimizationLevel.O1, bool extra = false)
     {
-        using var ctx = Context.Create(b => b.EnableAlgorithms().RegisterTensorCoreIntrinsics().Optimize(level));
-        using var backend = new PTXBackend(ctx, CudaArchitecture.SM_80, CudaInstructionSet.ISA_78, null!);
         var run = typeof(TensorCoreForwardKernel).GetMethod(nameof(TensorCoreForwardKernel.Run), BindingFlags.Public | BindingFlags.Static)!;
         var list = new List<Entry>();
         foreach (var (name, elem, hd, flags) in extra ? Specializations.Concat(ExtraSpecializations) : Specializations)
         {
             if (filter is not null && !name.Contains(filter, StringComparison.Ordinal)) continue;
-            var entry = EntryPointDescription.FromExplicitlyGroupedKernel(run.MakeGenericMethod(elem, hd, flags));
-            var ck = (PTXCompiledKernel)backend.Compile(entry, new KernelSpecialization(TensorCoreForwardKernel.Threads, 1));
-            list.Add(Analyse(name, ck.PTXAssembly));
+            using (var ctx = Context.Create(b => b.EnableAlgorithms().RegisterTensorCoreIntrinsics().Optimize(level)))
+            using (var backend = new PTXBackend(ctx, CudaArchitecture.SM_80, CudaInstructionSet.ISA_78, null!))
+            {
+                var entry = EntryPointDescription.FromExplicitlyGroupedKernel(run.MakeGenericMethod(elem, hd, flags));
+                var ck = (PTXCompiledKernel)backend.Compile(entry, new KernelSpecialization(TensorCoreForwardKernel.Threads, 1));
+                list.Add(Analyse(name, ck.PTXAssembly));
+            }
+            GC.Collect();
         }
         return list;
     }
