@@ -50,11 +50,14 @@ public static class GpuBench
             }
             DeviceTensor<BFloat16>? bias = null;
             DeviceTensor<byte>? mask = null;
-            if (kind is "maskbias" or "perkey")
+            if (kind is "maskbias" or "perkey" or "biasonly" or "maskonly")
             {
+                // biasonly / maskonly: maskbias's tensors with one of them left out (no peer runs these: they split
+                // maskbias's cost between its bias and its mask).
                 bias = Own(owned, DeviceTensor<BFloat16>.Allocate(acc, B, H, kind == "perkey" ? 1 : L, L));
                 DeviceRandom.Normal(acc, bias.Data, 99);
-                mask = Own(owned, attn.TopK(bias, w));
+                if (kind != "biasonly") mask = Own(owned, attn.TopK(bias, w));
+                if (kind == "maskonly") bias = null;
             }
             else if (kind != "dense")
             {

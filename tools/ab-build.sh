@@ -13,21 +13,4 @@ for r in $(seq 1 "${REPEAT:-2}"); do
   old --gpu --cases "$C" | grep -v '^#' | sed "s/^FlashDmAttn|/old|/" | tee -a "$OUT/ab.txt"
 done
 [ -n "${PEERS-flex,sdpa-flash,sdpa-cudnn}" ] && PYTHONUNBUFFERED=1 python3 .gpu/peers.py --cases "$C" --peers "${PEERS-flex,sdpa-flash,sdpa-cudnn}" 2>"$OUT/peers.err" | tee "$OUT/peers.txt"
-python3 - "$OUT/ab.txt" "$OUT/peers.txt" <<'PY'
-import sys, statistics, collections, os
-ms = collections.defaultdict(list)
-for line in open(sys.argv[1]):
-    f = line.strip().split("|")
-    if len(f) > 2 and f[2].startswith("ms="): ms[(f[1], f[0])].append(float(f[2][3:]))
-best = {}
-if os.path.exists(sys.argv[2]):
-    for line in open(sys.argv[2]):
-        f = line.strip().split("|")
-        if len(f) > 2 and f[2].startswith("ms="):
-            v = float(f[2][3:]); best[f[1]] = min(best.get(f[1], (v, f[0])), (v, f[0]))
-print("case".ljust(50) + "new ms".rjust(10) + "old ms".rjust(10) + "  new/old   best peer")
-for c in sorted({c for c, _ in ms}):
-    n, o = statistics.median(ms[(c, "new")]), statistics.median(ms[(c, "old")]) if ms.get((c, "old")) else float("nan")
-    bp = best.get(c)
-    print(c.ljust(50) + f"{n:10.4f}{o:10.4f}  {n / o:7.3f}   " + (f"{bp[1]} {bp[0]:.4f} (ours {bp[0] / n:.2f}x)" if bp else "-"))
-PY
+python3 tools/ab-summary.py "$OUT/ab.txt" "$OUT/peers.txt" --base old

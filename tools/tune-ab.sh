@@ -12,19 +12,4 @@ for r in $(seq 1 "${REPEAT:-1}"); do
   done
 done
 [ -n "${PEERS:-sdpa-flash}" ] && PYTHONUNBUFFERED=1 python3 .gpu/peers.py --cases "$C" --peers "${PEERS:-sdpa-flash}" | tee "$OUT/peers.txt"
-python3 - "$OUT/tune.txt" "$OUT/peers.txt" <<'PY'
-import sys, statistics, collections, os
-ms = collections.defaultdict(list)
-for line in open(sys.argv[1]):
-    f = line.strip().split("|")
-    if len(f) > 2 and f[2].startswith("ms="): ms[(f[1], f[0])].append(float(f[2][3:]))
-peer = {}
-if os.path.exists(sys.argv[2]):
-    for line in open(sys.argv[2]):
-        f = line.strip().split("|")
-        if len(f) > 2 and f[2].startswith("ms="): peer.setdefault(f[1], float(f[2][3:]))
-cases = sorted({c for c, _ in ms}); tunes = sorted({t for _, t in ms})
-print("case".ljust(48) + "".join(t.rjust(16) for t in tunes) + "   first peer ms")
-for c in cases:
-    print(c.ljust(48) + "".join((f"{statistics.median(ms[(c, t)]):.4f} ({len(ms[(c, t)])})" if ms.get((c, t)) else "-").rjust(16) for t in tunes) + f"   {peer.get(c, float('nan')):.4f}")
-PY
+python3 tools/ab-summary.py "$OUT/tune.txt" "$OUT/peers.txt"

@@ -54,10 +54,10 @@ internal static class TcScore
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Lo<TE>(uint w) where TE : struct, ITcElem => TE.ToFloat((ushort)(w & 0xFFFFu));
+    private static float Lo<TE>(uint w) where TE : struct, ITcElem => TE.LoToFloat(w);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Hi<TE>(uint w) where TE : struct, ITcElem => TE.ToFloat((ushort)(w >> 16));
+    private static float Hi<TE>(uint w) where TE : struct, ITcElem => TE.HiToFloat(w);
 
     /// <summary>
     /// One n-tile: bits 0..3 = (row A, col), (row A, col+1), (row B, col), (row B, col+1); invisible → −∞.

@@ -149,15 +149,15 @@ internal static class TcVisibility
     /// <summary>
     /// Visibility bits of both m-tiles (X: m-tile 0, Y: m-tile 1) of the tile at k0 under a mask: from 16-byte mask
     /// words where the tile takes that path (those prefetched a tile ago when <paramref name="usePf"/>, else loaded
-    /// now), otherwise by <see cref="TileBits{THd, TF}"/>.
+    /// now), otherwise by <see cref="TileBits{THd, TF}"/>. <paramref name="col0"/>: the lane's first key in a tile
+    /// (<see cref="TcKeyOrder.LaneKey0"/>).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static U2 MaskedBits<THd, TF>(in FwdParams p, in BlockInfo blk, ArrayView<byte> mask, in LaneMask lm, int k0,
-        int fullEnd, int t, bool usePf, MaskQuad pf)
+        int fullEnd, int col0, bool usePf, MaskQuad pf)
         where THd : struct, ITcHeadDim where TF : struct, ITcFlags
     {
         var r = new U2();
-        int col0 = TcKeyOrder.LaneKey0(THd.Bc, t);
         if (TF.Mask && lm.Quad && k0 + THd.Bc <= blk.SeqK)
         {
             MaskQuad w = usePf ? pf : LoadMaskQuad<THd>(lm, k0);
@@ -167,6 +167,31 @@ internal static class TcVisibility
         }
         r.X = TileBits<THd, TF>(p, blk, mask, k0, lm.RA0, lm.RowA0, lm.RowB0, col0, lm.LimA0, lm.LimB0, lm.G, lm.Vec);
         r.Y = THd.Mt > 1 ? TileBits<THd, TF>(p, blk, mask, k0, lm.RA1, lm.RowA1, lm.RowB1, col0, lm.LimA1, lm.LimB1, lm.G, lm.Vec) : 0u;
+        return r;
+    }
+
+    /// <summary>Whether the tile at k0 has mask words (Quad path) and lies in the part of the key range every row sees
+    /// whole (below fullEnd), so that its visibility is its words' bits alone (<see cref="WordBits{THd}"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static bool WholeWords<THd, TF>(in LaneMask lm, int k0, int fullEnd) where THd : struct, ITcHeadDim where TF : struct, ITcFlags
+        => TF.Mask && lm.Quad && k0 + THd.Bc <= fullEnd;
+
+    /// <summary>Whether any of this lane's mask bytes in <paramref name="w"/> is nonzero (a few ORs, no bit layout).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static bool AnyWord<THd>(in MaskQuad w) where THd : struct, ITcHeadDim
+    {
+        uint o = w.A0.X | w.A0.Y | w.A0.Z | w.A0.W | w.B0.X | w.B0.Y | w.B0.Z | w.B0.W;
+        if (THd.Mt > 1) o |= w.A1.X | w.A1.Y | w.A1.Z | w.A1.W | w.B1.X | w.B1.Y | w.B1.Z | w.B1.W;
+        return o != 0;
+    }
+
+    /// <summary>Visibility bits of both m-tiles from their mask words alone (a whole tile, see <see cref="WholeWords{THd, TF}"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static U2 WordBits<THd>(in MaskQuad w) where THd : struct, ITcHeadDim
+    {
+        var r = new U2();
+        r.X = TcMask.Bits<THd>(w.A0, w.B0);
+        r.Y = THd.Mt > 1 ? TcMask.Bits<THd>(w.A1, w.B1) : 0u;
         return r;
     }
 

@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Algorithms;
+using ILGPU.Runtime;
 using FlashDmAttn.Kernels.Forward;
 
 namespace FlashDmAttn.Kernels.TensorCore;
@@ -23,6 +24,11 @@ namespace FlashDmAttn.Kernels.TensorCore;
 public static class TensorCoreForwardKernel
 {
     public const int Threads = 128;
+
+    /// <summary>Launch specialization: <see cref="Threads"/> per group and the policy's groups per SM (PTX .maxntid and
+    /// .minnctapersm).</summary>
+    public static KernelSpecialization Specialization<THd>() where THd : struct, ITcHeadDim
+        => new(Threads, THd.MinBlocks);
 
     /// <summary>Query rows per group.</summary>
     public static int RowsOf<THd>() where THd : struct, ITcHeadDim => 64 * THd.Mt;
@@ -208,7 +214,7 @@ public static class TensorCoreForwardKernel
         {
             while (cur < nTiles)
             {
-                curBits = TcVisibility.MaskedBits<THd, TF>(p, blk, mask, lm, cur * THd.Bc, fullEnd, t, false, default);
+                curBits = TcVisibility.MaskedBits<THd, TF>(p, blk, mask, lm, cur * THd.Bc, fullEnd, col0, false, default);
                 if (Group.BarrierOr((curBits.X | curBits.Y) != 0)) break;
                 cur++;
             }
@@ -247,8 +253,16 @@ public static class TensorCoreForwardKernel
             // With a mask: visibility of the next tile from its words (prefetched a tile ago when possible).
             int nxt = cur + 1;
             U2 nxtBits = default;
-            if (hasMask && nxt < nTiles)
-                nxtBits = TcVisibility.MaskedBits<THd, TF>(p, blk, mask, lm, nxt * THd.Bc, fullEnd, t, true, pf);
+            // A next tile inside the causal band's whole part with prefetched words needs only "any word nonzero"
+            // before the barrier; its bits are made after it, beside the copies (LateBits: off the barrier's path).
+            bool late = (THd.Tune & TcTune.LateBits) != 0 && hasMask && nxt < nTiles
+                        && TcVisibility.WholeWords<THd, TF>(lm, nxt * THd.Bc, fullEnd);
+            bool anyNxt = late && TcVisibility.AnyWord<THd>(pf);
+            if (hasMask && nxt < nTiles && !late)
+            {
+                nxtBits = TcVisibility.MaskedBits<THd, TF>(p, blk, mask, lm, nxt * THd.Bc, fullEnd, col0, true, pf);
+                anyNxt = (nxtBits.X | nxtBits.Y) != 0;
+            }
 
             // One barrier per tile (CUTLASS's multistage loop): after it, tile cur's K/V (and bias) are visible to
             // every warp, every warp is done with tile cur − 1 and so with the other buffer, and (with a mask) the
@@ -256,12 +270,13 @@ public static class TensorCoreForwardKernel
             Ptx.CpAsyncWait(0);
             if (hasMask)
             {
-                if (!Group.BarrierOr(nxt < nTiles && (nxtBits.X | nxtBits.Y) != 0) && nxt < nTiles)
+                if (!Group.BarrierOr(anyNxt) && nxt < nTiles)
                 {
+                    late = false;
                     nxt++;
                     while (nxt < nTiles)
                     {
-                        nxtBits = TcVisibility.MaskedBits<THd, TF>(p, blk, mask, lm, nxt * THd.Bc, fullEnd, t, false, pf);
+                        nxtBits = TcVisibility.MaskedBits<THd, TF>(p, blk, mask, lm, nxt * THd.Bc, fullEnd, col0, false, pf);
                         if (Group.BarrierOr((nxtBits.X | nxtBits.Y) != 0)) break;
                         nxt++;
                     }
@@ -288,6 +303,12 @@ public static class TensorCoreForwardKernel
             {
                 Ptx.CpAsyncCommit();
                 if (gatherFast) keysPf = TcLoads.TileKeys<THd>(p, seqInfo, gRow, (nxt + 1) * THd.Bc, kEnd, lane, warp);
+            }
+            if (TF.Mask && (THd.Tune & TcTune.LateBits) != 0 && lm.Quad)
+            {
+                U2 wb = TcVisibility.WordBits<THd>(pf); // straight-line ALU, before pf is reloaded
+                nxtBits.X = late ? wb.X : nxtBits.X;
+                nxtBits.Y = late ? wb.Y : nxtBits.Y;
             }
             if (TF.Mask && lm.Quad && nxt + 1 < nTiles && (nxt + 2) * THd.Bc <= blk.SeqK)
                 pf = TcVisibility.LoadMaskQuad<THd>(lm, (nxt + 1) * THd.Bc);

@@ -114,7 +114,8 @@ public static class TensorCoreLauncher
             case 64: if (rows64) Tuning<TE, Hd64R64>(acc, p, buf); else Tuning<TE, Hd64>(acc, p, buf); break;
             case 96: if (rows64) Flags<TE, Hd96R64>(acc, p, buf); else Flags<TE, Hd96>(acc, p, buf); break;
             case 128:
-                if (rows64) Tuning<TE, Hd128R64>(acc, p, buf);
+                if (rows64 && p.GatherKeys != 0) Tuning<TE, Tuned<Hd128R64, NoTuneBits>>(acc, p, buf);
+                else if (rows64) Tuning<TE, Hd128R64>(acc, p, buf);
                 else if (Bc32) Flags<TE, Hd128Bc32>(acc, p, buf);
                 else Tuning<TE, Hd128>(acc, p, buf);
                 break;
@@ -123,7 +124,7 @@ public static class TensorCoreLauncher
         }
     }
 
-    /// <summary>FLASHDMATTN_TC_TUNE=0, 8 or 16: D = 64/128 run with exactly those <see cref="TcTune"/> bits instead of their
+    /// <summary>FLASHDMATTN_TC_TUNE=0, 8, 16 or 32: D = 64/128 run with exactly those <see cref="TcTune"/> bits instead of their
     /// policy's, for A/B timing (unset: the policy's).</summary>
     private static readonly int TuneBits = int.TryParse(Environment.GetEnvironmentVariable("FLASHDMATTN_TC_TUNE"), out int t) ? t : -1;
 
@@ -135,6 +136,7 @@ public static class TensorCoreLauncher
             case 0: Flags<TE, Tuned<THd, NoTuneBits>>(acc, p, buf); break;
             case TcTune.SplitKv: Flags<TE, Tuned<THd, SplitKvBits>>(acc, p, buf); break;
             case TcTune.BiasFfma: Flags<TE, Tuned<THd, BiasFfmaBits>>(acc, p, buf); break;
+            case TcTune.LateBits: Flags<TE, Tuned<THd, LateBitsBits>>(acc, p, buf); break;
             default: Flags<TE, THd>(acc, p, buf); break;
         }
     }
@@ -180,7 +182,7 @@ public static class TensorCoreLauncher
         {
             var launcher = a.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
                 ArrayView<ushort>, ArrayView<byte>, ArrayView<float>, ArrayView<int>, FwdParams>(
-                TensorCoreForwardKernel.Run<TE, THd, TF>, new KernelSpecialization(TensorCoreForwardKernel.Threads, 1));
+                TensorCoreForwardKernel.Run<TE, THd, TF>, TensorCoreForwardKernel.Specialization<THd>());
             if (a is CudaAccelerator && shared > 48 * 1024)
                 AllowLargeSharedMemory((CudaKernel)launcher.GetKernel(), shared);
             return launcher;

@@ -11,6 +11,11 @@ public interface ITcElem
     static abstract uint Pack(float lo, float hi);
     static abstract float ToFloat(ushort value);
     static abstract ushort FromFloat(float value);
+    /// <summary>The value in bits 0..15 of a register of two (bf16: one shift).</summary>
+    static abstract float LoToFloat(uint pair);
+    /// <summary>The value in bits 16..31 of a register of two (bf16: one AND, where ToFloat of the shifted half took a
+    /// shift and a multiply).</summary>
+    static abstract float HiToFloat(uint pair);
 }
 
 public readonly struct Bf16Mma : ITcElem
@@ -19,6 +24,8 @@ public readonly struct Bf16Mma : ITcElem
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static uint Pack(float lo, float hi) => Ptx.PackBf16(lo, hi);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float ToFloat(ushort value) => Bf16Codec.ToFloat(value);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static ushort FromFloat(float value) => Bf16Codec.FromFloat(value);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float LoToFloat(uint pair) => ILGPU.Interop.IntAsFloat(pair << 16);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float HiToFloat(uint pair) => ILGPU.Interop.IntAsFloat(pair & 0xFFFF0000u);
 }
 
 public readonly struct Fp16Mma : ITcElem
@@ -27,6 +34,8 @@ public readonly struct Fp16Mma : ITcElem
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static uint Pack(float lo, float hi) => Ptx.PackF16(lo, hi);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float ToFloat(ushort value) => Fp16Codec.ToFloat(value);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static ushort FromFloat(float value) => Fp16Codec.FromFloat(value);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float LoToFloat(uint pair) => Fp16Codec.ToFloat((ushort)pair);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float HiToFloat(uint pair) => Fp16Codec.ToFloat((ushort)(pair >> 16));
 }
 
 /// <summary>
@@ -47,6 +56,9 @@ public interface ITcHeadDim
     static abstract int Mt { get; }
     /// <summary>Loop-shape switches for A/B timing (<see cref="TcTune"/> bits); the plain policies use 0.</summary>
     static abstract int Tune { get; }
+    /// <summary>Groups per SM the kernel is compiled for (PTX .minnctapersm: ptxas keeps the registers to
+    /// 65536 / (128 · MinBlocks)); 1 lets ptxas use up to 255.</summary>
+    static virtual int MinBlocks => 1;
 }
 
 /// <summary>
@@ -64,6 +76,13 @@ public static class TcTune
     /// On for D = 64 with a bias (Hd64R64): H100 A/B maskbias D64 −2..3 %; for D = 128 (Hd128R64) maskbias was
     /// −2.6..+1.2 % across shapes, so it stays off there.</summary>
     public const int BiasFfma = 16;
+
+    /// <summary>With a mask: a next tile below the causal band's partial tiles decides the barrier's skip test from "any
+    /// mask word nonzero" (a few ORs) and turns its words into bits after the barrier, beside the copies, instead of
+    /// before it (~50 dependent instructions off the barrier's path). On for Hd128R64 with a mask: H100 A/B maskbias
+    /// −1.8..2.6 %, maskonly −7.9 %; gathered keys (perkey, which never takes the word path) ran +2.9 % with it compiled
+    /// in, so the launcher sends them to Hd128R64 without it.</summary>
+    public const int LateBits = 32;
 }
 
 /// <summary>Bits for <see cref="Tuned{THd, TBits}"/>.</summary>
@@ -71,6 +90,7 @@ public interface ITuneBits { static abstract int V { get; } }
 public readonly struct SplitKvBits : ITuneBits { public static int V => TcTune.SplitKv; }
 public readonly struct NoTuneBits : ITuneBits { public static int V => 0; }
 public readonly struct BiasFfmaBits : ITuneBits { public static int V => TcTune.BiasFfma; }
+public readonly struct LateBitsBits : ITuneBits { public static int V => TcTune.LateBits; }
 
 /// <summary>A head-dim policy with other <see cref="TcTune"/> bits (FLASHDMATTN_TC_TUNE), for A/B timing.</summary>
 public readonly struct Tuned<THd, TBits> : ITcHeadDim where THd : struct, ITcHeadDim where TBits : struct, ITuneBits
@@ -81,6 +101,7 @@ public readonly struct Tuned<THd, TBits> : ITcHeadDim where THd : struct, ITcHea
     public static int RowBytes => THd.RowBytes;
     public static int Mt => THd.Mt;
     public static int Tune => TBits.V;
+    public static int MinBlocks => THd.MinBlocks;
 }
 
 public readonly struct Hd32 : ITcHeadDim { public static int D => 32; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (32 + 8) * 2; public static int Mt => 2; public static int Tune => 0; }
@@ -89,8 +110,9 @@ public readonly struct Hd96 : ITcHeadDim { public static int D => 96; public sta
 public readonly struct Hd128 : ITcHeadDim { public static int D => 128; public static int Bc => 64; public static bool QInRegs => false; public static int RowBytes => (128 + 8) * 2; public static int Mt => 2; public static int Tune => TcTune.SplitKv; }
 public readonly struct Hd192 : ITcHeadDim { public static int D => 192; public static int Bc => 64; public static bool QInRegs => false; public static int RowBytes => (192 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
 public readonly struct Hd256 : ITcHeadDim { public static int D => 256; public static int Bc => 32; public static bool QInRegs => false; public static int RowBytes => (256 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
-/// <summary>The previous D = 128 shape (64 rows, Q in registers), kept for A/B timing (FLASHDMATTN_TC_ROWS=64).</summary>
-public readonly struct Hd128R64 : ITcHeadDim { public static int D => 128; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (128 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
+/// <summary>D = 128 with a mask or bias: 64 rows, Q in registers (the 128-row shape spills there), late mask bits
+/// (<see cref="TcTune.LateBits"/>; gathered keys run it without: <c>Tuned&lt;Hd128R64, NoTuneBits&gt;</c>).</summary>
+public readonly struct Hd128R64 : ITcHeadDim { public static int D => 128; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (128 + 8) * 2; public static int Mt => 1; public static int Tune => TcTune.LateBits; }
 /// <summary>D = 128 with 32-key tiles (fewer score registers), for A/B timing (FLASHDMATTN_TC_BC=32). With a mask or
 /// bias it spilled 168 B and ran maskbias in 1.37 ms against 0.74 for Hd128R64 (PERF-NOTES v6).</summary>
 public readonly struct Hd128Bc32 : ITcHeadDim { public static int D => 128; public static int Bc => 32; public static bool QInRegs => false; public static int RowBytes => (128 + 8) * 2; public static int Mt => 2; public static int Tune => 0; }

@@ -48,7 +48,7 @@ public static class TensorCorePtx
     /// (<see cref="TcTune"/> bits, FLASHDMATTN_TC_TUNE; name ..._t{bits}) of the benchmarked bf16 shapes, and the other
     /// launched shapes (the remaining head dims without a mask, with a mask and bias but no softcap).</summary>
     public static readonly (string Name, Type Elem, Type HeadDim, Type Flags)[] ExtraSpecializations =
-        (from tb in new[] { (0, typeof(NoTuneBits)), (8, typeof(SplitKvBits)), (16, typeof(BiasFfmaBits)) }
+        (from tb in new[] { (0, typeof(NoTuneBits)), (8, typeof(SplitKvBits)), (16, typeof(BiasFfmaBits)), (32, typeof(LateBitsBits)) }
          from d in new[] { ("d64", typeof(Hd64)), ("d128", typeof(Hd128)), ("d128r64", typeof(Hd128R64)) }
          from f in new[] { 0, 1, 2 }
          where d.Item1 == "d128r64" ? f == 2 : f != 2 && tb.Item1 < 16
@@ -57,7 +57,7 @@ public static class TensorCorePtx
         .Concat(
          from d in new[] { ("d32", typeof(Hd32)), ("d96", typeof(Hd96)), ("d192", typeof(Hd192)), ("d256", typeof(Hd256)),
                            ("d32r64", typeof(Hd32R64)), ("d96r64", typeof(Hd96R64)) }
-         from f in d.Item1.EndsWith("r64") ? new[] { 2 } : new[] { 0, 1 }
+         from f in d.Item1.Contains("r64") ? new[] { 2 } : new[] { 0, 1 }
          select Spec("bf16", d.Item1, d.Item2, f)).ToArray();
 
     /// <summary>Compiles the specializations whose name contains <paramref name="filter"/> (all when null), with the
@@ -76,7 +76,9 @@ public static class TensorCorePtx
             using (var backend = new PTXBackend(ctx, CudaArchitecture.SM_80, CudaInstructionSet.ISA_78, null!))
             {
                 var entry = EntryPointDescription.FromExplicitlyGroupedKernel(run.MakeGenericMethod(elem, hd, flags));
-                var ck = (PTXCompiledKernel)backend.Compile(entry, new KernelSpecialization(TensorCoreForwardKernel.Threads, 1));
+                var spec = (KernelSpecialization)typeof(TensorCoreForwardKernel).GetMethod(nameof(TensorCoreForwardKernel.Specialization))!
+                    .MakeGenericMethod(hd).Invoke(null, null)!;
+                var ck = (PTXCompiledKernel)backend.Compile(entry, spec);
                 list.Add(Analyse(name, ck.PTXAssembly));
             }
             GC.Collect();
