@@ -173,8 +173,8 @@ internal static class TcVisibility
     /// <summary>Whether the tile at k0 has mask words (Quad path) and lies in the part of the key range every row sees
     /// whole (below fullEnd), so that its visibility is its words' bits alone (<see cref="WordBits{THd}"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static bool WholeWords<THd, TF>(in LaneMask lm, int k0, int fullEnd) where THd : struct, ITcHeadDim where TF : struct, ITcFlags
-        => TF.Mask && lm.Quad && k0 + THd.Bc <= fullEnd;
+    internal static bool WholeWords<THd>(in LaneMask lm, int k0, int fullEnd) where THd : struct, ITcHeadDim
+        => lm.Quad && k0 + THd.Bc <= fullEnd;
 
     /// <summary>Whether any of this lane's mask bytes in <paramref name="w"/> is nonzero (a few ORs, no bit layout).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -185,7 +185,7 @@ internal static class TcVisibility
         return o != 0;
     }
 
-    /// <summary>Visibility bits of both m-tiles from their mask words alone (a whole tile, see <see cref="WholeWords{THd, TF}"/>).</summary>
+    /// <summary>Visibility bits of both m-tiles from their mask words alone (a whole tile, see <see cref="WholeWords{THd}"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static U2 WordBits<THd>(in MaskQuad w) where THd : struct, ITcHeadDim
     {

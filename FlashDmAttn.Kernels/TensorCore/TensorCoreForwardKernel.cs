@@ -1,7 +1,6 @@
 using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Algorithms;
-using ILGPU.Runtime;
 using FlashDmAttn.Kernels.Forward;
 
 namespace FlashDmAttn.Kernels.TensorCore;
@@ -24,11 +23,6 @@ namespace FlashDmAttn.Kernels.TensorCore;
 public static class TensorCoreForwardKernel
 {
     public const int Threads = 128;
-
-    /// <summary>Launch specialization: <see cref="Threads"/> per group and the policy's groups per SM (PTX .maxntid and
-    /// .minnctapersm).</summary>
-    public static KernelSpecialization Specialization<THd>() where THd : struct, ITcHeadDim
-        => new(Threads, THd.MinBlocks);
 
     /// <summary>Query rows per group.</summary>
     public static int RowsOf<THd>() where THd : struct, ITcHeadDim => 64 * THd.Mt;
@@ -256,7 +250,7 @@ public static class TensorCoreForwardKernel
             // A next tile inside the causal band's whole part with prefetched words needs only "any word nonzero"
             // before the barrier; its bits are made after it, beside the copies (LateBits: off the barrier's path).
             bool late = (THd.Tune & TcTune.LateBits) != 0 && hasMask && nxt < nTiles
-                        && TcVisibility.WholeWords<THd, TF>(lm, nxt * THd.Bc, fullEnd);
+                        && TcVisibility.WholeWords<THd>(lm, nxt * THd.Bc, fullEnd);
             bool anyNxt = late && TcVisibility.AnyWord<THd>(pf);
             if (hasMask && nxt < nTiles && !late)
             {

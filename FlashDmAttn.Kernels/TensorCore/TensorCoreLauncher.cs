@@ -182,7 +182,7 @@ public static class TensorCoreLauncher
         {
             var launcher = a.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
                 ArrayView<ushort>, ArrayView<byte>, ArrayView<float>, ArrayView<int>, FwdParams>(
-                TensorCoreForwardKernel.Run<TE, THd, TF>, TensorCoreForwardKernel.Specialization<THd>());
+                TensorCoreForwardKernel.Run<TE, THd, TF>, new KernelSpecialization(TensorCoreForwardKernel.Threads, 1));
             if (a is CudaAccelerator && shared > 48 * 1024)
                 AllowLargeSharedMemory((CudaKernel)launcher.GetKernel(), shared);
             return launcher;

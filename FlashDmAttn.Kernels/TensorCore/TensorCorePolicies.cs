@@ -56,9 +56,6 @@ public interface ITcHeadDim
     static abstract int Mt { get; }
     /// <summary>Loop-shape switches for A/B timing (<see cref="TcTune"/> bits); the plain policies use 0.</summary>
     static abstract int Tune { get; }
-    /// <summary>Groups per SM the kernel is compiled for (PTX .minnctapersm: ptxas keeps the registers to
-    /// 65536 / (128 · MinBlocks)); 1 lets ptxas use up to 255.</summary>
-    static virtual int MinBlocks => 1;
 }
 
 /// <summary>
@@ -101,7 +98,6 @@ public readonly struct Tuned<THd, TBits> : ITcHeadDim where THd : struct, ITcHea
     public static int RowBytes => THd.RowBytes;
     public static int Mt => THd.Mt;
     public static int Tune => TBits.V;
-    public static int MinBlocks => THd.MinBlocks;
 }
 
 public readonly struct Hd32 : ITcHeadDim { public static int D => 32; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (32 + 8) * 2; public static int Mt => 2; public static int Tune => 0; }
