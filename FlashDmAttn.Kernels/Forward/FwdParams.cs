@@ -42,4 +42,7 @@ public struct FwdParams
 
     // Tile shape of the portable kernel.
     public int TileQ, TileK;
+
+    // Launch order of the tensor-core kernel (TensorCore/TcBlockOrder): 1 = grid (Batch·Heads, query blocks).
+    public int HeadsFirst;
 }

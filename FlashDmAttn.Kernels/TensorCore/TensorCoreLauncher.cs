@@ -100,6 +100,15 @@ public static class TensorCoreLauncher
     /// <summary>FLASHDMATTN_TC_BC=32: D = 128 without mask or bias uses 32-key tiles, for A/B timing.</summary>
     private static readonly bool Bc32 = Environment.GetEnvironmentVariable("FLASHDMATTN_TC_BC") == "32";
 
+    /// <summary>FLASHDMATTN_TC_ORDER=heads|blocks: every launch heads first or blocks first (<see cref="TcBlockOrder"/>),
+    /// for A/B timing (unset: heads first for causal and variable-length problems).</summary>
+    private static readonly bool? Order = Environment.GetEnvironmentVariable("FLASHDMATTN_TC_ORDER") switch
+    {
+        "heads" => true,
+        "blocks" => false,
+        _ => null,
+    };
+
     /// <summary>FLASHDMATTN_TC_GENERIC=1: one specialisation with every feature on (runtime checks), for A/B timing.</summary>
     private static readonly bool Generic = Environment.GetEnvironmentVariable("FLASHDMATTN_TC_GENERIC") == "1";
 
@@ -124,7 +133,7 @@ public static class TensorCoreLauncher
         }
     }
 
-    /// <summary>FLASHDMATTN_TC_TUNE=0, 8, 16 or 32: D = 64/128 run with exactly those <see cref="TcTune"/> bits instead of their
+    /// <summary>FLASHDMATTN_TC_TUNE=0, 8, 16, 32, 72 or 96: D = 64/128 run with exactly those <see cref="TcTune"/> bits instead of their
     /// policy's, for A/B timing (unset: the policy's).</summary>
     private static readonly int TuneBits = int.TryParse(Environment.GetEnvironmentVariable("FLASHDMATTN_TC_TUNE"), out int t) ? t : -1;
 
@@ -137,6 +146,8 @@ public static class TensorCoreLauncher
             case TcTune.SplitKv: Flags<TE, Tuned<THd, SplitKvBits>>(acc, p, buf); break;
             case TcTune.BiasFfma: Flags<TE, Tuned<THd, BiasFfmaBits>>(acc, p, buf); break;
             case TcTune.LateBits: Flags<TE, Tuned<THd, LateBitsBits>>(acc, p, buf); break;
+            case TcTune.SplitKv | TcTune.SkipRescale: Flags<TE, Tuned<THd, SplitKvSkipBits>>(acc, p, buf); break;
+            case TcTune.LateBits | TcTune.SkipRescale: Flags<TE, Tuned<THd, LateSkipBits>>(acc, p, buf); break;
             default: Flags<TE, THd>(acc, p, buf); break;
         }
     }
@@ -195,8 +206,10 @@ public static class TensorCoreLauncher
         var seq = buf.SeqInfo.IsValid && buf.SeqInfo.Length > 0 ? buf.SeqInfo : dummy.Cast<int>();
 
         int rows = TensorCoreForwardKernel.RowsOf<THd>();
-        int gridX = (p.SeqQ + rows - 1) / rows;
-        int gridY = p.Batch * p.Heads;
+        int blocks = (p.SeqQ + rows - 1) / rows;
+        // Causal and variable-length problems give their groups unequal work: longest blocks of every head first.
+        var (gridX, gridY, headsFirst) = TcBlockOrder.Grid2D(blocks, p.Batch * p.Heads, Order ?? (p.Causal != 0 || p.Varlen != 0));
+        p.HeadsFirst = headsFirst ? 1 : 0;
         Interlocked.Increment(ref _launches);
         if (gridX == 0 || gridY == 0) return;
         var config = new KernelConfig(

@@ -80,6 +80,11 @@ public static class TcTune
     /// −1.8..2.6 %, maskonly −7.9 %; gathered keys (perkey, which never takes the word path) ran +2.9 % with it compiled
     /// in, so the launcher sends them to Hd128R64 without it.</summary>
     public const int LateBits = 32;
+
+    /// <summary>Skip O·α when no row of the warp changed its max, for every shape (the plain policies skip only with D ≥ 128
+    /// and two m-tiles per warp; before the joint softmax step the branch cost D = 64 and the 64-row shapes +6..16 %,
+    /// PERF-NOTES v4). For A/B timing.</summary>
+    public const int SkipRescale = 64;
 }
 
 /// <summary>Bits for <see cref="Tuned{THd, TBits}"/>.</summary>
@@ -88,6 +93,8 @@ public readonly struct SplitKvBits : ITuneBits { public static int V => TcTune.S
 public readonly struct NoTuneBits : ITuneBits { public static int V => 0; }
 public readonly struct BiasFfmaBits : ITuneBits { public static int V => TcTune.BiasFfma; }
 public readonly struct LateBitsBits : ITuneBits { public static int V => TcTune.LateBits; }
+public readonly struct SplitKvSkipBits : ITuneBits { public static int V => TcTune.SplitKv | TcTune.SkipRescale; }
+public readonly struct LateSkipBits : ITuneBits { public static int V => TcTune.LateBits | TcTune.SkipRescale; }
 
 /// <summary>A head-dim policy with other <see cref="TcTune"/> bits (FLASHDMATTN_TC_TUNE), for A/B timing.</summary>
 public readonly struct Tuned<THd, TBits> : ITcHeadDim where THd : struct, ITcHeadDim where TBits : struct, ITuneBits

@@ -52,6 +52,8 @@ public class TensorCoreCpuTests
             // D = 256 (Bc = 32: two key tiles), bool mask broadcast over heads, causal.
             new("fp16", 1, 9, 41, 2, 1, 256, Causal: true, MaskShape: [0, 1, 0, 0], MaskKind: MaskKind.Bool),
             new("bf16", 1, 1, 1, 1, 1, 64),
+            // Non-causal: query blocks first (TcBlockOrder), two blocks of 128 rows in each of three heads.
+            new("bf16", 1, 140, 30, 3, 1, 32),
             new("fp16", 1, 5, 131, 1, 1, 32, Scale: 0.3f, BiasShape: [0, 0, 1, 0]),
             // A negative scale reverses the order of raw scores (sent to the scaled-scores specialisation).
             new("bf16", 1, 20, 70, 1, 1, 64, Scale: -0.2f, Causal: true),
