@@ -5,39 +5,55 @@ using FlashDmAttn.Kernels.Forward;
 namespace FlashDmAttn.Kernels.TensorCore;
 
 /// <summary>
-/// Which (batch·head, query block) a group takes, and the grid that goes with it. Query blocks are taken last-first
-/// (with a causal band the last rows see the most keys). Two orders:
+/// Which (batch·head, query block) a group takes. The grid is one-dimensional, Batch·Heads·blocks groups, walked in
+/// chunks of <see cref="FwdParams.HeadChunk"/> heads: inside a chunk, level by level from the last query block (with a
+/// causal band it sees the most keys) to the first, each level over the chunk's heads.
 /// <list type="bullet">
-/// <item>blocks first: grid (query blocks, Batch·Heads); the groups running at once share one or two heads' K/V in L2.
-/// Non-causal attention uses it: every group has the same work.</item>
-/// <item>heads first (<see cref="FwdParams.HeadsFirst"/>): grid (Batch·Heads, query blocks), so the longest query block
-/// of every head is dispatched before any shorter one (longest-processing-time-first). With blocks first, the last
-/// head's long blocks start in the last wave and leave the other SMs idle at the end (ncu of causal maskbias: SMs active
-/// 87 % of the kernel's cycles).</item>
+/// <item>Chunks of one head (blocks first): the groups running at once share one or two heads' K/V in L2. Non-causal
+/// attention uses it: every group has the same work.</item>
+/// <item>Larger chunks dispatch the long blocks of all the chunk's heads before their short ones
+/// (longest-processing-time-first). With one-head chunks, the last heads' long blocks start in the last wave and leave
+/// the other SMs idle at the end (ncu of causal maskbias: SMs active 87 % of the kernel's cycles).
+/// <see cref="ChunkFor"/> picks the chunk.</item>
 /// </list>
 /// </summary>
 public static class TcBlockOrder
 {
-    /// <summary>CUDA's limit on a grid's y and z sizes.</summary>
-    public const int MaxGridY = 65535;
-
-    /// <summary>The (batch·head) index of this group.</summary>
+    /// <summary>This group's (batch·head) index and first query row, for query blocks of <paramref name="rows"/> rows.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int BatchHead(in FwdParams p) => p.HeadsFirst != 0 ? Grid.IdxX : Grid.IdxY;
+    public static int BatchHead(in FwdParams p, int rows, out int row0)
+    {
+        int heads = p.Batch * p.Heads;
+        int bh = Place(Grid.IdxX, Grid.DimX / heads, heads, p.HeadChunk, out int block);
+        row0 = block * rows;
+        return bh;
+    }
 
-    /// <summary>The first query row of this group's block of <paramref name="rows"/> rows (last block first).</summary>
+    /// <summary>Group <paramref name="id"/> of <paramref name="blocks"/>·<paramref name="heads"/>: its head and query block.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int Row0(in FwdParams p, int rows)
-        => p.HeadsFirst != 0 ? (Grid.DimY - 1 - Grid.IdxY) * rows : (Grid.DimX - 1 - Grid.IdxX) * rows;
+    public static int Place(int id, int blocks, int heads, int chunk, out int block)
+    {
+        int perChunk = chunk * blocks;
+        int c = id / perChunk;
+        int r = id - c * perChunk;
+        int h0 = c * chunk;
+        int inChunk = heads - h0 < chunk ? heads - h0 : chunk; // the last chunk may be smaller
+        int level = r / inChunk;
+        block = blocks - 1 - level;
+        return h0 + r - level * inChunk;
+    }
 
     /// <summary>
-    /// Host side: the grid for <paramref name="queryBlocks"/> blocks of <paramref name="batchHeads"/> heads, and whether it
-    /// is heads first. Heads first when <paramref name="preferHeadsFirst"/> and the blocks fit the grid's y size, or when
-    /// the heads do not fit it.
+    /// Host side: heads per chunk. One without a causal band or variable lengths (equal work). Otherwise enough heads
+    /// that the last chunk's work covers the resident groups (<paramref name="slots"/>) about four times over its
+    /// longest block's: chunk·blocks²/2 tile steps on <paramref name="slots"/> groups ≥ 2·blocks, so chunk ≥
+    /// 4·slots/blocks; no more, so that the chunk's heads share L2 (every head in one chunk was 2–4 % slower at
+    /// L = 1024 with 256 heads: H100, PERF-NOTES v10).
     /// </summary>
-    public static (int X, int Y, bool HeadsFirst) Grid2D(int queryBlocks, int batchHeads, bool preferHeadsFirst)
+    public static int ChunkFor(int blocks, int batchHeads, bool unequalWork, int slots)
     {
-        bool headsFirst = preferHeadsFirst ? queryBlocks <= MaxGridY : batchHeads > MaxGridY;
-        return headsFirst ? (batchHeads, queryBlocks, true) : (queryBlocks, batchHeads, false);
+        if (!unequalWork || blocks <= 0 || batchHeads <= 0) return 1;
+        long want = (4L * slots + blocks - 1) / blocks;
+        return (int)Math.Clamp(want, 1, batchHeads);
     }
 }

@@ -17,7 +17,7 @@ namespace FlashDmAttn.Kernels.TensorCore;
 /// One barrier per tile: after it, the tile is visible and the other buffer free for the next tile's cp.async. With a
 /// mask, the visibility of the next tile is computed first (from mask words loaded a tile earlier) and a tile
 /// invisible to every row (Group.BarrierOr) is skipped before its K, V or bias is read.
-/// Grid: (ceil(max Lq / Br), Batch·Heads) or its transpose (<see cref="TcBlockOrder"/>), query blocks taken last-first;
+/// Grid: ceil(max Lq / Br)·Batch·Heads groups in the order of <see cref="TcBlockOrder"/> (query blocks last-first);
 /// group 128 threads, shared bytes
 /// <see cref="SharedBytes{THd}"/>.
 /// </summary>
@@ -107,11 +107,10 @@ public static class TensorCoreForwardKernel
         bool hasMask = TF.Mask && p.HasMask != 0;
         bool hasBias = TF.Bias && p.HasBias != 0;
 
-        int bh = TcBlockOrder.BatchHead(p);
+        int bh = TcBlockOrder.BatchHead(p, Rows, out int q0);
         int b = bh / p.Heads, h = bh - b * p.Heads, hk = h / p.HeadGroup;
         var blk = BlockInfo.Create(p, seqInfo, b);
         // Query blocks in reverse order: with a causal band the longest rows start first, the short ones fill the tail.
-        int q0 = TcBlockOrder.Row0(p, Rows);
         if (q0 >= blk.SeqQ) return; // uniform over the group
         int rows = blk.SeqQ - q0 < Rows ? blk.SeqQ - q0 : Rows;
 
@@ -388,7 +387,8 @@ public static class TensorCoreForwardKernel
         ulong oG = Ptx.GlobalAddr(ref o[0]);
         bool oVec = ((p.OStrideB | p.OStrideL | p.OStrideH) & 1) == 0 && (oG & 3ul) == 0;
         // The rows again from the thread index, in another form than rA0 (kept live across the loop, ptxas spilled it).
-        int rE = TcBlockOrder.Row0(p, Rows) + ((tid >> 5) << 4) * THd.Mt + ((tid & 31) >> 2);
+        TcBlockOrder.BatchHead(p, Rows, out int qE);
+        int rE = qE + ((tid >> 5) << 4) * THd.Mt + ((tid & 31) >> 2);
         // The sequence bounds again too (seqInfo loads or parameters): kept live across the loop, ptxas spilled them.
         var blkE = BlockInfo.Create(p, seqInfo, b);
         Epilogue<TE, THd>(p, blkE, acc.A, st0, o, lse, oG, oVec, b, h, rE, t);

@@ -3,21 +3,44 @@ using NUnit.Framework;
 
 namespace FlashDmAttn.Tests.TensorCore;
 
-/// <summary>The launch grid of the tensor-core kernel: heads first when asked and the blocks fit the grid's y size.
-/// That the kernel maps either grid back to the right rows is shown by the TensorCore CPU and GPU tests (causal and
-/// variable-length cases run heads first, the others blocks first).</summary>
+/// <summary>The launch order of the tensor-core kernel. That the kernel writes every row under each order is shown by
+/// the TensorCore CPU and GPU tests (causal and variable-length cases run chunks of several heads, the others one).</summary>
 [TestFixture]
 public class TcBlockOrderTests
 {
-    [TestCase(32, 24, true, 24, 32, true)]
-    [TestCase(32, 24, false, 32, 24, false)]
-    [TestCase(70000, 2, true, 70000, 2, false)] // blocks over the y limit: blocks first
-    [TestCase(3, 70000, false, 70000, 3, true)] // heads over the y limit: heads first
-    [TestCase(TcBlockOrder.MaxGridY, 5, true, 5, TcBlockOrder.MaxGridY, true)]
-    public void GridFitsCudaLimits(int blocks, int heads, bool prefer, int x, int y, bool headsFirst)
+    [Test]
+    public void EveryBlockOfEveryHeadOnceLongestFirstInEachChunk()
     {
-        var g = TcBlockOrder.Grid2D(blocks, heads, prefer);
-        Assert.That((g.X, g.Y, g.HeadsFirst), Is.EqualTo((x, y, headsFirst)));
-        Assert.That(g.Y, Is.LessThanOrEqualTo(TcBlockOrder.MaxGridY));
+        foreach (int blocks in new[] { 1, 2, 7, 32 })
+        foreach (int heads in new[] { 1, 3, 24, 65 })
+        foreach (int chunk in new[] { 1, 2, 5, 24, 65 }.Where(c => c <= heads))
+        {
+            var seen = new bool[heads, blocks];
+            int lastChunk = -1, lastBlock = int.MaxValue;
+            for (int id = 0; id < blocks * heads; id++)
+            {
+                int h = TcBlockOrder.Place(id, blocks, heads, chunk, out int b);
+                Assert.That(h, Is.InRange(0, heads - 1), $"blocks {blocks} heads {heads} chunk {chunk} id {id}");
+                Assert.That(b, Is.InRange(0, blocks - 1));
+                Assert.That(seen[h, b], Is.False, $"({h}, {b}) twice");
+                seen[h, b] = true;
+                // Chunks in order; inside one, blocks never increase (the last query block, the longest, first).
+                int c = h / chunk;
+                Assert.That(c, Is.GreaterThanOrEqualTo(lastChunk));
+                if (c == lastChunk) Assert.That(b, Is.LessThanOrEqualTo(lastBlock));
+                (lastChunk, lastBlock) = (c, b);
+            }
+        }
+    }
+
+    [Test]
+    public void ChunkIsOneHeadForEqualWorkAndCoversTheSlotsOtherwise()
+    {
+        Assert.That(TcBlockOrder.ChunkFor(32, 64, unequalWork: false, slots: 264), Is.EqualTo(1));
+        Assert.That(TcBlockOrder.ChunkFor(32, 64, unequalWork: true, slots: 264), Is.EqualTo(33)); // ⌈4·264 / 32⌉
+        Assert.That(TcBlockOrder.ChunkFor(8, 256, unequalWork: true, slots: 264), Is.EqualTo(132));
+        Assert.That(TcBlockOrder.ChunkFor(64, 24, unequalWork: true, slots: 264), Is.EqualTo(17));
+        Assert.That(TcBlockOrder.ChunkFor(4, 3, unequalWork: true, slots: 264), Is.EqualTo(3)); // at most every head
+        Assert.That(TcBlockOrder.ChunkFor(10000, 3, unequalWork: true, slots: 2), Is.EqualTo(1));
     }
 }
