@@ -52,15 +52,13 @@ internal static class TcSoftmax
     internal const float LazyMax = 8f;
 
     /// <summary>
-    /// O·α for the warp's m-tiles (α of m-tile 1 unused when Mt = 1). With D ≥ 128 and two m-tiles per warp it is
-    /// skipped when no row of either changed its max: measured −11 % time for dense D = 128 (always multiplying: +8..14 %,
-    /// PERF-NOTES v6); for D = 64 and the 64-row mask/bias shapes the branch cost more than the multiplies it saves
-    /// (+6..16 %), so they always multiply (<see cref="TcTune.SkipRescale"/> skips there too, for A/B timing).
+    /// O·α for the warp's m-tiles (α of m-tile 1 unused when Mt = 1). Policies with <see cref="TcTune.SkipRescale"/> skip it
+    /// when no row of the warp changed its max; the others always multiply.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static OAcc2 Rescale<THd>(OAcc2 o, float a0, float b0, float a1, float b1) where THd : struct, ITcHeadDim
     {
-        bool skip = (THd.D >= 128 && THd.Mt > 1) || (THd.Tune & TcTune.SkipRescale) != 0;
+        bool skip = (THd.Tune & TcTune.SkipRescale) != 0;
         if (!skip || a0 != 1f || b0 != 1f || (THd.Mt > 1 && (a1 != 1f || b1 != 1f)))
         {
             o.A = Frag.Rescale<THd>(o.A, a0, b0);

@@ -81,9 +81,10 @@ public static class TcTune
     /// in, so the launcher sends them to Hd128R64 without it.</summary>
     public const int LateBits = 32;
 
-    /// <summary>Skip O·α when no row of the warp changed its max, for every shape (the plain policies skip only with D ≥ 128
-    /// and two m-tiles per warp; before the joint softmax step the branch cost D = 64 and the 64-row shapes +6..16 %,
-    /// PERF-NOTES v4). For A/B timing.</summary>
+    /// <summary>Skip O·α when no row of the warp changed its max (lazy rescale, see TcSoftmax.Rescale); otherwise every tile
+    /// multiplies. On for D = 128 on 128 rows (−11 %, PERF-NOTES v6), D = 64 on 128 rows (L16384 −2.3 %, L ≤ 4096 ±0.5 %)
+    /// and D = 128 on 64 rows with a mask or bias (maskbias −0.3..−2 %: H100 A/B, PERF-NOTES v10); before the joint softmax
+    /// step the branch had cost D = 64 and the 64-row shapes +6..16 % (v4), and the others were not measured again.</summary>
     public const int SkipRescale = 64;
 }
 
@@ -108,14 +109,15 @@ public readonly struct Tuned<THd, TBits> : ITcHeadDim where THd : struct, ITcHea
 }
 
 public readonly struct Hd32 : ITcHeadDim { public static int D => 32; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (32 + 8) * 2; public static int Mt => 2; public static int Tune => 0; }
-public readonly struct Hd64 : ITcHeadDim { public static int D => 64; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (64 + 8) * 2; public static int Mt => 2; public static int Tune => TcTune.SplitKv; }
+public readonly struct Hd64 : ITcHeadDim { public static int D => 64; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (64 + 8) * 2; public static int Mt => 2; public static int Tune => TcTune.SplitKv | TcTune.SkipRescale; }
 public readonly struct Hd96 : ITcHeadDim { public static int D => 96; public static int Bc => 64; public static bool QInRegs => false; public static int RowBytes => (96 + 8) * 2; public static int Mt => 2; public static int Tune => 0; }
-public readonly struct Hd128 : ITcHeadDim { public static int D => 128; public static int Bc => 64; public static bool QInRegs => false; public static int RowBytes => (128 + 8) * 2; public static int Mt => 2; public static int Tune => TcTune.SplitKv; }
+public readonly struct Hd128 : ITcHeadDim { public static int D => 128; public static int Bc => 64; public static bool QInRegs => false; public static int RowBytes => (128 + 8) * 2; public static int Mt => 2; public static int Tune => TcTune.SplitKv | TcTune.SkipRescale; }
 public readonly struct Hd192 : ITcHeadDim { public static int D => 192; public static int Bc => 64; public static bool QInRegs => false; public static int RowBytes => (192 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
 public readonly struct Hd256 : ITcHeadDim { public static int D => 256; public static int Bc => 32; public static bool QInRegs => false; public static int RowBytes => (256 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
-/// <summary>D = 128 with a mask or bias: 64 rows, Q in registers (the 128-row shape spills there), late mask bits
-/// (<see cref="TcTune.LateBits"/>; gathered keys run it without: <c>Tuned&lt;Hd128R64, NoTuneBits&gt;</c>).</summary>
-public readonly struct Hd128R64 : ITcHeadDim { public static int D => 128; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (128 + 8) * 2; public static int Mt => 1; public static int Tune => TcTune.LateBits; }
+/// <summary>D = 128 with a mask or bias: 64 rows, Q in registers (the 128-row shape spills there), late mask bits and the
+/// rescale skip (<see cref="TcTune.LateBits"/>, <see cref="TcTune.SkipRescale"/>; gathered keys run it without either:
+/// <c>Tuned&lt;Hd128R64, NoTuneBits&gt;</c>).</summary>
+public readonly struct Hd128R64 : ITcHeadDim { public static int D => 128; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (128 + 8) * 2; public static int Mt => 1; public static int Tune => TcTune.LateBits | TcTune.SkipRescale; }
 /// <summary>D = 128 with 32-key tiles (fewer score registers), for A/B timing (FLASHDMATTN_TC_BC=32). With a mask or
 /// bias it spilled 168 B and ran maskbias in 1.37 ms against 0.74 for Hd128R64 (PERF-NOTES v6).</summary>
 public readonly struct Hd128Bc32 : ITcHeadDim { public static int D => 128; public static int Bc => 32; public static bool QInRegs => false; public static int RowBytes => (128 + 8) * 2; public static int Mt => 2; public static int Tune => 0; }
