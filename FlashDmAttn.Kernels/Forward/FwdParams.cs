@@ -42,7 +42,4 @@ public struct FwdParams
 
     // Tile shape of the portable kernel.
     public int TileQ, TileK;
-
-    // Launch order of the tensor-core kernel (TensorCore/TcBlockOrder): query blocks walked in chunks of this many heads.
-    public int HeadChunk;
 }

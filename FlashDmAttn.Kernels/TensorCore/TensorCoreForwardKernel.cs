@@ -17,7 +17,7 @@ namespace FlashDmAttn.Kernels.TensorCore;
 /// One barrier per tile: after it, the tile is visible and the other buffer free for the next tile's cp.async. With a
 /// mask, the visibility of the next tile is computed first (from mask words loaded a tile earlier) and a tile
 /// invisible to every row (Group.BarrierOr) is skipped before its K, V or bias is read.
-/// Grid: ceil(max Lq / Br)·Batch·Heads groups in the order of <see cref="TcBlockOrder"/> (query blocks last-first);
+/// Grid: ceil(max Lq / Br) query blocks of Batch·Heads heads in the order of <see cref="TcBlockOrder"/> (last block first);
 /// group 128 threads, shared bytes
 /// <see cref="SharedBytes{THd}"/>.
 /// </summary>
@@ -107,7 +107,8 @@ public static class TensorCoreForwardKernel
         bool hasMask = TF.Mask && p.HasMask != 0;
         bool hasBias = TF.Bias && p.HasBias != 0;
 
-        int bh = TcBlockOrder.BatchHead(p, Rows, out int q0);
+        int bh = TcBlockOrder.BatchHead(Rows, out int q0);
+        if (bh >= p.Batch * p.Heads) return; // a short last chunk (uniform over the group)
         int b = bh / p.Heads, h = bh - b * p.Heads, hk = h / p.HeadGroup;
         var blk = BlockInfo.Create(p, seqInfo, b);
         // Query blocks in reverse order: with a causal band the longest rows start first, the short ones fill the tail.
@@ -387,7 +388,7 @@ public static class TensorCoreForwardKernel
         ulong oG = Ptx.GlobalAddr(ref o[0]);
         bool oVec = ((p.OStrideB | p.OStrideL | p.OStrideH) & 1) == 0 && (oG & 3ul) == 0;
         // The rows again from the thread index, in another form than rA0 (kept live across the loop, ptxas spilled it).
-        TcBlockOrder.BatchHead(p, Rows, out int qE);
+        TcBlockOrder.BatchHead(Rows, out int qE);
         int rE = qE + ((tid >> 5) << 4) * THd.Mt + ((tid & 31) >> 2);
         // The sequence bounds again too (seqInfo loads or parameters): kept live across the loop, ptxas spilled them.
         var blkE = BlockInfo.Create(p, seqInfo, b);

@@ -55,8 +55,8 @@ public static class TensorCoreLauncher
         bool bf16 = typeof(TCodec) == typeof(Bf16Codec);
         if (!bf16 && typeof(TCodec) != typeof(Fp16Codec)) return false;
         if (!AcceleratorOk(accelerator, SharedBytes(p.HeadDim))) return false;
-        // One-dimensional grid of Batch·Heads·blocks groups (blocks of at least 64 rows).
-        if ((long)((p.SeqQ + 63) / 64) * p.Batch * p.Heads > int.MaxValue) return false;
+        // The grid's y size is the query blocks (of at least 64 rows).
+        if ((p.SeqQ + 63) / 64 > TcBlockOrder.MaxGridYz) return false;
 
         var q = buffers.Q.Cast<ushort>();
         var k = buffers.K.Cast<ushort>();
@@ -102,9 +102,9 @@ public static class TensorCoreLauncher
     /// <summary>FLASHDMATTN_TC_BC=32: D = 128 without mask or bias uses 32-key tiles, for A/B timing.</summary>
     private static readonly bool Bc32 = Environment.GetEnvironmentVariable("FLASHDMATTN_TC_BC") == "32";
 
-    /// <summary>FLASHDMATTN_TC_CHUNK=N: heads per chunk of the launch order (<see cref="TcBlockOrder"/>) for every launch,
-    /// 1 = blocks first, "heads" = all heads in one chunk; for A/B timing (unset or 0: <see cref="TcBlockOrder.ChunkFor"/>).</summary>
-    private static readonly int Chunk = Environment.GetEnvironmentVariable("FLASHDMATTN_TC_CHUNK") is { } c
+    /// <summary>FLASHDMATTN_TC_CHUNK=N: about N heads per chunk of the launch order (<see cref="TcBlockOrder"/>) for every
+    /// launch, 1 = blocks first, "heads" = all heads in one chunk; for A/B timing (unset or 0: <see cref="TcBlockOrder.ChunkFor"/>).</summary>
+    private static readonly int ChunkHeads = Environment.GetEnvironmentVariable("FLASHDMATTN_TC_CHUNK") is { } c
         ? (c == "heads" ? -1 : int.TryParse(c, out int n) && n >= 0 ? n : 0) : 0;
 
     /// <summary>FLASHDMATTN_TC_GENERIC=1: one specialisation with every feature on (runtime checks), for A/B timing.</summary>
@@ -207,17 +207,17 @@ public static class TensorCoreLauncher
         int blocks = (p.SeqQ + rows - 1) / rows, heads = p.Batch * p.Heads;
         // Causal and variable-length problems give their groups unequal work: long blocks of several heads first.
         int slots = 2 * (acc is CudaAccelerator cuda ? cuda.NumMultiprocessors : 1);
-        p.HeadChunk = Chunk switch
+        int chunk = ChunkHeads switch
         {
             0 => TcBlockOrder.ChunkFor(blocks, heads, p.Causal != 0 || p.Varlen != 0, slots),
-            < 0 => Math.Max(heads, 1),
-            _ => Math.Min(Chunk, Math.Max(heads, 1)),
+            < 0 => heads,
+            _ => ChunkHeads,
         };
-        int gridX = blocks * heads;
+        var grid = TcBlockOrder.Grid3(blocks, heads, chunk);
         Interlocked.Increment(ref _launches);
-        if (gridX == 0) return;
+        if (grid.X == 0) return;
         var config = new KernelConfig(
-            new Index2D(gridX, 1), new Index2D(TensorCoreForwardKernel.Threads, 1),
+            new Index3D(grid.X, grid.Y, grid.Z), new Index3D(TensorCoreForwardKernel.Threads, 1, 1),
             SharedMemoryConfig.RequestDynamic<Chunk16>(shared / 16));
         kernel(config, buf.Q, buf.K, buf.V, buf.O, bias, mask, lse, seq, p);
     }
