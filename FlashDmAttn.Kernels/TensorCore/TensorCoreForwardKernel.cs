@@ -111,8 +111,7 @@ public static class TensorCoreForwardKernel
         if (bh >= p.Batch * p.Heads) return; // a short last chunk (uniform over the group)
         int b = bh / p.Heads, h = bh - b * p.Heads, hk = h / p.HeadGroup;
         var blk = BlockInfo.Create(p, seqInfo, b);
-        // Query blocks in reverse order: with a causal band the longest rows start first, the short ones fill the tail.
-        if (q0 >= blk.SeqQ) return; // uniform over the group
+        if (q0 >= blk.SeqQ) return; // past this batch entry's rows (variable lengths); uniform over the group
         int rows = blk.SeqQ - q0 < Rows ? blk.SeqQ - q0 : Rows;
 
         int rowBytes = THd.RowBytes;
@@ -387,7 +386,7 @@ public static class TensorCoreForwardKernel
         // Epilogue: row sums across the quad, normalise, write; empty rows give 0 and LSE −∞.
         ulong oG = Ptx.GlobalAddr(ref o[0]);
         bool oVec = ((p.OStrideB | p.OStrideL | p.OStrideH) & 1) == 0 && (oG & 3ul) == 0;
-        // The rows again from the thread index, in another form than rA0 (kept live across the loop, ptxas spilled it).
+        // The rows again from the grid and thread index, in another form than rA0 (kept live across the loop, ptxas spilled it).
         TcBlockOrder.BatchHead(Rows, out int qE);
         int rE = qE + ((tid >> 5) << 4) * THd.Mt + ((tid & 31) >> 2);
         // The sequence bounds again too (seqInfo loads or parameters): kept live across the loop, ptxas spilled them.

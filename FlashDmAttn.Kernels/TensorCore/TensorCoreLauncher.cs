@@ -205,7 +205,8 @@ public static class TensorCoreLauncher
 
         int rows = TensorCoreForwardKernel.RowsOf<THd>();
         int blocks = (p.SeqQ + rows - 1) / rows, heads = p.Batch * p.Heads;
-        // Causal and variable-length problems give their groups unequal work: long blocks of several heads first.
+        // Causal and variable-length problems give their groups unequal work: long blocks of several heads first. Resident
+        // groups: two per SM (the D ≤ 128 kernels' occupancy, set by their registers).
         int slots = 2 * (acc is CudaAccelerator cuda ? cuda.NumMultiprocessors : 1);
         int chunk = ChunkHeads switch
         {
