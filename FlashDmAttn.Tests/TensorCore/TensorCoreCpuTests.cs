@@ -54,6 +54,9 @@ public class TensorCoreCpuTests
             new("bf16", 1, 1, 1, 1, 1, 64),
             // Non-causal: query blocks first (TcBlockOrder), two blocks of 128 rows in each of three heads.
             new("bf16", 1, 140, 30, 3, 1, 32),
+            // Causal, 5 heads × 4 blocks of 64 rows: on the CPU accelerator (2 slots) chunks of 2, 2 and 1 heads, so the
+            // last chunk's second group of each block has no head and returns.
+            new("fp16", 1, 200, 210, 5, 1, 32, Causal: true, MaskShape: [0, 0, 0, 0]),
             new("fp16", 1, 5, 131, 1, 1, 32, Scale: 0.3f, BiasShape: [0, 0, 1, 0]),
             // A negative scale reverses the order of raw scores (sent to the scaled-scores specialisation).
             new("bf16", 1, 20, 70, 1, 1, 64, Scale: -0.2f, Causal: true),
