@@ -9,7 +9,7 @@ namespace FlashDmAttn.Kernels.TensorCore;
 /// y, then z, so the heads are walked in chunks, and inside a chunk level by level from the last query block (with a
 /// causal band it sees the most keys) to the first, each level over the chunk's heads. The indices come straight from
 /// the grid registers (ptxas recomputes them where it needs them instead of keeping them live: a one-dimensional grid
-/// with divisions here cost the D = 128 kernels 16–30 B more spills).
+/// with divisions here cost the D = 128 kernels 16–32 B more spill stores).
 /// <list type="bullet">
 /// <item>Chunks of one head (blocks first): the groups running at once share one or two heads' K/V in L2. Non-causal
 /// attention uses it: every group has the same work.</item>
@@ -42,8 +42,8 @@ public static class TcBlockOrder
     /// Host side: heads per chunk. One without a causal band or variable lengths (equal work). Otherwise enough heads that
     /// the last chunk's work covers the resident groups (<paramref name="slots"/>) about four times over its longest
     /// block's: chunk·blocks²/2 tile steps on <paramref name="slots"/> groups ≥ 2·blocks, so chunk ≥ 4·slots/blocks; no
-    /// more, so that the chunk's heads share L2 (every head in one chunk was 2–6 % slower at L = 1024 with 256–512 heads;
-    /// H100, PERF-NOTES v10).
+    /// more, so that the chunk's heads share L2 (at L = 1024 with 256–512 heads, every head in one chunk was 2–4 % slower
+    /// than one-head chunks and 6–7 % slower than these; H100, PERF-NOTES v10).
     /// </summary>
     public static int ChunkFor(int blocks, int heads, bool unequalWork, int slots)
         => !unequalWork || blocks <= 0 ? 1 : (int)Math.Clamp((4L * slots + blocks - 1) / blocks, 1, Math.Max(heads, 1));
