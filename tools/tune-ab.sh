@@ -2,7 +2,7 @@
 # A/B of variants chosen by an environment switch (VAR, default FLASHDMATTN_TC_TUNE=bits, see TcTune) on the GPU host,
 # alternating the values REPEAT times (run-to-run spread is 1-2 %), then the peers in the same call and a per-case
 # summary (median of the repeats). Usage (device run, carry .gpu): TUNES="0 8" REPEAT=3 bash tools/tune-ab.sh, or
-# VAR=FLASHDMATTN_TC_ORDER TUNES="blocks heads" ...; logs under $OUT.
+# VAR=FLASHDMATTN_TC_CHUNK TUNES="1 heads 0" ...; logs under $OUT.
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 C=${C:-"dense:B=16,H=16,L=1024,D=128,causal=0;dense:B=16,H=16,L=1024,D=128,causal=1;dense:B=4,H=16,L=4096,D=128,causal=0;dense:B=4,H=16,L=4096,D=128,causal=1;dense:B=1,H=16,L=16384,D=128,causal=0;dense:B=1,H=16,L=16384,D=128,causal=1;dense:B=4,H=32,L=4096,D=64,causal=0;dense:B=4,H=32,L=4096,D=64,causal=1"}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader

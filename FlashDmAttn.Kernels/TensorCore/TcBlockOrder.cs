@@ -5,8 +5,9 @@ using FlashDmAttn.Kernels.Forward;
 namespace FlashDmAttn.Kernels.TensorCore;
 
 /// <summary>
-/// Which (batch·head, query block) a group takes. The grid is (chunk, blocks, chunks): CUDA dispatches x fastest, then
-/// y, then z, so the heads are walked in chunks, and inside a chunk level by level from the last query block (with a
+/// Which (batch·head, query block) a group takes. The grid is (chunk, blocks, chunks). CUDA starts blocks x fastest,
+/// then y, then z (observed behaviour, which the measured gains rest on; not a documented guarantee), so the heads are
+/// walked in chunks, and inside a chunk level by level from the last query block (with a
 /// causal band it sees the most keys) to the first, each level over the chunk's heads. The indices come straight from
 /// the grid registers (ptxas recomputes them where it needs them instead of keeping them live: a one-dimensional grid
 /// with divisions here cost the D = 128 kernels 16–32 B more spill stores).

@@ -53,7 +53,7 @@ internal static class TcSoftmax
 
     /// <summary>
     /// O·α for the warp's m-tiles (α of m-tile 1 unused when Mt = 1). Policies with <see cref="TcTune.SkipRescale"/> skip it
-    /// when no row of the warp changed its max; the others always multiply.
+    /// in a lane whose rows (all its m-tiles') kept their max; the others always multiply.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static OAcc2 Rescale<THd>(OAcc2 o, float a0, float b0, float a1, float b1) where THd : struct, ITcHeadDim

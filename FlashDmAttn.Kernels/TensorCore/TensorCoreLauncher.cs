@@ -55,7 +55,8 @@ public static class TensorCoreLauncher
         bool bf16 = typeof(TCodec) == typeof(Bf16Codec);
         if (!bf16 && typeof(TCodec) != typeof(Fp16Codec)) return false;
         if (!AcceleratorOk(accelerator, SharedBytes(p.HeadDim))) return false;
-        // The grid's y size is the query blocks (of at least 64 rows).
+        // The grid's y size is the query blocks (of at least 64 rows): a query length over 65535·64 rows per sequence takes
+        // the portable kernel.
         if ((p.SeqQ + 63) / 64 > TcBlockOrder.MaxGridYz) return false;
 
         var q = buffers.Q.Cast<ushort>();

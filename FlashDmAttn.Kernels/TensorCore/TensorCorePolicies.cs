@@ -54,13 +54,15 @@ public interface ITcHeadDim
     static abstract int RowBytes { get; }
     /// <summary>m-tiles (16 rows each) per warp: 1 or 2.</summary>
     static abstract int Mt { get; }
-    /// <summary>Loop-shape switches for A/B timing (<see cref="TcTune"/> bits); the plain policies use 0.</summary>
+    /// <summary>Loop-shape switches (<see cref="TcTune"/> bits): each policy's are its measured best; <see cref="Tuned{THd, TBits}"/>
+    /// replaces them for A/B timing.</summary>
     static abstract int Tune { get; }
 }
 
 /// <summary>
-/// Bits of <see cref="ITcHeadDim.Tune"/>: loop-shape variants of the kernel, for A/B timing on the GPU. Variants that
-/// lost their A/B were removed (per-m-tile rescale branches, always rescaling, two barriers per tile: PERF-NOTES v6).
+/// Bits of <see cref="ITcHeadDim.Tune"/>: loop-shape variants of the kernel, chosen per policy by A/B timing on the GPU.
+/// Variants that lost their A/B were removed (per-m-tile rescale branches, two barriers per tile: PERF-NOTES v6); always
+/// rescaling is what a policy without <see cref="SkipRescale"/> does.
 /// </summary>
 public static class TcTune
 {
@@ -81,8 +83,8 @@ public static class TcTune
     /// in, so the launcher sends them to Hd128R64 without it.</summary>
     public const int LateBits = 32;
 
-    /// <summary>Skip O·α when no row of the warp changed its max (lazy rescale, see TcSoftmax.Rescale); otherwise every tile
-    /// multiplies. On for D = 128 on 128 rows (−11 %, PERF-NOTES v6), D = 64 on 128 rows (L16384 −2.3 %, L ≤ 4096 ±0.5 %)
+    /// <summary>Skip O·α in the lanes none of whose rows changed its max (lazy rescale, see TcSoftmax.Rescale; the test is per
+    /// lane, so lanes of a warp may diverge); otherwise every tile multiplies. On for D = 128 on 128 rows (−11 %, PERF-NOTES v6), D = 64 on 128 rows (L16384 −2.3 %, L ≤ 4096 ±0.5 %)
     /// and D = 128 on 64 rows with a mask or bias (maskbias −0.3..−2 %: H100 A/B, PERF-NOTES v10); before the joint softmax
     /// step the branch had cost D = 64 and the 64-row shapes +6..16 % (v4), and the others were not measured again.</summary>
     public const int SkipRescale = 64;

@@ -28,6 +28,7 @@ public class TcBlockOrderTests
             {
                 int h = TcBlockOrder.Place(x, y, z, dx, dy, rows, out int row0);
                 if (h >= heads) continue; // idle group of a short last chunk
+                Assert.That(h / dx, Is.EqualTo(z), "a chunk's heads are next to each other");
                 Assert.That(row0 % rows, Is.Zero);
                 int b = row0 / rows;
                 Assert.That(b, Is.InRange(0, blocks - 1));
@@ -41,13 +42,19 @@ public class TcBlockOrderTests
         }
     }
 
+    [TestCase(4, 24, 5, 5, 5)]      // 24 / 5 = 4.8 → 5 chunks of 5 heads (one idle group per block)
+    [TestCase(8, 256, 132, 128, 2)] // 1.94 → 2 chunks of 128
+    [TestCase(256, 8, 5, 4, 2)]     // 1.6 → 2 chunks of 4
+    [TestCase(64, 24, 17, 24, 1)]   // 1.41 → 1 chunk: every head
+    [TestCase(32, 64, 1, 1, 64)]    // one head per chunk: the query blocks of a head together
+    public void GridHonoursTheChunk(int blocks, int heads, int chunk, int size, int chunks)
+        => Assert.That(TcBlockOrder.Grid3(blocks, heads, chunk), Is.EqualTo((size, blocks, chunks)));
+
     [Test]
     public void GridStaysInsideCudaLimits()
     {
-        var (x, y, z) = TcBlockOrder.Grid3(3, 200_000, 1); // one head per chunk would need 200 000 chunks
-        Assert.That(z, Is.LessThanOrEqualTo(TcBlockOrder.MaxGridYz));
-        Assert.That((long)x * z, Is.GreaterThanOrEqualTo(200_000));
-        Assert.That(y, Is.EqualTo(3));
+        // One head per chunk would need 200 000 chunks: 65 535 at most, so ⌈200 000 / 65 535⌉ = 4 heads each.
+        Assert.That(TcBlockOrder.Grid3(3, 200_000, 1), Is.EqualTo((4, 3, 50_000)));
     }
 
     [Test]
