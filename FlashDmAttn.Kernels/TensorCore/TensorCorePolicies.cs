@@ -83,10 +83,11 @@ public static class TcTune
     /// in, so the launcher sends them to Hd128R64 without it.</summary>
     public const int LateBits = 32;
 
-    /// <summary>Skip O·α in the lanes none of whose rows changed its max (lazy rescale, see TcSoftmax.Rescale; the test is per
-    /// lane, so lanes of a warp may diverge); otherwise every tile multiplies. On for D = 128 on 128 rows (−11 %, PERF-NOTES v6), D = 64 on 128 rows (L16384 −2.3 %, L ≤ 4096 ±0.5 %)
-    /// and D = 128 on 64 rows with a mask or bias (maskbias −0.3..−2 %: H100 A/B, PERF-NOTES v10); before the joint softmax
-    /// step the branch had cost D = 64 and the 64-row shapes +6..16 % (v4), and the others were not measured again.</summary>
+    /// <summary>Skip O·α in the lanes none of whose rows changed its max (lazy rescale, see TcSoftmax.Rescale; the test is
+    /// per lane, so lanes of a warp may diverge); otherwise every tile multiplies. On for D = 128 on 128 rows (−11 %,
+    /// PERF-NOTES v6), D = 64 on 128 rows (L16384 −2.3 %, L ≤ 4096 ±0.5 %) and D = 128 on 64 rows with a mask or bias
+    /// (maskbias −0.3..−2 %: H100 A/B, PERF-NOTES v10); before the joint softmax step the branch had cost D = 64 and the
+    /// 64-row shapes +6..16 % (v4), and the others were not measured again.</summary>
     public const int SkipRescale = 64;
 }
 
