@@ -27,6 +27,11 @@ public static class TensorCoreLauncher
     /// <summary>Number of tensor-core launches so far (tests use it to prove the kernel ran).</summary>
     public static long LaunchCount => Interlocked.Read(ref _launches);
 
+    private static int _lastPerSm;
+
+    /// <summary>Groups per SM that the latest launch sized its launch order for (the benchmark prints it).</summary>
+    public static int LastResidentGroupsPerSm => Volatile.Read(ref _lastPerSm);
+
     /// <summary>Whether the tensor-core kernel has a specialization for this head dim.</summary>
     public static bool SupportsHeadDim(int headDim) => headDim is 32 or 64 or 96 or 128 or 192 or 256;
 
@@ -100,9 +105,6 @@ public static class TensorCoreLauncher
     private static readonly bool Rows64 = Environment.GetEnvironmentVariable("FLASHDMATTN_TC_ROWS") == "64";
     private static readonly bool Rows128 = Environment.GetEnvironmentVariable("FLASHDMATTN_TC_ROWS") == "128";
 
-    /// <summary>FLASHDMATTN_TC_BC=32: D = 128 without mask or bias uses 32-key tiles, for A/B timing.</summary>
-    private static readonly bool Bc32 = Environment.GetEnvironmentVariable("FLASHDMATTN_TC_BC") == "32";
-
     /// <summary>FLASHDMATTN_TC_CHUNK=N: about N heads per chunk of the launch order (<see cref="TcBlockOrder"/>) for every
     /// launch, 1 = blocks first, "heads" = all heads in one chunk; for A/B timing (unset or 0: <see cref="TcBlockOrder.ChunkFor"/>).</summary>
     private static readonly int ChunkHeads = Environment.GetEnvironmentVariable("FLASHDMATTN_TC_CHUNK") is { } c
@@ -122,9 +124,8 @@ public static class TensorCoreLauncher
             case 64: if (rows64) Tuning<TE, Hd64R64>(acc, p, buf); else Tuning<TE, Hd64>(acc, p, buf); break;
             case 96: if (rows64) Flags<TE, Hd96R64>(acc, p, buf); else Flags<TE, Hd96>(acc, p, buf); break;
             case 128:
-                if (rows64 && p.GatherKeys != 0) Tuning<TE, Tuned<Hd128R64, NoTuneBits>>(acc, p, buf);
+                if (rows64 && p.GatherKeys != 0) Tuning<TE, Hd128R64Gather>(acc, p, buf);
                 else if (rows64) Tuning<TE, Hd128R64>(acc, p, buf);
-                else if (Bc32) Flags<TE, Hd128Bc32>(acc, p, buf);
                 else Tuning<TE, Hd128>(acc, p, buf);
                 break;
             case 192: Flags<TE, Hd192>(acc, p, buf); break;
@@ -132,7 +133,7 @@ public static class TensorCoreLauncher
         }
     }
 
-    /// <summary>FLASHDMATTN_TC_TUNE=0, 8, 16, 32, 72 or 96: D = 64/128 run with exactly those <see cref="TcTune"/> bits instead of their
+    /// <summary>FLASHDMATTN_TC_TUNE=0, 8, 16, 32, 64, 72, 96, 200 or 224: D = 64/128 run with exactly those <see cref="TcTune"/> bits instead of their
     /// policy's, for A/B timing (unset: the policy's).</summary>
     private static readonly int TuneBits = int.TryParse(Environment.GetEnvironmentVariable("FLASHDMATTN_TC_TUNE"), out int t) ? t : -1;
 
@@ -147,6 +148,9 @@ public static class TensorCoreLauncher
             case TcTune.LateBits: Flags<TE, Tuned<THd, LateBitsBits>>(acc, p, buf); break;
             case TcTune.SplitKv | TcTune.SkipRescale: Flags<TE, Tuned<THd, SplitKvSkipBits>>(acc, p, buf); break;
             case TcTune.LateBits | TcTune.SkipRescale: Flags<TE, Tuned<THd, LateSkipBits>>(acc, p, buf); break;
+            case TcTune.SkipRescale: Flags<TE, Tuned<THd, SkipBits>>(acc, p, buf); break;
+            case TcTune.SplitKv | TcTune.SkipRescale | TcTune.QSmem: Flags<TE, Tuned<THd, Bits<SplitKvSkipBits, QSmemBits>>>(acc, p, buf); break;
+            case TcTune.LateBits | TcTune.SkipRescale | TcTune.QSmem: Flags<TE, Tuned<THd, Bits<LateSkipBits, QSmemBits>>>(acc, p, buf); break;
             default: Flags<TE, THd>(acc, p, buf); break;
         }
     }
@@ -188,14 +192,14 @@ public static class TensorCoreLauncher
     {
         var cache = KernelCache.For(acc);
         int shared = TensorCoreForwardKernel.SharedBytes<THd>(TF.Bias);
-        var kernel = cache.GetOrAdd(("tc-fwd", typeof(TE), typeof(THd), typeof(TF)), a =>
+        var (kernel, perSm) = cache.GetOrAdd(("tc-fwd", typeof(TE), typeof(THd), typeof(TF)), a =>
         {
             var launcher = a.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
                 ArrayView<ushort>, ArrayView<byte>, ArrayView<float>, ArrayView<int>, FwdParams>(
                 TensorCoreForwardKernel.Run<TE, THd, TF>, new KernelSpecialization(TensorCoreForwardKernel.Threads, 1));
             if (a is CudaAccelerator && shared > 48 * 1024)
                 AllowLargeSharedMemory((CudaKernel)launcher.GetKernel(), shared);
-            return launcher;
+            return Tuple.Create(launcher, ResidentGroupsPerSm(a, launcher.GetKernel(), shared));
         });
 
         ArrayView<byte> dummy = cache.Dummy.View;
@@ -206,9 +210,9 @@ public static class TensorCoreLauncher
 
         int rows = TensorCoreForwardKernel.RowsOf<THd>();
         int blocks = (p.SeqQ + rows - 1) / rows, heads = p.Batch * p.Heads;
-        // Causal and variable-length problems give their groups unequal work: long blocks of several heads first. Resident
-        // groups: two per SM (the D ≤ 128 kernels' occupancy, set by their registers).
-        int slots = 2 * (acc is CudaAccelerator cuda ? cuda.NumMultiprocessors : 1);
+        // Causal and variable-length problems give their groups unequal work: long blocks of several heads first, in
+        // chunks sized by the groups resident at once.
+        int slots = perSm * (acc is CudaAccelerator cuda ? cuda.NumMultiprocessors : 1);
         int chunk = ChunkHeads switch
         {
             0 => TcBlockOrder.ChunkFor(blocks, heads, p.Causal != 0 || p.Varlen != 0, slots),
@@ -216,12 +220,32 @@ public static class TensorCoreLauncher
             _ => ChunkHeads,
         };
         var grid = TcBlockOrder.Grid3(blocks, heads, chunk);
+        Volatile.Write(ref _lastPerSm, perSm);
         Interlocked.Increment(ref _launches);
         if (grid.X == 0) return;
         var config = new KernelConfig(
             new Index3D(grid.X, grid.Y, grid.Z), new Index3D(TensorCoreForwardKernel.Threads, 1, 1),
             SharedMemoryConfig.RequestDynamic<Chunk16>(shared / 16));
         kernel(config, buf.Q, buf.K, buf.V, buf.O, bias, mask, lse, seq, p);
+    }
+
+    /// <summary>
+    /// Groups of this kernel resident on one SM at once, from the driver's occupancy calculator (registers and shared
+    /// memory: 2 for the D ≤ 128 and D = 256 kernels on an H100, 1 for D = 192); 2 elsewhere (the CPU accelerator's tests
+    /// keep the launch order they were written for) or if the driver does not answer.
+    /// </summary>
+    private static int ResidentGroupsPerSm(Accelerator acc, Kernel kernel, int sharedBytes)
+    {
+        if (acc is not CudaAccelerator) return 2;
+        try
+        {
+            int n = acc.EstimateMaxActiveGroupsPerMultiprocessor(kernel, TensorCoreForwardKernel.Threads, sharedBytes);
+            return n > 0 ? n : 2;
+        }
+        catch (Exception)
+        {
+            return 2;
+        }
     }
 
     // ---------------- CUDA driver: opt-in dynamic shared memory above 48 KiB ----------------

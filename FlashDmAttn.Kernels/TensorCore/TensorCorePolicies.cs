@@ -1,3 +1,10 @@
+// The 64-row shapes (Rows64) of D ≤ 128 with their measured TcTune bits (PERF-NOTES v7, v9, v10): D = 64 bias scores as
+// one FFMA; D = 128 late mask bits and the rescale skip, and for gathered keys (perkey) neither (+2.9 % with late bits).
+global using Hd32R64 = FlashDmAttn.Kernels.TensorCore.Rows64<FlashDmAttn.Kernels.TensorCore.Hd32, FlashDmAttn.Kernels.TensorCore.NoTuneBits>;
+global using Hd64R64 = FlashDmAttn.Kernels.TensorCore.Rows64<FlashDmAttn.Kernels.TensorCore.Hd64, FlashDmAttn.Kernels.TensorCore.BiasFfmaBits>;
+global using Hd96R64 = FlashDmAttn.Kernels.TensorCore.Rows64<FlashDmAttn.Kernels.TensorCore.Hd96, FlashDmAttn.Kernels.TensorCore.NoTuneBits>;
+global using Hd128R64 = FlashDmAttn.Kernels.TensorCore.Rows64<FlashDmAttn.Kernels.TensorCore.Hd128, FlashDmAttn.Kernels.TensorCore.LateSkipBits>;
+global using Hd128R64Gather = FlashDmAttn.Kernels.TensorCore.Rows64<FlashDmAttn.Kernels.TensorCore.Hd128, FlashDmAttn.Kernels.TensorCore.NoTuneBits>;
 using System.Runtime.CompilerServices;
 using FlashDmAttn.Kernels.Numerics;
 
@@ -89,6 +96,10 @@ public static class TcTune
     /// (maskbias −0.3..−2 %: H100 A/B, PERF-NOTES v10); before the joint softmax step the branch had cost D = 64 and the
     /// 64-row shapes +6..16 % (v4), and the others were not measured again.</summary>
     public const int SkipRescale = 64;
+
+    /// <summary>A/B only (no policy has it): Q fragments re-read from shared memory by ldmatrix every tile in a shape that
+    /// keeps them in registers (32 registers fewer for D = 128 on 64 rows and for D = 64 on 128 rows).</summary>
+    public const int QSmem = 128;
 }
 
 /// <summary>Bits for <see cref="Tuned{THd, TBits}"/>.</summary>
@@ -99,13 +110,17 @@ public readonly struct BiasFfmaBits : ITuneBits { public static int V => TcTune.
 public readonly struct LateBitsBits : ITuneBits { public static int V => TcTune.LateBits; }
 public readonly struct SplitKvSkipBits : ITuneBits { public static int V => TcTune.SplitKv | TcTune.SkipRescale; }
 public readonly struct LateSkipBits : ITuneBits { public static int V => TcTune.LateBits | TcTune.SkipRescale; }
+public readonly struct SkipBits : ITuneBits { public static int V => TcTune.SkipRescale; }
+public readonly struct QSmemBits : ITuneBits { public static int V => TcTune.QSmem; }
+/// <summary>The bits of both.</summary>
+public readonly struct Bits<TA, TB> : ITuneBits where TA : struct, ITuneBits where TB : struct, ITuneBits { public static int V => TA.V | TB.V; }
 
 /// <summary>A head-dim policy with other <see cref="TcTune"/> bits (FLASHDMATTN_TC_TUNE), for A/B timing.</summary>
 public readonly struct Tuned<THd, TBits> : ITcHeadDim where THd : struct, ITcHeadDim where TBits : struct, ITuneBits
 {
     public static int D => THd.D;
     public static int Bc => THd.Bc;
-    public static bool QInRegs => THd.QInRegs;
+    public static bool QInRegs => THd.QInRegs && (TBits.V & TcTune.QSmem) == 0;
     public static int RowBytes => THd.RowBytes;
     public static int Mt => THd.Mt;
     public static int Tune => TBits.V;
@@ -117,19 +132,21 @@ public readonly struct Hd96 : ITcHeadDim { public static int D => 96; public sta
 public readonly struct Hd128 : ITcHeadDim { public static int D => 128; public static int Bc => 64; public static bool QInRegs => false; public static int RowBytes => (128 + 8) * 2; public static int Mt => 2; public static int Tune => TcTune.SplitKv | TcTune.SkipRescale; }
 public readonly struct Hd192 : ITcHeadDim { public static int D => 192; public static int Bc => 64; public static bool QInRegs => false; public static int RowBytes => (192 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
 public readonly struct Hd256 : ITcHeadDim { public static int D => 256; public static int Bc => 32; public static bool QInRegs => false; public static int RowBytes => (256 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
-/// <summary>D = 128 with a mask or bias: 64 rows, Q in registers (the 128-row shape spills there), late mask bits and the
-/// rescale skip (<see cref="TcTune.LateBits"/>, <see cref="TcTune.SkipRescale"/>; gathered keys run it without either:
-/// <c>Tuned&lt;Hd128R64, NoTuneBits&gt;</c>).</summary>
-public readonly struct Hd128R64 : ITcHeadDim { public static int D => 128; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (128 + 8) * 2; public static int Mt => 1; public static int Tune => TcTune.LateBits | TcTune.SkipRescale; }
-/// <summary>D = 128 with 32-key tiles (fewer score registers), for A/B timing (FLASHDMATTN_TC_BC=32). With a mask or
-/// bias it spilled 168 B and ran maskbias in 1.37 ms against 0.74 for Hd128R64 (PERF-NOTES v6).</summary>
-public readonly struct Hd128Bc32 : ITcHeadDim { public static int D => 128; public static int Bc => 32; public static bool QInRegs => false; public static int RowBytes => (128 + 8) * 2; public static int Mt => 2; public static int Tune => 0; }
-/// <summary>D = 32/64/96 with 64 rows per group: the shape for a mask or bias (at 128 rows those spilled 100–520 B).</summary>
-public readonly struct Hd32R64 : ITcHeadDim { public static int D => 32; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (32 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
-/// <inheritdoc cref="Hd32R64"/>
-public readonly struct Hd96R64 : ITcHeadDim { public static int D => 96; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (96 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
-/// <inheritdoc cref="Hd32R64"/>
-public readonly struct Hd64R64 : ITcHeadDim { public static int D => 64; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (64 + 8) * 2; public static int Mt => 1; public static int Tune => TcTune.BiasFfma; }
+
+/// <summary>
+/// A head dim's 64-row shape: one m-tile per warp, Q fragments in registers, and its own <see cref="TcTune"/> bits (the
+/// shapes' measured bits are named at the top of this file: Hd32R64 … Hd128R64). D ≤ 128 with a mask, bias or gathered
+/// keys runs it: there the 128-row shapes spilled 100–740 B and were slower (PERF-NOTES v2, v7).
+/// </summary>
+public readonly struct Rows64<THd, TBits> : ITcHeadDim where THd : struct, ITcHeadDim where TBits : struct, ITuneBits
+{
+    public static int D => THd.D;
+    public static int Bc => THd.Bc;
+    public static bool QInRegs => true;
+    public static int RowBytes => THd.RowBytes;
+    public static int Mt => 1;
+    public static int Tune => TBits.V;
+}
 
 /// <summary>A compile-time boolean (FlashAttention's static_switch): kernels specialise on these, branches fold away.</summary>
 public interface IStaticBool { static abstract bool V { get; } }
