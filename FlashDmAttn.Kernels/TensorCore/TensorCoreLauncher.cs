@@ -189,8 +189,20 @@ public static class TensorCoreLauncher
         else Launch<TE, THd, TcFlags<TC, TM, Off, Off>>(acc, p, buf);
     }
 
-    /// <summary>FLASHDMATTN_TC_STREAMK=0: no stream-K launches (<see cref="TcStreamK"/>), for A/B timing.</summary>
-    private static readonly bool StreamKOn = Environment.GetEnvironmentVariable("FLASHDMATTN_TC_STREAMK") != "0";
+    /// <summary>FLASHDMATTN_TC_STREAMK=1: stream-K launches (<see cref="TcStreamK"/>) where they shorten the launch. Off by
+    /// default until timed on the GPU (PERF-NOTES v11).</summary>
+    private static readonly bool StreamKEnv = Environment.GetEnvironmentVariable("FLASHDMATTN_TC_STREAMK") == "1";
+
+    private static readonly AsyncLocal<bool> ForceStreamK = new();
+
+    /// <summary>Test hook: stream-K launches on (as FLASHDMATTN_TC_STREAMK=1) in the current async flow.</summary>
+    public static bool StreamKForTests
+    {
+        get => ForceStreamK.Value;
+        set => ForceStreamK.Value = value;
+    }
+
+    private static bool StreamKOn => StreamKEnv || ForceStreamK.Value;
 
     private static long _streamKLaunches;
 

@@ -115,10 +115,54 @@ public class TcStreamKTests
     }
 
     [TestCaseSource(nameof(Cases))]
-    public void MatchesReference(AttentionCase c)
+    public void MatchesReference(AttentionCase c) => RunStreamK(Cpu, c);
+
+    /// <summary>Runs a case with stream-K launches on and checks that one happened.</summary>
+    internal static void RunStreamK(AttentionBackend backend, AttentionCase c)
     {
-        long before = TensorCoreLauncher.StreamKLaunchCount;
-        TensorCoreRunner.Run(Cpu, c);
-        Assert.That(TensorCoreLauncher.StreamKLaunchCount, Is.GreaterThan(before), $"{c}: no stream-K launch");
+        bool old = TensorCoreLauncher.StreamKForTests;
+        TensorCoreLauncher.StreamKForTests = true;
+        try
+        {
+            long before = TensorCoreLauncher.StreamKLaunchCount;
+            TensorCoreRunner.Run(backend, c);
+            Assert.That(TensorCoreLauncher.StreamKLaunchCount, Is.GreaterThan(before), $"{c}: no stream-K launch");
+        }
+        finally
+        {
+            TensorCoreLauncher.StreamKForTests = old;
+        }
     }
+}
+
+/// <summary>Stream-K on the GPU: every head dim with more blocks than the resident groups (264 or 132 on an H100) and a
+/// partly empty last wave, ragged lengths, GQA, softcap.</summary>
+[TestFixture, Category("GPU")]
+public class TcStreamKGpuTests
+{
+    [SetUp]
+    public void RequireCuda()
+    {
+        if (!FlashDmAttention.CudaAvailable) Assert.Ignore("no CUDA device");
+    }
+
+    public static IEnumerable<TestCaseData> Cases()
+    {
+        // About 300 blocks (many heads, short sequences: the float64 reference stays fast) on 264 or 132 groups.
+        AttentionCase[] cases =
+        [
+            new("bf16", 4, 128, 150, 75, 25, 32),
+            new("fp16", 3, 100, 200, 100, 25, 64),
+            new("bf16", 2, 128, 100, 150, 150, 96),
+            new("fp16", 4, 128, 130, 75, 15, 128),
+            new("bf16", 3, 120, 190, 100, 100, 128, Softcap: 20f),
+            new("bf16", 2, 128, 100, 75, 25, 192),
+            new("fp16", 2, 64, 70, 150, 150, 256, Softcap: 10f),
+        ];
+        foreach (var c in cases)
+            yield return new TestCaseData(c).SetName($"TensorCoreGpu stream-K {c}");
+    }
+
+    [TestCaseSource(nameof(Cases))]
+    public void MatchesReference(AttentionCase c) => TcStreamKTests.RunStreamK(FlashDmAttention.Auto("cuda"), c);
 }
