@@ -17,7 +17,8 @@ public readonly record struct TcSplitPlan(int Dp, int Workers, int PerWorker);
 /// worker group, so every group ends at about the same time (CUTLASS's data-parallel + stream-K hybrid). A run is at
 /// least T tiles long, so a block is split between at most two workers: each piece writes its unnormalised O, row max
 /// and row sums to a slot of the work buffer, and the second to arrive (an atomic counter per slot) merges both and
-/// writes the output. Nobody waits for anybody, so no co-residency is assumed.
+/// writes the output. Nobody waits for anybody, so no co-residency is assumed. Off by default (FLASHDMATTN_TC_STREAMK=1
+/// turns it on) until it is timed on the GPU: PERF-NOTES v11.
 /// Work buffer (int words, passed as the kernel's seqInfo, which these launches do not use): S counters (zero between
 /// launches: the merging group resets its own), then per slot two pieces of Threads × <see cref="WordsPerThread{THd}"/>
 /// words, word i of thread t at i·Threads + t.
