@@ -214,7 +214,7 @@ public static class TensorCoreLauncher
     private static bool TryStreamK<TE, THd, TCap>(Accelerator acc, FwdParams p, in TcBuffers buf)
         where TE : struct, ITcElem where THd : struct, ITcHeadDim where TCap : struct, IStaticBool
     {
-        int perSm = acc is CudaAccelerator ? Load<TE, THd, TcFlags<Off, Off, Off, TCap>>(acc).PerSm : ResidentGroupsPerSm(acc, null!, 0);
+        int perSm = acc is CudaAccelerator ? Load<TE, THd, TcFlags<Off, Off, Off, TCap>>(acc).PerSm : DefaultGroupsPerSm;
         int rows = TensorCoreForwardKernel.RowsOf<THd>();
         long groups = (long)((p.SeqQ + rows - 1) / rows) * p.Batch * p.Heads;
         int tiles = (p.SeqK + THd.Bc - 1) / THd.Bc;
@@ -300,17 +300,20 @@ public static class TensorCoreLauncher
     /// </summary>
     private static int ResidentGroupsPerSm(Accelerator acc, Kernel kernel, int sharedBytes)
     {
-        if (acc is not CudaAccelerator) return 2;
+        if (acc is not CudaAccelerator) return DefaultGroupsPerSm;
         try
         {
             int n = acc.EstimateMaxActiveGroupsPerMultiprocessor(kernel, TensorCoreForwardKernel.Threads, sharedBytes);
-            return n > 0 ? n : 2;
+            return n > 0 ? n : DefaultGroupsPerSm;
         }
         catch (Exception)
         {
-            return 2;
+            return DefaultGroupsPerSm;
         }
     }
+
+    /// <summary>Resident groups per SM where the driver does not say (the D ≤ 128 kernels' occupancy on an H100).</summary>
+    private const int DefaultGroupsPerSm = 2;
 
     // ---------------- CUDA driver: opt-in dynamic shared memory above 48 KiB ----------------
     private const int FuncAttributeMaxDynamicSharedSizeBytes = 8;
