@@ -89,26 +89,22 @@ public class TcStreamKTests
     private static AttentionBackend Cpu => FlashDmAttention.Auto("cpu");
 
     /// <summary>
-    /// Cases with a partly empty last wave on the CPU accelerator's 2 slots (dtype, B, Lq, Lk, H, Hk, D): head dims with
-    /// one and two m-tiles per warp, Q in registers or re-read, 32- and 64-key tiles, ragged last tiles, GQA, softcap and a
-    /// negative scale (the scaled-scores specialisation), blocks split into a head and a tail piece.
+    /// Cases with a partly empty last wave on the CPU accelerator's 2 slots (dtype, B, Lq, Lk, H, Hk, D), a covering set
+    /// kept to three (each compiles its own stream-K kernel: ~6 min apiece in CI's Debug build): two m-tiles per warp with
+    /// Q in registers, one m-tile with Q re-read, 64- and 32-key tiles, ragged rows and last tiles, GQA, softcap, a
+    /// negative scale (the scaled-scores specialisation), strided tensors; blocks split into a head and a tail piece, with
+    /// and without whole waves before the workers. D = 64 and 128 ran too (PERF-NOTES v11) and run on the GPU.
     /// </summary>
     public static IEnumerable<TestCaseData> Cases()
     {
         AttentionCase[] cases =
         [
-            // 5 blocks of 3 tiles: 2 whole, then runs of 5 steps: block 3 split 2 + 1.
+            // 5 blocks (128 rows) of 3 tiles: 2 whole, then runs of 5 steps: block 3 split 2 + 1.
             new("bf16", 1, 100, 150, 5, 1, 32),
-            // 9 blocks (64 rows) of 4 tiles, softcap, GQA: 6 whole, then runs of 6: block 7 split 2 + 2.
+            // 9 blocks (64 rows, the last ragged) of 4 tiles, softcap, GQA: 6 whole, then runs of 6: block 7 split 2 + 2.
             new("fp16", 1, 130, 200, 3, 1, 192, Softcap: 3f),
-            // 5 blocks of 5 tiles (D = 64: split K/V copies, rescale skip): runs of 8, block 3 split 3 + 2.
-            new("bf16", 1, 128, 300, 5, 5, 64),
-            // 3 blocks of 3 tiles (Q re-read from shared memory), no whole waves: runs of 5, block 1 split 2 + 1.
-            new("fp16", 1, 60, 130, 3, 1, 128),
-            // D = 256 (32-key tiles): 3 blocks of 4 tiles, negative scale.
-            new("bf16", 1, 50, 100, 3, 3, 256, Scale: -0.15f),
-            // Strided q/k/v/o (a larger buffer, every other row), GQA.
-            new("fp16", 1, 64, 190, 5, 1, 64, Strided: true),
+            // D = 256 (32-key tiles): 3 blocks of 4 tiles, no whole waves, negative scale, strided q/k/v/o.
+            new("bf16", 1, 50, 100, 3, 3, 256, Scale: -0.15f, Strided: true),
         ];
         foreach (var c in cases)
             yield return new TestCaseData(c).SetName($"TensorCore stream-K {c}");
