@@ -95,30 +95,6 @@ public static class TensorCoreForwardKernel
         where THd : struct, ITcHeadDim
         where TF : struct, ITcFlags
     {
-        if (TF.StreamK)
-        {
-            TcStreamK.Run<TE, THd, TF>(q, k, v, o, bias, mask, lse, seqInfo, p);
-            return;
-        }
-        int bh = TcBlockOrder.BatchHead(64 * THd.Mt, out int q0);
-        if (bh >= p.Batch * p.Heads) return; // a short last chunk (uniform over the group)
-        Block<TE, THd, TF>(q, k, v, o, bias, mask, lse, seqInfo, p, bh, q0, 0, 0, -1, 0);
-    }
-
-    /// <summary>
-    /// One group's work on query block <paramref name="q0"/> of (batch·head) <paramref name="bh"/>: all its key tiles, or in a
-    /// stream-K launch tiles [<paramref name="t0"/>, <paramref name="t1"/>); a piece of a block (<paramref name="slot"/> ≥ 0)
-    /// is merged with the block's other piece before the output is written (<see cref="TcStreamK.Fixup{THd}"/>).
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void Block<TE, THd, TF>(
-        ArrayView<ushort> q, ArrayView<ushort> k, ArrayView<ushort> v, ArrayView<ushort> o,
-        ArrayView<ushort> bias, ArrayView<byte> mask, ArrayView<float> lse, ArrayView<int> seqInfo,
-        FwdParams p, int bh, int q0, int t0, int t1, int slot, int half)
-        where TE : struct, ITcElem
-        where THd : struct, ITcHeadDim
-        where TF : struct, ITcFlags
-    {
         var smem = SharedMemory.GetDynamic<Chunk16>();
         uint sBase = Ptx.SharedAddr(ref smem[0]);
         int tid = Group.IdxX;
@@ -131,6 +107,8 @@ public static class TensorCoreForwardKernel
         bool hasMask = TF.Mask && p.HasMask != 0;
         bool hasBias = TF.Bias && p.HasBias != 0;
 
+        int bh = TcBlockOrder.BatchHead(Rows, out int q0);
+        if (bh >= p.Batch * p.Heads) return; // a short last chunk (uniform over the group)
         int b = bh / p.Heads, h = bh - b * p.Heads, hk = h / p.HeadGroup;
         var blk = BlockInfo.Create(p, seqInfo, b);
         if (q0 >= blk.SeqQ) return; // past this batch entry's rows (variable lengths); uniform over the group
@@ -203,7 +181,6 @@ public static class TensorCoreForwardKernel
             fullEnd = BlockInfo.SlotsBelow(p, seqInfo, gRow, kEnd, fullEnd);
         }
         int nTiles = (kEnd + THd.Bc - 1) / THd.Bc;
-        if (TF.StreamK && t1 < nTiles) nTiles = t1;
         lm = Limits<THd>(lm, p, blk, seqInfo, gRow, kEnd, causal, hasMask, gather);
 
         // Mask look-ahead by 16- or 8-byte words (64- or 32-key tiles, aligned rows, no gathered keys): the words of the
@@ -225,7 +202,7 @@ public static class TensorCoreForwardKernel
         bool gatherFast = TF.Mask && p.GatherKeys != 0 && p.Paged == 0 && 32 % cpr == 0;
 
         // First visible tile (without a mask every tile below nTiles has a visible element).
-        int cur = TF.StreamK ? t0 : 0;
+        int cur = 0;
         U2 curBits = default;
         if (hasMask)
         {
@@ -405,17 +382,12 @@ public static class TensorCoreForwardKernel
             buf ^= 1;
         }
         Ptx.CpAsyncWait(0);
-        // A piece of a block: the group that finishes second merges both pieces and writes the block.
-        if (TF.StreamK && slot >= 0 && !TcStreamK.Fixup<THd>(seqInfo, p, slot, half, tid, ref acc, ref st0, ref st1))
-            return;
 
         // Epilogue: row sums across the quad, normalise, write; empty rows give 0 and LSE −∞.
         ulong oG = Ptx.GlobalAddr(ref o[0]);
         bool oVec = ((p.OStrideB | p.OStrideL | p.OStrideH) & 1) == 0 && (oG & 3ul) == 0;
         // The rows again from the grid and thread index, in another form than rA0 (kept live across the loop, ptxas spilled it).
-        int qE;
-        if (TF.StreamK) qE = q0;
-        else TcBlockOrder.BatchHead(Rows, out qE);
+        TcBlockOrder.BatchHead(Rows, out int qE);
         int rE = qE + ((tid >> 5) << 4) * THd.Mt + ((tid & 31) >> 2);
         // The sequence bounds again too (seqInfo loads or parameters): kept live across the loop, ptxas spilled them.
         var blkE = BlockInfo.Create(p, seqInfo, b);

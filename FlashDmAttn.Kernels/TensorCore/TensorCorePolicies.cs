@@ -160,8 +160,6 @@ public interface ITcFlags
     static abstract bool Mask { get; }
     static abstract bool Bias { get; }
     static abstract bool Softcap { get; }
-    /// <summary>Stream-K launch (<see cref="TcStreamK"/>): the last waves' key tiles spread evenly over the resident groups.</summary>
-    static abstract bool StreamK { get; }
 }
 
 public readonly struct TcFlags<TCausal, TMask, TBias, TCap> : ITcFlags
@@ -172,16 +170,4 @@ public readonly struct TcFlags<TCausal, TMask, TBias, TCap> : ITcFlags
     public static bool Mask => TMask.V;
     public static bool Bias => TBias.V;
     public static bool Softcap => TCap.V;
-    public static bool StreamK => false;
-}
-
-/// <summary>The stream-K specialisation: no causal band, mask or bias (every block has the same work); softcap as
-/// <typeparamref name="TCap"/>.</summary>
-public readonly struct TcStreamKFlags<TCap> : ITcFlags where TCap : struct, IStaticBool
-{
-    public static bool Causal => false;
-    public static bool Mask => false;
-    public static bool Bias => false;
-    public static bool Softcap => TCap.V;
-    public static bool StreamK => true;
 }
