@@ -146,11 +146,11 @@ public static class TensorCoreLauncher
             case TcTune.SplitKv: Flags<TE, Tuned<THd, SplitKvBits>>(acc, p, buf); break;
             case TcTune.BiasFfma: Flags<TE, Tuned<THd, BiasFfmaBits>>(acc, p, buf); break;
             case TcTune.LateBits: Flags<TE, Tuned<THd, LateBitsBits>>(acc, p, buf); break;
-            case TcTune.SplitKv | TcTune.SkipRescale: Flags<TE, Tuned<THd, SplitKvSkipBits>>(acc, p, buf); break;
-            case TcTune.LateBits | TcTune.SkipRescale: Flags<TE, Tuned<THd, LateSkipBits>>(acc, p, buf); break;
+            case TcTune.SplitKv | TcTune.SkipRescale: Flags<TE, Tuned<THd, Bits<SplitKvBits, SkipBits>>>(acc, p, buf); break;
+            case TcTune.LateBits | TcTune.SkipRescale: Flags<TE, Tuned<THd, Bits<LateBitsBits, SkipBits>>>(acc, p, buf); break;
             case TcTune.SkipRescale: Flags<TE, Tuned<THd, SkipBits>>(acc, p, buf); break;
-            case TcTune.SplitKv | TcTune.SkipRescale | TcTune.QSmem: Flags<TE, Tuned<THd, Bits<SplitKvSkipBits, QSmemBits>>>(acc, p, buf); break;
-            case TcTune.LateBits | TcTune.SkipRescale | TcTune.QSmem: Flags<TE, Tuned<THd, Bits<LateSkipBits, QSmemBits>>>(acc, p, buf); break;
+            case TcTune.SplitKv | TcTune.SkipRescale | TcTune.QSmem: Flags<TE, Tuned<THd, Bits<Bits<SplitKvBits, SkipBits>, QSmemBits>>>(acc, p, buf); break;
+            case TcTune.LateBits | TcTune.SkipRescale | TcTune.QSmem: Flags<TE, Tuned<THd, Bits<Bits<LateBitsBits, SkipBits>, QSmemBits>>>(acc, p, buf); break;
             default: Flags<TE, THd>(acc, p, buf); break;
         }
     }
@@ -231,8 +231,8 @@ public static class TensorCoreLauncher
 
     /// <summary>
     /// Groups of this kernel resident on one SM at once, from the driver's occupancy calculator (registers and shared
-    /// memory: 2 for the D ≤ 128 and D = 256 kernels on an H100, 1 for D = 192); 2 elsewhere (the CPU accelerator's tests
-    /// keep the launch order they were written for) or if the driver does not answer.
+    /// memory: 2 measured for D = 128 on an H100; D = 192's shared memory should allow 1, not measured); 2 elsewhere (the
+    /// CPU accelerator's tests keep the launch order they were written for) or if the driver does not answer.
     /// </summary>
     private static int ResidentGroupsPerSm(Accelerator acc, Kernel kernel, int sharedBytes)
     {

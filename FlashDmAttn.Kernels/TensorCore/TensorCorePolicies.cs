@@ -3,7 +3,8 @@
 global using Hd32R64 = FlashDmAttn.Kernels.TensorCore.Rows64<FlashDmAttn.Kernels.TensorCore.Hd32, FlashDmAttn.Kernels.TensorCore.NoTuneBits>;
 global using Hd64R64 = FlashDmAttn.Kernels.TensorCore.Rows64<FlashDmAttn.Kernels.TensorCore.Hd64, FlashDmAttn.Kernels.TensorCore.BiasFfmaBits>;
 global using Hd96R64 = FlashDmAttn.Kernels.TensorCore.Rows64<FlashDmAttn.Kernels.TensorCore.Hd96, FlashDmAttn.Kernels.TensorCore.NoTuneBits>;
-global using Hd128R64 = FlashDmAttn.Kernels.TensorCore.Rows64<FlashDmAttn.Kernels.TensorCore.Hd128, FlashDmAttn.Kernels.TensorCore.LateSkipBits>;
+global using Hd128R64 = FlashDmAttn.Kernels.TensorCore.Rows64<FlashDmAttn.Kernels.TensorCore.Hd128,
+    FlashDmAttn.Kernels.TensorCore.Bits<FlashDmAttn.Kernels.TensorCore.LateBitsBits, FlashDmAttn.Kernels.TensorCore.SkipBits>>;
 global using Hd128R64Gather = FlashDmAttn.Kernels.TensorCore.Rows64<FlashDmAttn.Kernels.TensorCore.Hd128, FlashDmAttn.Kernels.TensorCore.NoTuneBits>;
 using System.Runtime.CompilerServices;
 using FlashDmAttn.Kernels.Numerics;
@@ -108,11 +109,9 @@ public readonly struct SplitKvBits : ITuneBits { public static int V => TcTune.S
 public readonly struct NoTuneBits : ITuneBits { public static int V => 0; }
 public readonly struct BiasFfmaBits : ITuneBits { public static int V => TcTune.BiasFfma; }
 public readonly struct LateBitsBits : ITuneBits { public static int V => TcTune.LateBits; }
-public readonly struct SplitKvSkipBits : ITuneBits { public static int V => TcTune.SplitKv | TcTune.SkipRescale; }
-public readonly struct LateSkipBits : ITuneBits { public static int V => TcTune.LateBits | TcTune.SkipRescale; }
 public readonly struct SkipBits : ITuneBits { public static int V => TcTune.SkipRescale; }
 public readonly struct QSmemBits : ITuneBits { public static int V => TcTune.QSmem; }
-/// <summary>The bits of both.</summary>
+/// <summary>The bits of both (combinations are written with this, not as structs of their own).</summary>
 public readonly struct Bits<TA, TB> : ITuneBits where TA : struct, ITuneBits where TB : struct, ITuneBits { public static int V => TA.V | TB.V; }
 
 /// <summary>A head-dim policy with other <see cref="TcTune"/> bits (FLASHDMATTN_TC_TUNE), for A/B timing.</summary>
