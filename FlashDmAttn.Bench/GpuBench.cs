@@ -108,7 +108,7 @@ public static class GpuBench
             double idleMs = hostTimes[hostTimes.Count / 2];
             double flops = 4.0 * B * H * L * (double)L * D * (causal ? 0.5 : 1.0);
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"FlashDmAttn|{caseString}|ms={ms:F4}|tflops={flops / ms / 1e9:F1}|idle_start_ms={idleMs:F4}|kernel={ForwardLauncher.Describe(acc, D)}|groups_per_sm={FlashDmAttn.Kernels.TensorCore.TensorCoreLauncher.LastResidentGroupsPerSm}"));
+                $"FlashDmAttn|{caseString}|ms={ms:F4}|tflops={flops / ms / 1e9:F1}|idle_start_ms={idleMs:F4}|kernel={ForwardLauncher.Describe(acc, D)}|groups_per_sm={FlashDmAttn.Kernels.TensorCore.TensorCoreLauncher.LastResidentGroupsPerSm}|streamk_launches={FlashDmAttn.Kernels.TensorCore.TensorCoreLauncher.StreamKLaunchCount}"));
         }
         finally
         {

@@ -42,4 +42,8 @@ public struct FwdParams
 
     // Tile shape of the portable kernel.
     public int TileQ, TileK;
+
+    // Stream-K launches of the tensor-core kernel (TensorCore/TcStreamK): the whole blocks before the workers, the key
+    // tiles of a block, the tiles each worker walks.
+    public int SplitDp, SplitTiles, SplitPerWorker;
 }

@@ -691,4 +691,121 @@ internal static class Frag
         if (THd.Bc > 56) bits |= ((w.A7 & 0xFFu) != 0 ? 268435456u : 0u) | ((w.A7 & 0xFF00u) != 0 ? 536870912u : 0u) | ((w.B7 & 0xFFu) != 0 ? 1073741824u : 0u) | ((w.B7 & 0xFF00u) != 0 ? 2147483648u : 0u);
         return bits;
     }
+
+    /// <summary>Stream-K partials: this thread's O accumulators as 32-bit words at work[at + i·stride], i = 0 … D/2 − 1.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void SaveO<THd>(OAcc o, ArrayView<int> work, long at, int stride) where THd : struct, ITcHeadDim
+    {
+        if (THd.D > 0) { work[at + 0 * stride] = (int)Interop.FloatAsInt(o.O0.X); work[at + 1 * stride] = (int)Interop.FloatAsInt(o.O0.Y); work[at + 2 * stride] = (int)Interop.FloatAsInt(o.O0.Z); work[at + 3 * stride] = (int)Interop.FloatAsInt(o.O0.W); }
+        if (THd.D > 8) { work[at + 4 * stride] = (int)Interop.FloatAsInt(o.O1.X); work[at + 5 * stride] = (int)Interop.FloatAsInt(o.O1.Y); work[at + 6 * stride] = (int)Interop.FloatAsInt(o.O1.Z); work[at + 7 * stride] = (int)Interop.FloatAsInt(o.O1.W); }
+        if (THd.D > 16) { work[at + 8 * stride] = (int)Interop.FloatAsInt(o.O2.X); work[at + 9 * stride] = (int)Interop.FloatAsInt(o.O2.Y); work[at + 10 * stride] = (int)Interop.FloatAsInt(o.O2.Z); work[at + 11 * stride] = (int)Interop.FloatAsInt(o.O2.W); }
+        if (THd.D > 24) { work[at + 12 * stride] = (int)Interop.FloatAsInt(o.O3.X); work[at + 13 * stride] = (int)Interop.FloatAsInt(o.O3.Y); work[at + 14 * stride] = (int)Interop.FloatAsInt(o.O3.Z); work[at + 15 * stride] = (int)Interop.FloatAsInt(o.O3.W); }
+        if (THd.D > 32) { work[at + 16 * stride] = (int)Interop.FloatAsInt(o.O4.X); work[at + 17 * stride] = (int)Interop.FloatAsInt(o.O4.Y); work[at + 18 * stride] = (int)Interop.FloatAsInt(o.O4.Z); work[at + 19 * stride] = (int)Interop.FloatAsInt(o.O4.W); }
+        if (THd.D > 40) { work[at + 20 * stride] = (int)Interop.FloatAsInt(o.O5.X); work[at + 21 * stride] = (int)Interop.FloatAsInt(o.O5.Y); work[at + 22 * stride] = (int)Interop.FloatAsInt(o.O5.Z); work[at + 23 * stride] = (int)Interop.FloatAsInt(o.O5.W); }
+        if (THd.D > 48) { work[at + 24 * stride] = (int)Interop.FloatAsInt(o.O6.X); work[at + 25 * stride] = (int)Interop.FloatAsInt(o.O6.Y); work[at + 26 * stride] = (int)Interop.FloatAsInt(o.O6.Z); work[at + 27 * stride] = (int)Interop.FloatAsInt(o.O6.W); }
+        if (THd.D > 56) { work[at + 28 * stride] = (int)Interop.FloatAsInt(o.O7.X); work[at + 29 * stride] = (int)Interop.FloatAsInt(o.O7.Y); work[at + 30 * stride] = (int)Interop.FloatAsInt(o.O7.Z); work[at + 31 * stride] = (int)Interop.FloatAsInt(o.O7.W); }
+        if (THd.D > 64) { work[at + 32 * stride] = (int)Interop.FloatAsInt(o.O8.X); work[at + 33 * stride] = (int)Interop.FloatAsInt(o.O8.Y); work[at + 34 * stride] = (int)Interop.FloatAsInt(o.O8.Z); work[at + 35 * stride] = (int)Interop.FloatAsInt(o.O8.W); }
+        if (THd.D > 72) { work[at + 36 * stride] = (int)Interop.FloatAsInt(o.O9.X); work[at + 37 * stride] = (int)Interop.FloatAsInt(o.O9.Y); work[at + 38 * stride] = (int)Interop.FloatAsInt(o.O9.Z); work[at + 39 * stride] = (int)Interop.FloatAsInt(o.O9.W); }
+        if (THd.D > 80) { work[at + 40 * stride] = (int)Interop.FloatAsInt(o.O10.X); work[at + 41 * stride] = (int)Interop.FloatAsInt(o.O10.Y); work[at + 42 * stride] = (int)Interop.FloatAsInt(o.O10.Z); work[at + 43 * stride] = (int)Interop.FloatAsInt(o.O10.W); }
+        if (THd.D > 88) { work[at + 44 * stride] = (int)Interop.FloatAsInt(o.O11.X); work[at + 45 * stride] = (int)Interop.FloatAsInt(o.O11.Y); work[at + 46 * stride] = (int)Interop.FloatAsInt(o.O11.Z); work[at + 47 * stride] = (int)Interop.FloatAsInt(o.O11.W); }
+        if (THd.D > 96) { work[at + 48 * stride] = (int)Interop.FloatAsInt(o.O12.X); work[at + 49 * stride] = (int)Interop.FloatAsInt(o.O12.Y); work[at + 50 * stride] = (int)Interop.FloatAsInt(o.O12.Z); work[at + 51 * stride] = (int)Interop.FloatAsInt(o.O12.W); }
+        if (THd.D > 104) { work[at + 52 * stride] = (int)Interop.FloatAsInt(o.O13.X); work[at + 53 * stride] = (int)Interop.FloatAsInt(o.O13.Y); work[at + 54 * stride] = (int)Interop.FloatAsInt(o.O13.Z); work[at + 55 * stride] = (int)Interop.FloatAsInt(o.O13.W); }
+        if (THd.D > 112) { work[at + 56 * stride] = (int)Interop.FloatAsInt(o.O14.X); work[at + 57 * stride] = (int)Interop.FloatAsInt(o.O14.Y); work[at + 58 * stride] = (int)Interop.FloatAsInt(o.O14.Z); work[at + 59 * stride] = (int)Interop.FloatAsInt(o.O14.W); }
+        if (THd.D > 120) { work[at + 60 * stride] = (int)Interop.FloatAsInt(o.O15.X); work[at + 61 * stride] = (int)Interop.FloatAsInt(o.O15.Y); work[at + 62 * stride] = (int)Interop.FloatAsInt(o.O15.Z); work[at + 63 * stride] = (int)Interop.FloatAsInt(o.O15.W); }
+        if (THd.D > 128) { work[at + 64 * stride] = (int)Interop.FloatAsInt(o.O16.X); work[at + 65 * stride] = (int)Interop.FloatAsInt(o.O16.Y); work[at + 66 * stride] = (int)Interop.FloatAsInt(o.O16.Z); work[at + 67 * stride] = (int)Interop.FloatAsInt(o.O16.W); }
+        if (THd.D > 136) { work[at + 68 * stride] = (int)Interop.FloatAsInt(o.O17.X); work[at + 69 * stride] = (int)Interop.FloatAsInt(o.O17.Y); work[at + 70 * stride] = (int)Interop.FloatAsInt(o.O17.Z); work[at + 71 * stride] = (int)Interop.FloatAsInt(o.O17.W); }
+        if (THd.D > 144) { work[at + 72 * stride] = (int)Interop.FloatAsInt(o.O18.X); work[at + 73 * stride] = (int)Interop.FloatAsInt(o.O18.Y); work[at + 74 * stride] = (int)Interop.FloatAsInt(o.O18.Z); work[at + 75 * stride] = (int)Interop.FloatAsInt(o.O18.W); }
+        if (THd.D > 152) { work[at + 76 * stride] = (int)Interop.FloatAsInt(o.O19.X); work[at + 77 * stride] = (int)Interop.FloatAsInt(o.O19.Y); work[at + 78 * stride] = (int)Interop.FloatAsInt(o.O19.Z); work[at + 79 * stride] = (int)Interop.FloatAsInt(o.O19.W); }
+        if (THd.D > 160) { work[at + 80 * stride] = (int)Interop.FloatAsInt(o.O20.X); work[at + 81 * stride] = (int)Interop.FloatAsInt(o.O20.Y); work[at + 82 * stride] = (int)Interop.FloatAsInt(o.O20.Z); work[at + 83 * stride] = (int)Interop.FloatAsInt(o.O20.W); }
+        if (THd.D > 168) { work[at + 84 * stride] = (int)Interop.FloatAsInt(o.O21.X); work[at + 85 * stride] = (int)Interop.FloatAsInt(o.O21.Y); work[at + 86 * stride] = (int)Interop.FloatAsInt(o.O21.Z); work[at + 87 * stride] = (int)Interop.FloatAsInt(o.O21.W); }
+        if (THd.D > 176) { work[at + 88 * stride] = (int)Interop.FloatAsInt(o.O22.X); work[at + 89 * stride] = (int)Interop.FloatAsInt(o.O22.Y); work[at + 90 * stride] = (int)Interop.FloatAsInt(o.O22.Z); work[at + 91 * stride] = (int)Interop.FloatAsInt(o.O22.W); }
+        if (THd.D > 184) { work[at + 92 * stride] = (int)Interop.FloatAsInt(o.O23.X); work[at + 93 * stride] = (int)Interop.FloatAsInt(o.O23.Y); work[at + 94 * stride] = (int)Interop.FloatAsInt(o.O23.Z); work[at + 95 * stride] = (int)Interop.FloatAsInt(o.O23.W); }
+        if (THd.D > 192) { work[at + 96 * stride] = (int)Interop.FloatAsInt(o.O24.X); work[at + 97 * stride] = (int)Interop.FloatAsInt(o.O24.Y); work[at + 98 * stride] = (int)Interop.FloatAsInt(o.O24.Z); work[at + 99 * stride] = (int)Interop.FloatAsInt(o.O24.W); }
+        if (THd.D > 200) { work[at + 100 * stride] = (int)Interop.FloatAsInt(o.O25.X); work[at + 101 * stride] = (int)Interop.FloatAsInt(o.O25.Y); work[at + 102 * stride] = (int)Interop.FloatAsInt(o.O25.Z); work[at + 103 * stride] = (int)Interop.FloatAsInt(o.O25.W); }
+        if (THd.D > 208) { work[at + 104 * stride] = (int)Interop.FloatAsInt(o.O26.X); work[at + 105 * stride] = (int)Interop.FloatAsInt(o.O26.Y); work[at + 106 * stride] = (int)Interop.FloatAsInt(o.O26.Z); work[at + 107 * stride] = (int)Interop.FloatAsInt(o.O26.W); }
+        if (THd.D > 216) { work[at + 108 * stride] = (int)Interop.FloatAsInt(o.O27.X); work[at + 109 * stride] = (int)Interop.FloatAsInt(o.O27.Y); work[at + 110 * stride] = (int)Interop.FloatAsInt(o.O27.Z); work[at + 111 * stride] = (int)Interop.FloatAsInt(o.O27.W); }
+        if (THd.D > 224) { work[at + 112 * stride] = (int)Interop.FloatAsInt(o.O28.X); work[at + 113 * stride] = (int)Interop.FloatAsInt(o.O28.Y); work[at + 114 * stride] = (int)Interop.FloatAsInt(o.O28.Z); work[at + 115 * stride] = (int)Interop.FloatAsInt(o.O28.W); }
+        if (THd.D > 232) { work[at + 116 * stride] = (int)Interop.FloatAsInt(o.O29.X); work[at + 117 * stride] = (int)Interop.FloatAsInt(o.O29.Y); work[at + 118 * stride] = (int)Interop.FloatAsInt(o.O29.Z); work[at + 119 * stride] = (int)Interop.FloatAsInt(o.O29.W); }
+        if (THd.D > 240) { work[at + 120 * stride] = (int)Interop.FloatAsInt(o.O30.X); work[at + 121 * stride] = (int)Interop.FloatAsInt(o.O30.Y); work[at + 122 * stride] = (int)Interop.FloatAsInt(o.O30.Z); work[at + 123 * stride] = (int)Interop.FloatAsInt(o.O30.W); }
+        if (THd.D > 248) { work[at + 124 * stride] = (int)Interop.FloatAsInt(o.O31.X); work[at + 125 * stride] = (int)Interop.FloatAsInt(o.O31.Y); work[at + 126 * stride] = (int)Interop.FloatAsInt(o.O31.Z); work[at + 127 * stride] = (int)Interop.FloatAsInt(o.O31.W); }
+    }
+
+    /// <summary>The accumulators that <see cref="SaveO{THd}"/> stored.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static OAcc LoadO<THd>(ArrayView<int> work, long at, int stride) where THd : struct, ITcHeadDim
+    {
+        OAcc o = default;
+        if (THd.D > 0) o.O0 = new F4(Interop.IntAsFloat((uint)work[at + 0 * stride]), Interop.IntAsFloat((uint)work[at + 1 * stride]), Interop.IntAsFloat((uint)work[at + 2 * stride]), Interop.IntAsFloat((uint)work[at + 3 * stride]));
+        if (THd.D > 8) o.O1 = new F4(Interop.IntAsFloat((uint)work[at + 4 * stride]), Interop.IntAsFloat((uint)work[at + 5 * stride]), Interop.IntAsFloat((uint)work[at + 6 * stride]), Interop.IntAsFloat((uint)work[at + 7 * stride]));
+        if (THd.D > 16) o.O2 = new F4(Interop.IntAsFloat((uint)work[at + 8 * stride]), Interop.IntAsFloat((uint)work[at + 9 * stride]), Interop.IntAsFloat((uint)work[at + 10 * stride]), Interop.IntAsFloat((uint)work[at + 11 * stride]));
+        if (THd.D > 24) o.O3 = new F4(Interop.IntAsFloat((uint)work[at + 12 * stride]), Interop.IntAsFloat((uint)work[at + 13 * stride]), Interop.IntAsFloat((uint)work[at + 14 * stride]), Interop.IntAsFloat((uint)work[at + 15 * stride]));
+        if (THd.D > 32) o.O4 = new F4(Interop.IntAsFloat((uint)work[at + 16 * stride]), Interop.IntAsFloat((uint)work[at + 17 * stride]), Interop.IntAsFloat((uint)work[at + 18 * stride]), Interop.IntAsFloat((uint)work[at + 19 * stride]));
+        if (THd.D > 40) o.O5 = new F4(Interop.IntAsFloat((uint)work[at + 20 * stride]), Interop.IntAsFloat((uint)work[at + 21 * stride]), Interop.IntAsFloat((uint)work[at + 22 * stride]), Interop.IntAsFloat((uint)work[at + 23 * stride]));
+        if (THd.D > 48) o.O6 = new F4(Interop.IntAsFloat((uint)work[at + 24 * stride]), Interop.IntAsFloat((uint)work[at + 25 * stride]), Interop.IntAsFloat((uint)work[at + 26 * stride]), Interop.IntAsFloat((uint)work[at + 27 * stride]));
+        if (THd.D > 56) o.O7 = new F4(Interop.IntAsFloat((uint)work[at + 28 * stride]), Interop.IntAsFloat((uint)work[at + 29 * stride]), Interop.IntAsFloat((uint)work[at + 30 * stride]), Interop.IntAsFloat((uint)work[at + 31 * stride]));
+        if (THd.D > 64) o.O8 = new F4(Interop.IntAsFloat((uint)work[at + 32 * stride]), Interop.IntAsFloat((uint)work[at + 33 * stride]), Interop.IntAsFloat((uint)work[at + 34 * stride]), Interop.IntAsFloat((uint)work[at + 35 * stride]));
+        if (THd.D > 72) o.O9 = new F4(Interop.IntAsFloat((uint)work[at + 36 * stride]), Interop.IntAsFloat((uint)work[at + 37 * stride]), Interop.IntAsFloat((uint)work[at + 38 * stride]), Interop.IntAsFloat((uint)work[at + 39 * stride]));
+        if (THd.D > 80) o.O10 = new F4(Interop.IntAsFloat((uint)work[at + 40 * stride]), Interop.IntAsFloat((uint)work[at + 41 * stride]), Interop.IntAsFloat((uint)work[at + 42 * stride]), Interop.IntAsFloat((uint)work[at + 43 * stride]));
+        if (THd.D > 88) o.O11 = new F4(Interop.IntAsFloat((uint)work[at + 44 * stride]), Interop.IntAsFloat((uint)work[at + 45 * stride]), Interop.IntAsFloat((uint)work[at + 46 * stride]), Interop.IntAsFloat((uint)work[at + 47 * stride]));
+        if (THd.D > 96) o.O12 = new F4(Interop.IntAsFloat((uint)work[at + 48 * stride]), Interop.IntAsFloat((uint)work[at + 49 * stride]), Interop.IntAsFloat((uint)work[at + 50 * stride]), Interop.IntAsFloat((uint)work[at + 51 * stride]));
+        if (THd.D > 104) o.O13 = new F4(Interop.IntAsFloat((uint)work[at + 52 * stride]), Interop.IntAsFloat((uint)work[at + 53 * stride]), Interop.IntAsFloat((uint)work[at + 54 * stride]), Interop.IntAsFloat((uint)work[at + 55 * stride]));
+        if (THd.D > 112) o.O14 = new F4(Interop.IntAsFloat((uint)work[at + 56 * stride]), Interop.IntAsFloat((uint)work[at + 57 * stride]), Interop.IntAsFloat((uint)work[at + 58 * stride]), Interop.IntAsFloat((uint)work[at + 59 * stride]));
+        if (THd.D > 120) o.O15 = new F4(Interop.IntAsFloat((uint)work[at + 60 * stride]), Interop.IntAsFloat((uint)work[at + 61 * stride]), Interop.IntAsFloat((uint)work[at + 62 * stride]), Interop.IntAsFloat((uint)work[at + 63 * stride]));
+        if (THd.D > 128) o.O16 = new F4(Interop.IntAsFloat((uint)work[at + 64 * stride]), Interop.IntAsFloat((uint)work[at + 65 * stride]), Interop.IntAsFloat((uint)work[at + 66 * stride]), Interop.IntAsFloat((uint)work[at + 67 * stride]));
+        if (THd.D > 136) o.O17 = new F4(Interop.IntAsFloat((uint)work[at + 68 * stride]), Interop.IntAsFloat((uint)work[at + 69 * stride]), Interop.IntAsFloat((uint)work[at + 70 * stride]), Interop.IntAsFloat((uint)work[at + 71 * stride]));
+        if (THd.D > 144) o.O18 = new F4(Interop.IntAsFloat((uint)work[at + 72 * stride]), Interop.IntAsFloat((uint)work[at + 73 * stride]), Interop.IntAsFloat((uint)work[at + 74 * stride]), Interop.IntAsFloat((uint)work[at + 75 * stride]));
+        if (THd.D > 152) o.O19 = new F4(Interop.IntAsFloat((uint)work[at + 76 * stride]), Interop.IntAsFloat((uint)work[at + 77 * stride]), Interop.IntAsFloat((uint)work[at + 78 * stride]), Interop.IntAsFloat((uint)work[at + 79 * stride]));
+        if (THd.D > 160) o.O20 = new F4(Interop.IntAsFloat((uint)work[at + 80 * stride]), Interop.IntAsFloat((uint)work[at + 81 * stride]), Interop.IntAsFloat((uint)work[at + 82 * stride]), Interop.IntAsFloat((uint)work[at + 83 * stride]));
+        if (THd.D > 168) o.O21 = new F4(Interop.IntAsFloat((uint)work[at + 84 * stride]), Interop.IntAsFloat((uint)work[at + 85 * stride]), Interop.IntAsFloat((uint)work[at + 86 * stride]), Interop.IntAsFloat((uint)work[at + 87 * stride]));
+        if (THd.D > 176) o.O22 = new F4(Interop.IntAsFloat((uint)work[at + 88 * stride]), Interop.IntAsFloat((uint)work[at + 89 * stride]), Interop.IntAsFloat((uint)work[at + 90 * stride]), Interop.IntAsFloat((uint)work[at + 91 * stride]));
+        if (THd.D > 184) o.O23 = new F4(Interop.IntAsFloat((uint)work[at + 92 * stride]), Interop.IntAsFloat((uint)work[at + 93 * stride]), Interop.IntAsFloat((uint)work[at + 94 * stride]), Interop.IntAsFloat((uint)work[at + 95 * stride]));
+        if (THd.D > 192) o.O24 = new F4(Interop.IntAsFloat((uint)work[at + 96 * stride]), Interop.IntAsFloat((uint)work[at + 97 * stride]), Interop.IntAsFloat((uint)work[at + 98 * stride]), Interop.IntAsFloat((uint)work[at + 99 * stride]));
+        if (THd.D > 200) o.O25 = new F4(Interop.IntAsFloat((uint)work[at + 100 * stride]), Interop.IntAsFloat((uint)work[at + 101 * stride]), Interop.IntAsFloat((uint)work[at + 102 * stride]), Interop.IntAsFloat((uint)work[at + 103 * stride]));
+        if (THd.D > 208) o.O26 = new F4(Interop.IntAsFloat((uint)work[at + 104 * stride]), Interop.IntAsFloat((uint)work[at + 105 * stride]), Interop.IntAsFloat((uint)work[at + 106 * stride]), Interop.IntAsFloat((uint)work[at + 107 * stride]));
+        if (THd.D > 216) o.O27 = new F4(Interop.IntAsFloat((uint)work[at + 108 * stride]), Interop.IntAsFloat((uint)work[at + 109 * stride]), Interop.IntAsFloat((uint)work[at + 110 * stride]), Interop.IntAsFloat((uint)work[at + 111 * stride]));
+        if (THd.D > 224) o.O28 = new F4(Interop.IntAsFloat((uint)work[at + 112 * stride]), Interop.IntAsFloat((uint)work[at + 113 * stride]), Interop.IntAsFloat((uint)work[at + 114 * stride]), Interop.IntAsFloat((uint)work[at + 115 * stride]));
+        if (THd.D > 232) o.O29 = new F4(Interop.IntAsFloat((uint)work[at + 116 * stride]), Interop.IntAsFloat((uint)work[at + 117 * stride]), Interop.IntAsFloat((uint)work[at + 118 * stride]), Interop.IntAsFloat((uint)work[at + 119 * stride]));
+        if (THd.D > 240) o.O30 = new F4(Interop.IntAsFloat((uint)work[at + 120 * stride]), Interop.IntAsFloat((uint)work[at + 121 * stride]), Interop.IntAsFloat((uint)work[at + 122 * stride]), Interop.IntAsFloat((uint)work[at + 123 * stride]));
+        if (THd.D > 248) o.O31 = new F4(Interop.IntAsFloat((uint)work[at + 124 * stride]), Interop.IntAsFloat((uint)work[at + 125 * stride]), Interop.IntAsFloat((uint)work[at + 126 * stride]), Interop.IntAsFloat((uint)work[at + 127 * stride]));
+        return o;
+    }
+
+    /// <summary>o·(a, b) + x·(c, d), the first factor of each pair for row g, the second for row g + 8.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static OAcc Combine<THd>(OAcc o, OAcc x, float a, float b, float c, float d) where THd : struct, ITcHeadDim
+    {
+        if (THd.D > 0) o.O0 = new F4(o.O0.X * a + x.O0.X * c, o.O0.Y * a + x.O0.Y * c, o.O0.Z * b + x.O0.Z * d, o.O0.W * b + x.O0.W * d);
+        if (THd.D > 8) o.O1 = new F4(o.O1.X * a + x.O1.X * c, o.O1.Y * a + x.O1.Y * c, o.O1.Z * b + x.O1.Z * d, o.O1.W * b + x.O1.W * d);
+        if (THd.D > 16) o.O2 = new F4(o.O2.X * a + x.O2.X * c, o.O2.Y * a + x.O2.Y * c, o.O2.Z * b + x.O2.Z * d, o.O2.W * b + x.O2.W * d);
+        if (THd.D > 24) o.O3 = new F4(o.O3.X * a + x.O3.X * c, o.O3.Y * a + x.O3.Y * c, o.O3.Z * b + x.O3.Z * d, o.O3.W * b + x.O3.W * d);
+        if (THd.D > 32) o.O4 = new F4(o.O4.X * a + x.O4.X * c, o.O4.Y * a + x.O4.Y * c, o.O4.Z * b + x.O4.Z * d, o.O4.W * b + x.O4.W * d);
+        if (THd.D > 40) o.O5 = new F4(o.O5.X * a + x.O5.X * c, o.O5.Y * a + x.O5.Y * c, o.O5.Z * b + x.O5.Z * d, o.O5.W * b + x.O5.W * d);
+        if (THd.D > 48) o.O6 = new F4(o.O6.X * a + x.O6.X * c, o.O6.Y * a + x.O6.Y * c, o.O6.Z * b + x.O6.Z * d, o.O6.W * b + x.O6.W * d);
+        if (THd.D > 56) o.O7 = new F4(o.O7.X * a + x.O7.X * c, o.O7.Y * a + x.O7.Y * c, o.O7.Z * b + x.O7.Z * d, o.O7.W * b + x.O7.W * d);
+        if (THd.D > 64) o.O8 = new F4(o.O8.X * a + x.O8.X * c, o.O8.Y * a + x.O8.Y * c, o.O8.Z * b + x.O8.Z * d, o.O8.W * b + x.O8.W * d);
+        if (THd.D > 72) o.O9 = new F4(o.O9.X * a + x.O9.X * c, o.O9.Y * a + x.O9.Y * c, o.O9.Z * b + x.O9.Z * d, o.O9.W * b + x.O9.W * d);
+        if (THd.D > 80) o.O10 = new F4(o.O10.X * a + x.O10.X * c, o.O10.Y * a + x.O10.Y * c, o.O10.Z * b + x.O10.Z * d, o.O10.W * b + x.O10.W * d);
+        if (THd.D > 88) o.O11 = new F4(o.O11.X * a + x.O11.X * c, o.O11.Y * a + x.O11.Y * c, o.O11.Z * b + x.O11.Z * d, o.O11.W * b + x.O11.W * d);
+        if (THd.D > 96) o.O12 = new F4(o.O12.X * a + x.O12.X * c, o.O12.Y * a + x.O12.Y * c, o.O12.Z * b + x.O12.Z * d, o.O12.W * b + x.O12.W * d);
+        if (THd.D > 104) o.O13 = new F4(o.O13.X * a + x.O13.X * c, o.O13.Y * a + x.O13.Y * c, o.O13.Z * b + x.O13.Z * d, o.O13.W * b + x.O13.W * d);
+        if (THd.D > 112) o.O14 = new F4(o.O14.X * a + x.O14.X * c, o.O14.Y * a + x.O14.Y * c, o.O14.Z * b + x.O14.Z * d, o.O14.W * b + x.O14.W * d);
+        if (THd.D > 120) o.O15 = new F4(o.O15.X * a + x.O15.X * c, o.O15.Y * a + x.O15.Y * c, o.O15.Z * b + x.O15.Z * d, o.O15.W * b + x.O15.W * d);
+        if (THd.D > 128) o.O16 = new F4(o.O16.X * a + x.O16.X * c, o.O16.Y * a + x.O16.Y * c, o.O16.Z * b + x.O16.Z * d, o.O16.W * b + x.O16.W * d);
+        if (THd.D > 136) o.O17 = new F4(o.O17.X * a + x.O17.X * c, o.O17.Y * a + x.O17.Y * c, o.O17.Z * b + x.O17.Z * d, o.O17.W * b + x.O17.W * d);
+        if (THd.D > 144) o.O18 = new F4(o.O18.X * a + x.O18.X * c, o.O18.Y * a + x.O18.Y * c, o.O18.Z * b + x.O18.Z * d, o.O18.W * b + x.O18.W * d);
+        if (THd.D > 152) o.O19 = new F4(o.O19.X * a + x.O19.X * c, o.O19.Y * a + x.O19.Y * c, o.O19.Z * b + x.O19.Z * d, o.O19.W * b + x.O19.W * d);
+        if (THd.D > 160) o.O20 = new F4(o.O20.X * a + x.O20.X * c, o.O20.Y * a + x.O20.Y * c, o.O20.Z * b + x.O20.Z * d, o.O20.W * b + x.O20.W * d);
+        if (THd.D > 168) o.O21 = new F4(o.O21.X * a + x.O21.X * c, o.O21.Y * a + x.O21.Y * c, o.O21.Z * b + x.O21.Z * d, o.O21.W * b + x.O21.W * d);
+        if (THd.D > 176) o.O22 = new F4(o.O22.X * a + x.O22.X * c, o.O22.Y * a + x.O22.Y * c, o.O22.Z * b + x.O22.Z * d, o.O22.W * b + x.O22.W * d);
+        if (THd.D > 184) o.O23 = new F4(o.O23.X * a + x.O23.X * c, o.O23.Y * a + x.O23.Y * c, o.O23.Z * b + x.O23.Z * d, o.O23.W * b + x.O23.W * d);
+        if (THd.D > 192) o.O24 = new F4(o.O24.X * a + x.O24.X * c, o.O24.Y * a + x.O24.Y * c, o.O24.Z * b + x.O24.Z * d, o.O24.W * b + x.O24.W * d);
+        if (THd.D > 200) o.O25 = new F4(o.O25.X * a + x.O25.X * c, o.O25.Y * a + x.O25.Y * c, o.O25.Z * b + x.O25.Z * d, o.O25.W * b + x.O25.W * d);
+        if (THd.D > 208) o.O26 = new F4(o.O26.X * a + x.O26.X * c, o.O26.Y * a + x.O26.Y * c, o.O26.Z * b + x.O26.Z * d, o.O26.W * b + x.O26.W * d);
+        if (THd.D > 216) o.O27 = new F4(o.O27.X * a + x.O27.X * c, o.O27.Y * a + x.O27.Y * c, o.O27.Z * b + x.O27.Z * d, o.O27.W * b + x.O27.W * d);
+        if (THd.D > 224) o.O28 = new F4(o.O28.X * a + x.O28.X * c, o.O28.Y * a + x.O28.Y * c, o.O28.Z * b + x.O28.Z * d, o.O28.W * b + x.O28.W * d);
+        if (THd.D > 232) o.O29 = new F4(o.O29.X * a + x.O29.X * c, o.O29.Y * a + x.O29.Y * c, o.O29.Z * b + x.O29.Z * d, o.O29.W * b + x.O29.W * d);
+        if (THd.D > 240) o.O30 = new F4(o.O30.X * a + x.O30.X * c, o.O30.Y * a + x.O30.Y * c, o.O30.Z * b + x.O30.Z * d, o.O30.W * b + x.O30.W * d);
+        if (THd.D > 248) o.O31 = new F4(o.O31.X * a + x.O31.X * c, o.O31.Y * a + x.O31.Y * c, o.O31.Z * b + x.O31.Z * d, o.O31.W * b + x.O31.W * d);
+        return o;
+    }
 }

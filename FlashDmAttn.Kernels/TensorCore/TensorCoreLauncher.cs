@@ -179,10 +179,82 @@ public static class TensorCoreLauncher
         // A negative scale reverses the order of raw scores: the softcap specialisation (scores scaled before the
         // row max; no tanh when Softcap is 0) handles it.
         bool bias = p.HasBias != 0, cap = p.Softcap > 0f || p.Scale < 0f;
+        // Equal work in every block: stream-K when the last wave would be partly empty.
+        if (StreamKOn<THd>(acc) && !bias && p.Causal == 0 && p.HasMask == 0 && p.GatherKeys == 0 && p.Varlen == 0 && p.Paged == 0
+            && !Generic && (cap ? TryStreamK<TE, THd, On>(acc, p, buf) : TryStreamK<TE, THd, Off>(acc, p, buf)))
+            return;
         if (bias && cap) Launch<TE, THd, TcFlags<TC, TM, On, On>>(acc, p, buf);
         else if (bias) Launch<TE, THd, TcFlags<TC, TM, On, Off>>(acc, p, buf);
         else if (cap) Launch<TE, THd, TcFlags<TC, TM, Off, On>>(acc, p, buf);
         else Launch<TE, THd, TcFlags<TC, TM, Off, Off>>(acc, p, buf);
+    }
+
+    /// <summary>FLASHDMATTN_TC_STREAMK=1: stream-K launches (<see cref="TcStreamK"/>) for every head dim where they
+    /// shorten the launch; 0: none; unset: as the policy's <see cref="TcTune.StreamK"/> bit says, on CUDA only (the
+    /// CPU accelerator has no waves to even out; its tests turn stream-K on with <see cref="StreamKForTests"/>).</summary>
+    private static readonly bool? StreamKEnv = Environment.GetEnvironmentVariable("FLASHDMATTN_TC_STREAMK") switch
+    {
+        "1" => true,
+        "0" => false,
+        _ => null,
+    };
+
+    private static readonly AsyncLocal<bool> ForceStreamK = new();
+
+    /// <summary>Test hook: stream-K launches on (as FLASHDMATTN_TC_STREAMK=1) in the current async flow.</summary>
+    public static bool StreamKForTests
+    {
+        get => ForceStreamK.Value;
+        set => ForceStreamK.Value = value;
+    }
+
+    private static bool StreamKOn<THd>(Accelerator acc) where THd : struct, ITcHeadDim
+        => ForceStreamK.Value || (StreamKEnv ?? (acc is CudaAccelerator && (THd.Tune & TcTune.StreamK) != 0));
+
+    private static long _streamKLaunches;
+
+    /// <summary>Number of stream-K launches so far (tests use it to prove that a case took that path).</summary>
+    public static long StreamKLaunchCount => Interlocked.Read(ref _streamKLaunches);
+
+    /// <summary>A launch as <see cref="TcStreamK"/> plans it, sized by the stream-K kernel's resident groups (2 per SM
+    /// for D = 64 and 128 on an H100, as the plain kernels'); false (nothing launched) when the plan gains too little.</summary>
+    private static bool TryStreamK<TE, THd, TCap>(Accelerator acc, FwdParams p, in TcBuffers buf)
+        where TE : struct, ITcElem where THd : struct, ITcHeadDim where TCap : struct, IStaticBool
+    {
+        var (kernel, perSm) = Load<TE, THd, TcStreamKFlags<TCap>>(acc);
+        int rows = TensorCoreForwardKernel.RowsOf<THd>();
+        long groups = (long)((p.SeqQ + rows - 1) / rows) * p.Batch * p.Heads;
+        int tiles = (p.SeqK + THd.Bc - 1) / THd.Bc;
+        if (TcStreamK.Plan(groups, tiles, perSm * Multiprocessors(acc)) is not { } plan) return false;
+        p.SplitDp = plan.Dp;
+        p.SplitTiles = tiles;
+        p.SplitPerWorker = plan.PerWorker;
+        var work = KernelCache.For(acc).Scratch(checked((int)TcStreamK.WorkWords<THd>(plan.Workers)), slot: 2);
+        Interlocked.Increment(ref _streamKLaunches);
+        Start<THd, TcStreamKFlags<TCap>>(acc, kernel, (plan.Dp + plan.Workers, 1, 1), p, buf with { SeqInfo = work }, perSm);
+        return true;
+    }
+
+    private static int Multiprocessors(Accelerator acc) => acc is CudaAccelerator cuda ? cuda.NumMultiprocessors : 1;
+
+    private static (Action<KernelConfig, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
+        ArrayView<ushort>, ArrayView<byte>, ArrayView<float>, ArrayView<int>, FwdParams> Kernel, int PerSm) Load<TE, THd, TF>(Accelerator acc)
+        where TE : struct, ITcElem
+        where THd : struct, ITcHeadDim
+        where TF : struct, ITcFlags
+    {
+        int shared = TensorCoreForwardKernel.SharedBytes<THd>(TF.Bias);
+        var entry = KernelCache.For(acc).GetOrAdd(("tc-fwd", typeof(TE), typeof(THd), typeof(TF)), a =>
+        {
+            var launcher = a.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
+                ArrayView<ushort>, ArrayView<byte>, ArrayView<float>, ArrayView<int>, FwdParams>(
+                TensorCoreForwardKernel.Run<TE, THd, TF>,
+                new KernelSpecialization(TensorCoreForwardKernel.Threads, 1));
+            if (a is CudaAccelerator && shared > 48 * 1024)
+                AllowLargeSharedMemory((CudaKernel)launcher.GetKernel(), shared);
+            return Tuple.Create(launcher, ResidentGroupsPerSm(a, launcher.GetKernel(), shared));
+        });
+        return (entry.Item1, entry.Item2);
     }
 
     private static void Launch<TE, THd, TF>(Accelerator acc, FwdParams p, in TcBuffers buf)
@@ -190,39 +262,38 @@ public static class TensorCoreLauncher
         where THd : struct, ITcHeadDim
         where TF : struct, ITcFlags
     {
-        var cache = KernelCache.For(acc);
-        int shared = TensorCoreForwardKernel.SharedBytes<THd>(TF.Bias);
-        var (kernel, perSm) = cache.GetOrAdd(("tc-fwd", typeof(TE), typeof(THd), typeof(TF)), a =>
-        {
-            var launcher = a.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
-                ArrayView<ushort>, ArrayView<byte>, ArrayView<float>, ArrayView<int>, FwdParams>(
-                TensorCoreForwardKernel.Run<TE, THd, TF>, new KernelSpecialization(TensorCoreForwardKernel.Threads, 1));
-            if (a is CudaAccelerator && shared > 48 * 1024)
-                AllowLargeSharedMemory((CudaKernel)launcher.GetKernel(), shared);
-            return Tuple.Create(launcher, ResidentGroupsPerSm(a, launcher.GetKernel(), shared));
-        });
-
-        ArrayView<byte> dummy = cache.Dummy.View;
-        var bias = buf.Bias.IsValid && buf.Bias.Length > 0 ? buf.Bias : dummy.Cast<ushort>();
-        var mask = buf.Mask.IsValid && buf.Mask.Length > 0 ? buf.Mask : dummy;
-        var lse = buf.Lse.IsValid && buf.Lse.Length > 0 ? buf.Lse : dummy.Cast<float>();
-        var seq = buf.SeqInfo.IsValid && buf.SeqInfo.Length > 0 ? buf.SeqInfo : dummy.Cast<int>();
-
+        var (kernel, perSm) = Load<TE, THd, TF>(acc);
         int rows = TensorCoreForwardKernel.RowsOf<THd>();
         int blocks = (p.SeqQ + rows - 1) / rows, heads = p.Batch * p.Heads;
         // Causal and variable-length problems give their groups unequal work: long blocks of several heads first, in
         // chunks sized by the groups resident at once.
-        int slots = perSm * (acc is CudaAccelerator cuda ? cuda.NumMultiprocessors : 1);
+        int slots = perSm * Multiprocessors(acc);
         int chunk = ChunkHeads switch
         {
             0 => TcBlockOrder.ChunkFor(blocks, heads, p.Causal != 0 || p.Varlen != 0, slots),
             < 0 => heads,
             _ => ChunkHeads,
         };
-        var grid = TcBlockOrder.Grid3(blocks, heads, chunk);
+        Start<THd, TF>(acc, kernel, TcBlockOrder.Grid3(blocks, heads, chunk), p, buf, perSm);
+    }
+
+    private static void Start<THd, TF>(Accelerator acc,
+        Action<KernelConfig, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
+            ArrayView<ushort>, ArrayView<byte>, ArrayView<float>, ArrayView<int>, FwdParams> kernel,
+        (int X, int Y, int Z) grid, FwdParams p, in TcBuffers buf, int perSm)
+        where THd : struct, ITcHeadDim
+        where TF : struct, ITcFlags
+    {
+        ArrayView<byte> dummy = KernelCache.For(acc).Dummy.View;
+        var bias = buf.Bias.IsValid && buf.Bias.Length > 0 ? buf.Bias : dummy.Cast<ushort>();
+        var mask = buf.Mask.IsValid && buf.Mask.Length > 0 ? buf.Mask : dummy;
+        var lse = buf.Lse.IsValid && buf.Lse.Length > 0 ? buf.Lse : dummy.Cast<float>();
+        var seq = buf.SeqInfo.IsValid && buf.SeqInfo.Length > 0 ? buf.SeqInfo : dummy.Cast<int>();
+
         Volatile.Write(ref _lastPerSm, perSm);
         Interlocked.Increment(ref _launches);
         if (grid.X == 0) return;
+        int shared = TensorCoreForwardKernel.SharedBytes<THd>(TF.Bias);
         var config = new KernelConfig(
             new Index3D(grid.X, grid.Y, grid.Z), new Index3D(TensorCoreForwardKernel.Threads, 1, 1),
             SharedMemoryConfig.RequestDynamic<Chunk16>(shared / 16));

@@ -101,6 +101,12 @@ public static class TcTune
     /// <summary>A/B only (no policy has it): Q fragments re-read from shared memory by ldmatrix every tile in a shape that
     /// keeps them in registers (32 registers fewer for D = 128 on 64 rows and for D = 64 on 128 rows).</summary>
     public const int QSmem = 128;
+
+    /// <summary>Launch-level, not compiled into the kernel: equal-work launches of this policy (no causal band, mask,
+    /// bias, variable lengths, paging or gathered keys) on a CUDA accelerator run stream-K (<see cref="TcStreamK"/>)
+    /// when its plan shortens the launch. On for D = 64 on 128 rows: H100 A/B (PERF-NOTES v12) L4096 −2.2 %, L16384
+    /// −1.7 %, L1024 ±0; D = 128 ran 1–5 % slower with it (its stream-K kernel spills 32 B), so it is off there.</summary>
+    public const int StreamK = 256;
 }
 
 /// <summary>Bits for <see cref="Tuned{THd, TBits}"/>.</summary>
@@ -126,7 +132,7 @@ public readonly struct Tuned<THd, TBits> : ITcHeadDim where THd : struct, ITcHea
 }
 
 public readonly struct Hd32 : ITcHeadDim { public static int D => 32; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (32 + 8) * 2; public static int Mt => 2; public static int Tune => 0; }
-public readonly struct Hd64 : ITcHeadDim { public static int D => 64; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (64 + 8) * 2; public static int Mt => 2; public static int Tune => TcTune.SplitKv | TcTune.SkipRescale; }
+public readonly struct Hd64 : ITcHeadDim { public static int D => 64; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (64 + 8) * 2; public static int Mt => 2; public static int Tune => TcTune.SplitKv | TcTune.SkipRescale | TcTune.StreamK; }
 public readonly struct Hd96 : ITcHeadDim { public static int D => 96; public static int Bc => 64; public static bool QInRegs => false; public static int RowBytes => (96 + 8) * 2; public static int Mt => 2; public static int Tune => 0; }
 public readonly struct Hd128 : ITcHeadDim { public static int D => 128; public static int Bc => 64; public static bool QInRegs => false; public static int RowBytes => (128 + 8) * 2; public static int Mt => 2; public static int Tune => TcTune.SplitKv | TcTune.SkipRescale; }
 public readonly struct Hd192 : ITcHeadDim { public static int D => 192; public static int Bc => 64; public static bool QInRegs => false; public static int RowBytes => (192 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
@@ -159,6 +165,8 @@ public interface ITcFlags
     static abstract bool Mask { get; }
     static abstract bool Bias { get; }
     static abstract bool Softcap { get; }
+    /// <summary>Stream-K launch (<see cref="TcStreamK"/>): the last waves' key tiles spread evenly over the resident groups.</summary>
+    static abstract bool StreamK { get; }
 }
 
 public readonly struct TcFlags<TCausal, TMask, TBias, TCap> : ITcFlags
@@ -169,4 +177,16 @@ public readonly struct TcFlags<TCausal, TMask, TBias, TCap> : ITcFlags
     public static bool Mask => TMask.V;
     public static bool Bias => TBias.V;
     public static bool Softcap => TCap.V;
+    public static bool StreamK => false;
+}
+
+/// <summary>The stream-K specialisation: no causal band, mask or bias (every block has the same work); softcap as
+/// <typeparamref name="TCap"/>.</summary>
+public readonly struct TcStreamKFlags<TCap> : ITcFlags where TCap : struct, IStaticBool
+{
+    public static bool Causal => false;
+    public static bool Mask => false;
+    public static bool Bias => false;
+    public static bool Softcap => TCap.V;
+    public static bool StreamK => true;
 }

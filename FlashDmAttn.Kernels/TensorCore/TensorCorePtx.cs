@@ -20,11 +20,13 @@ public static class TensorCorePtx
     public sealed record Entry(string Name, string Ptx, int LocalDecls, int LocalLoads, int LocalStores, int Calls,
         int Mma, int LdMatrix, int CpAsync, int BarSync, int SharedLoads, int SharedStores);
 
-    /// <summary>Dense (no feature), causal, causal + mask + bias (the maskbias/perkey benchmarks), every feature.</summary>
+    /// <summary>Dense (no feature), causal, causal + mask + bias (the maskbias/perkey benchmarks), every feature; dense
+    /// stream-K (extra only).</summary>
     public static readonly (string Tag, Type Flags)[] FlagSets =
     [
         ("dense", typeof(TcFlags<Off, Off, Off, Off>)), ("causal", typeof(TcFlags<On, Off, Off, Off>)),
         ("cmb", typeof(TcFlags<On, On, On, Off>)), ("all", typeof(TcFlags<On, On, On, On>)),
+        ("sk", typeof(TcStreamKFlags<Off>)),
     ];
 
     private static (string Name, Type Elem, Type HeadDim, Type Flags) Spec(string dtype, string hd, Type headDim, int flagSet)
@@ -58,7 +60,8 @@ public static class TensorCorePtx
          from d in new[] { ("d32", typeof(Hd32)), ("d96", typeof(Hd96)), ("d192", typeof(Hd192)), ("d256", typeof(Hd256)),
                            ("d32r64", typeof(Hd32R64)), ("d96r64", typeof(Hd96R64)) }
          from f in d.Item1.EndsWith("r64") ? new[] { 2 } : new[] { 0, 1 }
-         select Spec("bf16", d.Item1, d.Item2, f)).ToArray();
+         select Spec("bf16", d.Item1, d.Item2, f))
+        .Concat(new[] { Spec("bf16", "d64", typeof(Hd64), 4), Spec("bf16", "d128", typeof(Hd128), 4) }).ToArray();
 
     /// <summary>Compiles the specializations whose name contains <paramref name="filter"/> (all when null), with the
     /// A/B variants and the other launched shapes (<see cref="ExtraSpecializations"/>) when <paramref name="extra"/>.</summary>
