@@ -7,17 +7,19 @@ CASES=${CASES:-"dense:B=4,H=16,L=4096,D=128,causal=0;dense:B=4,H=16,L=4096,D=128
 # The tensor-core issue's shapes (bf16): dense D=128 H=16 and D=64 H=32 with B=16384/L; maskbias and perkey.
 ALL_CASES="dense:B=16,H=16,L=1024,D=128,causal=0;dense:B=16,H=16,L=1024,D=128,causal=1;dense:B=4,H=16,L=4096,D=128,causal=0;dense:B=4,H=16,L=4096,D=128,causal=1;dense:B=1,H=16,L=16384,D=128,causal=0;dense:B=1,H=16,L=16384,D=128,causal=1;dense:B=16,H=32,L=1024,D=64,causal=0;dense:B=16,H=32,L=1024,D=64,causal=1;dense:B=4,H=32,L=4096,D=64,causal=0;dense:B=4,H=32,L=4096,D=64,causal=1;dense:B=1,H=32,L=16384,D=64,causal=0;dense:B=1,H=32,L=16384,D=64,causal=1;maskbias:B=2,H=12,L=4096,D=128,w=1024,causal=1;maskbias:B=1,H=16,L=8192,D=128,w=2048,causal=1;maskbias:B=1,H=8,L=16384,D=128,w=2048,causal=1;perkey:B=2,H=12,L=4096,D=128,w=1024,causal=1;perkey:B=1,H=16,L=8192,D=128,w=2048,causal=1;perkey:B=1,H=8,L=16384,D=128,w=2048,causal=1"
 [ "${CASES:-}" = all ] && CASES=$ALL_CASES
-SMALL=${SMALL:-"dense:B=1,H=2,L=128,D=64,causal=0;dense:B=1,H=5,L=7000,D=64,causal=0;dense:B=1,H=7,L=5000,D=128,causal=0;maskbias:B=1,H=2,L=192,D=64,w=50,causal=0;maskbias:B=1,H=3,L=256,D=128,w=60,causal=1;maskbias:B=1,H=2,L=200,D=128,w=50,causal=1;perkey:B=2,H=3,L=77,D=32,w=20,causal=1;perkey:B=1,H=2,L=200,D=128,w=60,causal=1;dense:B=1,H=2,L=150,D=128,causal=1"}
+SMALL=${SMALL:-"dense:B=1,H=2,L=128,D=64,causal=0;dense:B=1,H=600,L=128,D=64,causal=0;dense:B=1,H=530,L=192,D=128,causal=0;maskbias:B=1,H=2,L=192,D=64,w=50,causal=0;maskbias:B=1,H=3,L=256,D=128,w=60,causal=1;maskbias:B=1,H=2,L=200,D=128,w=50,causal=1;perkey:B=2,H=3,L=77,D=32,w=20,causal=1;perkey:B=1,H=2,L=200,D=128,w=60,causal=1;dense:B=1,H=2,L=150,D=128,causal=1"}
 [ -f .gpu/ptx.tgz ] && [ ! -d .gpu/ptx ] && tar xzf .gpu/ptx.tgz -C .gpu # PTX carried packed (the 64 MiB limit)
 for step in "$@"; do
   case $step in
     tests)
-      # The GPU category in six processes at once (most of its time is ILGPU/driver JIT, CPU-bound on the host).
+      # The GPU category in seven processes at once (PARTS="0 1": only those) (most of its time is ILGPU/driver JIT, CPU-bound on the host).
       nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv | tee "$OUT/gpu.txt"
-      parts=("FullyQualifiedName~TensorCoreGpu&FullyQualifiedName~bf16" "FullyQualifiedName~TensorCoreGpu&FullyQualifiedName!~bf16"
+      sk="FullyQualifiedName!~TcStreamKGpu"
+      parts=("FullyQualifiedName~TensorCoreGpu&FullyQualifiedName~bf16&$sk" "FullyQualifiedName~TensorCoreGpu&FullyQualifiedName!~bf16&$sk"
              "FullyQualifiedName~ForwardCoverage&FullyQualifiedName~fp16" "FullyQualifiedName~ForwardCoverage&FullyQualifiedName~bf16"
              "FullyQualifiedName~ForwardCoverage&FullyQualifiedName!~fp16&FullyQualifiedName!~bf16"
-             "FullyQualifiedName!~TensorCoreGpu&FullyQualifiedName!~ForwardCoverage")
+             "FullyQualifiedName!~TensorCoreGpu&FullyQualifiedName!~ForwardCoverage&$sk" "FullyQualifiedName~TcStreamKGpu")
+      [ -n "${PARTS:-}" ] && { sel=(); for i in $PARTS; do sel+=("${parts[$i]}"); done; parts=("${sel[@]}"); }
       bash .gpu/run.sh FlashDmAttn.Tests --list-tests > /dev/null 2>&1 # unpacks the runtime once (parallel unpacking crashes)
       for i in "${!parts[@]}"; do
         FLASHDMATTN_KERNEL=${KERNEL:-} bash .gpu/run.sh FlashDmAttn.Tests --filter "TestCategory=GPU&${parts[$i]}" --output detailed \
