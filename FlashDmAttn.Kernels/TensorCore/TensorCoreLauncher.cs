@@ -133,8 +133,10 @@ public static class TensorCoreLauncher
         }
     }
 
-    /// <summary>FLASHDMATTN_TC_TUNE=0, 8, 16, 32, 64, 72, 96, 200 or 224: D = 64/128 run with exactly those <see cref="TcTune"/> bits instead of their
-    /// policy's, for A/B timing (unset: the policy's).</summary>
+    /// <summary>FLASHDMATTN_TC_TUNE=0, 8, 16, 32, 72 or 96: D = 64/128 run with exactly those <see cref="TcTune"/> bits instead of their
+    /// policy's, for A/B timing (unset: the policy's). None has <see cref="TcTune.StreamK"/>: with one set, stream-K runs
+    /// only where FLASHDMATTN_TC_STREAMK=1. The values 64, 200 and 224 (rescale skip alone on gathered keys, Q re-read
+    /// from shared memory) lost their A/B (PERF-NOTES v12) and were removed.</summary>
     private static readonly int TuneBits = int.TryParse(Environment.GetEnvironmentVariable("FLASHDMATTN_TC_TUNE"), out int t) ? t : -1;
 
     private static void Tuning<TE, THd>(Accelerator acc, FwdParams p, in TcBuffers buf)
@@ -148,9 +150,6 @@ public static class TensorCoreLauncher
             case TcTune.LateBits: Flags<TE, Tuned<THd, LateBitsBits>>(acc, p, buf); break;
             case TcTune.SplitKv | TcTune.SkipRescale: Flags<TE, Tuned<THd, Bits<SplitKvBits, SkipBits>>>(acc, p, buf); break;
             case TcTune.LateBits | TcTune.SkipRescale: Flags<TE, Tuned<THd, Bits<LateBitsBits, SkipBits>>>(acc, p, buf); break;
-            case TcTune.SkipRescale: Flags<TE, Tuned<THd, SkipBits>>(acc, p, buf); break;
-            case TcTune.SplitKv | TcTune.SkipRescale | TcTune.QSmem: Flags<TE, Tuned<THd, Bits<Bits<SplitKvBits, SkipBits>, QSmemBits>>>(acc, p, buf); break;
-            case TcTune.LateBits | TcTune.SkipRescale | TcTune.QSmem: Flags<TE, Tuned<THd, Bits<Bits<LateBitsBits, SkipBits>, QSmemBits>>>(acc, p, buf); break;
             default: Flags<TE, THd>(acc, p, buf); break;
         }
     }

@@ -98,10 +98,6 @@ public static class TcTune
     /// 64-row shapes +6..16 % (v4), and the others were not measured again.</summary>
     public const int SkipRescale = 64;
 
-    /// <summary>A/B only (no policy has it): Q fragments re-read from shared memory by ldmatrix every tile in a shape that
-    /// keeps them in registers (32 registers fewer for D = 128 on 64 rows and for D = 64 on 128 rows).</summary>
-    public const int QSmem = 128;
-
     /// <summary>Launch-level, not compiled into the kernel: equal-work launches of this policy (no causal band, mask,
     /// bias, variable lengths, paging or gathered keys) on a CUDA accelerator run stream-K (<see cref="TcStreamK"/>)
     /// when its plan shortens the launch. On for D = 64 on 128 rows: H100 A/B (PERF-NOTES v12) L4096 −2.2 %, L16384
@@ -116,7 +112,6 @@ public readonly struct NoTuneBits : ITuneBits { public static int V => 0; }
 public readonly struct BiasFfmaBits : ITuneBits { public static int V => TcTune.BiasFfma; }
 public readonly struct LateBitsBits : ITuneBits { public static int V => TcTune.LateBits; }
 public readonly struct SkipBits : ITuneBits { public static int V => TcTune.SkipRescale; }
-public readonly struct QSmemBits : ITuneBits { public static int V => TcTune.QSmem; }
 /// <summary>The bits of both (combinations are written with this, not as structs of their own).</summary>
 public readonly struct Bits<TA, TB> : ITuneBits where TA : struct, ITuneBits where TB : struct, ITuneBits { public static int V => TA.V | TB.V; }
 
@@ -125,7 +120,7 @@ public readonly struct Tuned<THd, TBits> : ITcHeadDim where THd : struct, ITcHea
 {
     public static int D => THd.D;
     public static int Bc => THd.Bc;
-    public static bool QInRegs => THd.QInRegs && (TBits.V & TcTune.QSmem) == 0;
+    public static bool QInRegs => THd.QInRegs;
     public static int RowBytes => THd.RowBytes;
     public static int Mt => THd.Mt;
     public static int Tune => TBits.V;
