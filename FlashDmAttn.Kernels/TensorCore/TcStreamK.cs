@@ -21,8 +21,10 @@ public readonly record struct TcSplitPlan(int Dp, int Workers, int PerWorker);
 /// <see cref="TcTune.StreamK"/> (D = 64 on 128 rows, the only shape where it won on the H100: PERF-NOTES v12);
 /// FLASHDMATTN_TC_STREAMK=1 or 0 turns it on or off everywhere.
 /// Work buffer (int words, passed as the kernel's seqInfo, which these launches do not use): S counters (zero between
-/// launches: the merging group resets its own), then per slot two pieces of Threads × <see cref="WordsPerThread{THd}"/>
-/// words, word i of thread t at i·Threads + t.
+/// launches: the merging group resets its own; allocation zeroes them, and a launch that aborts half-way leaves the CUDA
+/// context unusable anyway; counters of a later launch with more workers fall on earlier counters or on slot 0's halves,
+/// which no launch writes: slot 0 has no partner, and 2 halves hold more words than there are workers), then per
+/// slot two pieces of Threads × <see cref="WordsPerThread{THd}"/> words, word i of thread t at i·Threads + t.
 /// </summary>
 public static class TcStreamK
 {
@@ -31,7 +33,7 @@ public static class TcStreamK
     /// <summary>
     /// Host side: the plan for <paramref name="groups"/> blocks of <paramref name="tiles"/> key tiles on
     /// <paramref name="slots"/> resident groups, or null when stream-K would not shorten the launch by at least
-    /// <paramref name="minGain"/> of it (a full or nearly full last wave, less than two waves of work, one tile per block).
+    /// <paramref name="minGain"/> of it (a full or nearly full last wave, one wave of work or less, one tile per block).
     /// </summary>
     public static TcSplitPlan? Plan(long groups, int tiles, int slots, double minGain = 0.01)
     {

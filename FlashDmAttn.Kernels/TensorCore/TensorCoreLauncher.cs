@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.InteropServices;
 using ILGPU;
 using ILGPU.Runtime;
@@ -220,10 +221,14 @@ public static class TensorCoreLauncher
     private static bool TryStreamK<TE, THd, TCap>(Accelerator acc, FwdParams p, in TcBuffers buf)
         where TE : struct, ITcElem where THd : struct, ITcHeadDim where TCap : struct, IStaticBool
     {
-        var (kernel, perSm) = Load<TE, THd, TcStreamKFlags<TCap>>(acc);
+        // The work buffer stands in for seqInfo, which only these launches leave unused.
+        Debug.Assert(p.Varlen == 0 && p.Paged == 0 && p.GatherKeys == 0 && p.Causal == 0 && p.HasMask == 0);
         int rows = TensorCoreForwardKernel.RowsOf<THd>();
         long groups = (long)((p.SeqQ + rows - 1) / rows) * p.Batch * p.Heads;
         int tiles = (p.SeqK + THd.Bc - 1) / THd.Bc;
+        // Cases no plan takes (a block of one tile, at most one group per SM) do not compile the stream-K kernel.
+        if (tiles < 2 || groups <= Multiprocessors(acc)) return false;
+        var (kernel, perSm) = Load<TE, THd, TcStreamKFlags<TCap>>(acc);
         if (TcStreamK.Plan(groups, tiles, perSm * Multiprocessors(acc)) is not { } plan) return false;
         p.SplitDp = plan.Dp;
         p.SplitTiles = tiles;

@@ -168,6 +168,8 @@ public class TcStreamKGpuTests
         AttentionCase[] cases =
         [
             new("bf16", 4, 128, 150, 75, 25, 32),
+            // D = 64, 600 blocks: two whole waves before the workers on 264 groups.
+            new("bf16", 2, 128, 300, 300, 100, 64),
             new("fp16", 3, 100, 200, 100, 25, 64),
             new("bf16", 2, 128, 100, 150, 150, 96),
             new("fp16", 4, 128, 130, 75, 15, 128),
@@ -181,6 +183,85 @@ public class TcStreamKGpuTests
 
     [TestCaseSource(nameof(Cases))]
     public void MatchesReference(AttentionCase c) => TcStreamKTests.RunStreamK(FlashDmAttention.Auto("cuda"), c);
+
+    /// <summary>Stream-K stays off, even forced on, where blocks have unequal work or the kernel needs seqInfo (whose
+    /// place the work buffer takes): a causal band, a mask, a bias, variable lengths. ~300 D = 64 blocks, as above.</summary>
+    public static IEnumerable<TestCaseData> UnequalWork()
+    {
+        AttentionCase[] cases =
+        [
+            new("bf16", 3, 100, 200, 100, 100, 64, Causal: true),
+            new("fp16", 3, 100, 200, 100, 100, 64, MaskShape: [0, 0, 0, 0]),
+            new("bf16", 3, 100, 200, 100, 100, 64, BiasShape: [1, 0, 1, 0]),
+            new("bf16", 300, 100, 200, 1, 1, 64, Path: ApiPath.Varlen),
+        ];
+        foreach (var c in cases)
+            yield return new TestCaseData(c).SetName($"TensorCoreGpu stream-K off: {c}");
+    }
+
+    [TestCaseSource(nameof(UnequalWork))]
+    public void OffForUnequalWork(AttentionCase c)
+    {
+        bool old = TensorCoreLauncher.StreamKForTests;
+        TensorCoreLauncher.StreamKForTests = true;
+        try
+        {
+            long before = TensorCoreLauncher.StreamKLaunchCount;
+            TensorCoreRunner.Run(FlashDmAttention.Auto("cuda"), c);
+            Assert.That(TensorCoreLauncher.StreamKLaunchCount, Is.EqualTo(before), $"{c}: stream-K launched");
+        }
+        finally
+        {
+            TensorCoreLauncher.StreamKForTests = old;
+        }
+    }
+
+    /// <summary>The merge order is fixed (head piece, then tail), whichever piece arrives second: repeated runs give the
+    /// same bits. 960 D = 64 blocks of 16 tiles (2 whole waves, then 264 workers); outputs poisoned before each run.</summary>
+    [Test]
+    public void RepeatedRunsGiveTheSameBits()
+    {
+        var backend = FlashDmAttention.Auto("cuda");
+        var acc = backend.Accelerator;
+        const int B = 1, L = 1024, H = 120, D = 64;
+        var rng = TestData.NewRandom(out int seed);
+        var owned = new List<IDisposable>();
+        bool old = TensorCoreLauncher.StreamKForTests;
+        TensorCoreLauncher.StreamKForTests = true;
+        try
+        {
+            DeviceTensor<BFloat16> Input()
+            {
+                var t = DeviceTensor<BFloat16>.FromHost(acc, TestData.Normal<BFloat16>(rng, (long)B * L * H * D).Values, B, L, H, D);
+                owned.Add(t);
+                return t;
+            }
+            var (q, k, v) = (Input(), Input(), Input());
+            var o = DeviceTensor<BFloat16>.Allocate(acc, B, L, H, D);
+            owned.Add(o);
+            BFloat16[]? first = null;
+            long before = TensorCoreLauncher.StreamKLaunchCount;
+            for (int run = 0; run < 8; run++)
+            {
+                o.CopyFromHost(TestData.Poison<BFloat16>((long)B * L * H * D));
+                backend.Forward(q, k, v, output: o);
+                var now = o.ToHost();
+                if (first is null)
+                {
+                    Assert.That(now.All(x => !float.IsNaN((float)x)), Is.True, $"seed={seed}: output written");
+                    first = now;
+                }
+                else
+                    Assert.That(now.AsSpan().SequenceEqual(first), Is.True, $"seed={seed}: run {run} differs from run 0");
+            }
+            Assert.That(TensorCoreLauncher.StreamKLaunchCount - before, Is.EqualTo(8), "every run launched stream-K");
+        }
+        finally
+        {
+            TensorCoreLauncher.StreamKForTests = old;
+            foreach (var d in owned) d.Dispose();
+        }
+    }
 
     /// <summary>By default (no hook, FLASHDMATTN_TC_STREAMK unset) the policies decide: D = 64 on 128 rows launches
     /// stream-K on 300 blocks (won on the H100, PERF-NOTES v12), D = 128 does not (lost there).</summary>
