@@ -158,16 +158,7 @@ public static class TensorCoreForwardKernel
             ulong vG = Ptx.GlobalAddr(ref v[0]);
 
             // Q tile → shared (rows past the sequence zero-filled).
-            int cpr = THd.D / 8;
-            for (int e = tid; e < Rows * cpr; e += Threads)
-            {
-                int r = e / cpr, c = e - r * cpr;
-                uint dst = qS + (uint)(r * rowBytes + c * 16);
-                if (r < rows)
-                    Ptx.CpAsync16(dst, qG + (ulong)(blk.QOffset(p.QStrideB, p.QStrideL, p.QStrideH, q0 + r, h) * 2 + c * 16), 16u);
-                else
-                    Ptx.CpAsync16(dst, qG, 0u);
-            }
+            TcLoads.LoadQ<THd>(p, blk, qG, qS, q0, rows, Rows, h, tid);
             Ptx.CpAsyncCommit();
 
             // This lane's rows: m-tile m covers rows rA_m = q0 + warp·16·Mt + 16·m + g and rA_m + 8.
@@ -232,7 +223,7 @@ public static class TensorCoreForwardKernel
             }
 
             // Gathered keys: K/V rows are found through the tile's key list, loaded a tile ahead (see TileKeys).
-            bool gatherFast = TF.Mask && p.GatherKeys != 0 && p.Paged == 0 && 32 % cpr == 0;
+            bool gatherFast = TF.Mask && p.GatherKeys != 0 && p.Paged == 0 && 32 % (THd.D / 8) == 0;
 
             // First visible tile (without a mask every tile below nTiles has a visible element).
             int cur = TF.StreamK ? t0 : 0;
