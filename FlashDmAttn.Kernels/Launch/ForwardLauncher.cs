@@ -50,18 +50,22 @@ public static class ForwardLauncher
         where TElem : unmanaged
         where TCodec : struct, IElementCodec<TElem>
     {
-        var b = buffers;
-        // A mask broadcast over queries (with a bias that is too, or none): list the visible keys once, so the
-        // kernels walk w keys instead of Lk.
-        if (p.HasMask != 0 && p.MaskStrideQ == 0 && p.SeqK > 0 && (p.HasBias == 0 || p.BiasStrideQ == 0))
+        // One call's launches are enqueued together (they share the accelerator's scratch buffers with other calls).
+        lock (KernelCache.For(accelerator).LaunchLock)
         {
-            var table = KeyGatherKernel.Prepare(accelerator, ref p, b.Mask, b.SeqInfo);
-            var bias = p.HasBias != 0 ? KeyGatherKernel.GatherBias(accelerator, ref p, b.Bias, table) : b.Bias;
-            b = b with { SeqInfo = table, Bias = bias };
+            var b = buffers;
+            // A mask broadcast over queries (with a bias that is too, or none): list the visible keys once, so the
+            // kernels walk w keys instead of Lk.
+            if (p.HasMask != 0 && p.MaskStrideQ == 0 && p.SeqK > 0 && (p.HasBias == 0 || p.BiasStrideQ == 0))
+            {
+                var table = KeyGatherKernel.Prepare(accelerator, ref p, b.Mask, b.SeqInfo);
+                var bias = p.HasBias != 0 ? KeyGatherKernel.GatherBias(accelerator, ref p, b.Bias, table) : b.Bias;
+                b = b with { SeqInfo = table, Bias = bias };
+            }
+            if (!ForcePortable && TensorCoreLauncher.TryLaunch<TElem, TCodec>(accelerator, p, b))
+                return;
+            LaunchPortable<TElem, TCodec>(accelerator, p, b);
         }
-        if (!ForcePortable && TensorCoreLauncher.TryLaunch<TElem, TCodec>(accelerator, p, b))
-            return;
-        LaunchPortable<TElem, TCodec>(accelerator, p, b);
     }
 
     /// <summary>The portable kernel: every accelerator, head dim and dtype.</summary>

@@ -20,6 +20,14 @@ public sealed class KernelCache
     /// <summary>64 bytes that stand in for absent optional buffers (never written).</summary>
     public MemoryBuffer1D<byte, ILGPU.Stride1D.Dense> Dummy { get; }
 
+    /// <summary>
+    /// Held while one forward call enqueues its launches: the scratch buffers are shared by every call on this
+    /// accelerator, so two host threads must not interleave one call's table kernel and its attention kernel with
+    /// another's (both run on the default stream, in the order enqueued). Growing a buffer synchronises first, so a
+    /// call that already enqueued its kernels keeps valid views.
+    /// </summary>
+    public object LaunchLock { get; } = new();
+
     private readonly MemoryBuffer1D<int, ILGPU.Stride1D.Dense>?[] _scratch = new MemoryBuffer1D<int, ILGPU.Stride1D.Dense>?[3];
 
     /// <summary>
