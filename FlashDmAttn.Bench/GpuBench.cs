@@ -29,6 +29,7 @@ public static class GpuBench
     private static void RunCase(AttentionBackend attn, string caseString, int reps, ArrayView<int> flush)
     {
         var acc = attn.Accelerator;
+        long streamK0 = FlashDmAttn.Kernels.TensorCore.TensorCoreLauncher.StreamKLaunchCount;
         var (kind, p) = Parse(caseString);
         int B = p["B"], H = p["H"], L = p["L"], D = p["D"], w = p.GetValueOrDefault("w", L);
         bool causal = p.GetValueOrDefault("causal", 0) == 1;
@@ -108,7 +109,7 @@ public static class GpuBench
             double idleMs = hostTimes[hostTimes.Count / 2];
             double flops = 4.0 * B * H * L * (double)L * D * (causal ? 0.5 : 1.0);
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"FlashDmAttn|{caseString}|ms={ms:F4}|tflops={flops / ms / 1e9:F1}|idle_start_ms={idleMs:F4}|kernel={ForwardLauncher.Describe(acc, D)}|groups_per_sm={FlashDmAttn.Kernels.TensorCore.TensorCoreLauncher.LastResidentGroupsPerSm}|streamk_launches={FlashDmAttn.Kernels.TensorCore.TensorCoreLauncher.StreamKLaunchCount}"));
+                $"FlashDmAttn|{caseString}|ms={ms:F4}|tflops={flops / ms / 1e9:F1}|idle_start_ms={idleMs:F4}|kernel={ForwardLauncher.Describe(acc, D)}|groups_per_sm={FlashDmAttn.Kernels.TensorCore.TensorCoreLauncher.LastResidentGroupsPerSm}|stream_k={(FlashDmAttn.Kernels.TensorCore.TensorCoreLauncher.StreamKLaunchCount > streamK0 ? 1 : 0)}"));
         }
         finally
         {

@@ -31,11 +31,12 @@ public sealed class KernelCache
     private readonly MemoryBuffer1D<int, ILGPU.Stride1D.Dense>?[] _scratch = new MemoryBuffer1D<int, ILGPU.Stride1D.Dense>?[3];
 
     /// <summary>
-    /// A reusable int buffer of at least <paramref name="length"/> elements for per-call tables. Kernels run in stream
-    /// order on the default stream, so a later call's writes follow the earlier call's reads; growing synchronises first.
+    /// A reusable int buffer of at least <paramref name="length"/> elements for per-call tables, zeroed when allocated.
+    /// Kernels run in stream order on the default stream, so a later call's writes follow the earlier call's reads;
+    /// growing synchronises first.
     /// </summary>
-    /// <param name="slot">0: key tables; 1: gathered bias; 2: the tensor-core kernel's stream-K work (zeroed when
-    /// allocated; its users leave their counters at zero).</param>
+    /// <param name="slot">0: key tables; 1: gathered bias; 2: the tensor-core kernel's stream-K work (its users leave
+    /// their counters at zero).</param>
     public ILGPU.ArrayView<int> Scratch(int length, int slot = 0)
     {
         lock (_entries)
@@ -46,7 +47,7 @@ public sealed class KernelCache
                 _accelerator.Synchronize();
                 buffer?.Dispose();
                 buffer = _accelerator.Allocate1D<int>(Math.Max(length, 1024));
-                if (slot == 2) buffer.MemSetToZero();
+                buffer.MemSetToZero();
                 _scratch[slot] = buffer;
                 _accelerator.Disposed += (_, _) => buffer.Dispose();
             }

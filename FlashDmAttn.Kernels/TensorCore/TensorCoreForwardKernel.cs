@@ -101,11 +101,11 @@ public static class TensorCoreForwardKernel
         where THd : struct, ITcHeadDim
         where TF : struct, ITcFlags
     {
-        int rows0 = 64 * THd.Mt;
+        int Rows = RowsOf<THd>();
         int pos = 0, end = 1, tiles = 1, nbk = 1, wk = 0;
         if (TF.StreamK)
         {
-            nbk = (p.SeqQ + rows0 - 1) / rows0;
+            nbk = (p.SeqQ + Rows - 1) / Rows;
             tiles = p.SplitTiles;
             TcStreamK.Range(Grid.IdxX, p.SplitDp, tiles, p.SplitPerWorker, nbk * p.Batch * p.Heads * tiles, out pos, out end);
             wk = Grid.IdxX - p.SplitDp;
@@ -117,14 +117,14 @@ public static class TensorCoreForwardKernel
             {
                 slot = TcStreamK.Piece(pos, end, tiles, wk, out int blockIdx, out t0, out t1);
                 bh = blockIdx / nbk;
-                q0 = (nbk - 1 - (blockIdx - bh * nbk)) * rows0;
+                q0 = (nbk - 1 - (blockIdx - bh * nbk)) * Rows;
                 half = t0 == 0 ? 0 : 1;
                 pos += t1 - t0;
                 Group.Barrier(); // every warp is done with the previous piece's shared memory
             }
             else
             {
-                bh = TcBlockOrder.BatchHead(rows0, out q0);
+                bh = TcBlockOrder.BatchHead(Rows, out q0);
                 if (bh >= p.Batch * p.Heads) return; // a short last chunk (uniform over the group)
                 pos = end;
             }
@@ -134,7 +134,6 @@ public static class TensorCoreForwardKernel
             int tid = Group.IdxX;
             int lane = Warp.LaneIdx, warp = tid >> 5;
             int g = lane >> 2, t = lane & 3;
-            int Rows = 64 * THd.Mt;
 
             // Runtime features inside the static ones ("may have"): both fold to false when the flag is off.
             bool causal = TF.Causal && p.Causal != 0;

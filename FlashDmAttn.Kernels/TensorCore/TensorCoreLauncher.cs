@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Runtime.InteropServices;
 using ILGPU;
 using ILGPU.Runtime;
@@ -179,9 +178,7 @@ public static class TensorCoreLauncher
         // A negative scale reverses the order of raw scores: the softcap specialisation (scores scaled before the
         // row max; no tanh when Softcap is 0) handles it.
         bool bias = p.HasBias != 0, cap = p.Softcap > 0f || p.Scale < 0f;
-        // Equal work in every block: stream-K when the last wave would be partly empty.
-        if (StreamKOn<THd>(acc) && !bias && p.Causal == 0 && p.HasMask == 0 && p.GatherKeys == 0 && p.Varlen == 0 && p.Paged == 0
-            && !Generic && (cap ? TryStreamK<TE, THd, On>(acc, p, buf) : TryStreamK<TE, THd, Off>(acc, p, buf)))
+        if (StreamKOn<THd>(acc) && !Generic && (cap ? TryStreamK<TE, THd, On>(acc, p, buf) : TryStreamK<TE, THd, Off>(acc, p, buf)))
             return;
         if (bias && cap) Launch<TE, THd, TcFlags<TC, TM, On, On>>(acc, p, buf);
         else if (bias) Launch<TE, THd, TcFlags<TC, TM, On, Off>>(acc, p, buf);
@@ -217,12 +214,14 @@ public static class TensorCoreLauncher
     public static long StreamKLaunchCount => Interlocked.Read(ref _streamKLaunches);
 
     /// <summary>A launch as <see cref="TcStreamK"/> plans it, sized by the stream-K kernel's resident groups (2 per SM
-    /// for D = 64 and 128 on an H100, as the plain kernels'); false (nothing launched) when the plan gains too little.</summary>
+    /// for D = 64 and 128 on an H100, as the plain kernels'); false (nothing launched) for problems whose blocks have
+    /// unequal work, or where the plan gains too little.</summary>
     private static bool TryStreamK<TE, THd, TCap>(Accelerator acc, FwdParams p, in TcBuffers buf)
         where TE : struct, ITcElem where THd : struct, ITcHeadDim where TCap : struct, IStaticBool
     {
-        // The work buffer stands in for seqInfo, which only these launches leave unused.
-        Debug.Assert(p.Varlen == 0 && p.Paged == 0 && p.GatherKeys == 0 && p.Causal == 0 && p.HasMask == 0);
+        // Equal work in every block; the work buffer takes the place of seqInfo, which these problems leave unused.
+        if (p.HasBias != 0 || p.Causal != 0 || p.HasMask != 0 || p.GatherKeys != 0 || p.Varlen != 0 || p.Paged != 0)
+            return false;
         int rows = TensorCoreForwardKernel.RowsOf<THd>();
         long groups = (long)((p.SeqQ + rows - 1) / rows) * p.Batch * p.Heads;
         int tiles = (p.SeqK + THd.Bc - 1) / THd.Bc;

@@ -120,34 +120,35 @@ public class TcStreamKTests
     {
         var c = new AttentionCase("bf16", 1, 300, 200, 1, 1, 64);
         Assert.That(TcStreamK.Plan(3, 4, 2), Is.Not.Null, "the shape is one stream-K would split");
-        ExpectStreamK(Cpu, c, expected: false);
+        RunStreamK(Cpu, c, forced: false, expected: false);
     }
 
-    /// <summary>Runs a case (stream-K as the launcher decides) and checks whether it launched stream-K.</summary>
-    internal static void ExpectStreamK(AttentionBackend backend, AttentionCase c, bool expected)
+    /// <summary>
+    /// Runs a case with stream-K forced on (the test hook, as FLASHDMATTN_TC_STREAMK=1) or as the launcher decides, and
+    /// checks whether it launched stream-K.
+    /// </summary>
+    internal static void RunStreamK(AttentionBackend backend, AttentionCase c, bool forced = true, bool expected = true)
     {
-        if (Environment.GetEnvironmentVariable("FLASHDMATTN_TC_STREAMK") is "0" or "1")
+        if (!forced && Environment.GetEnvironmentVariable("FLASHDMATTN_TC_STREAMK") is "0" or "1")
             Assert.Ignore("FLASHDMATTN_TC_STREAMK overrides the policies");
+        using var scope = new HookScope(forced);
         long before = TensorCoreLauncher.StreamKLaunchCount;
         TensorCoreRunner.Run(backend, c);
         Assert.That(TensorCoreLauncher.StreamKLaunchCount > before, Is.EqualTo(expected), $"{c}: stream-K launched");
     }
 
-    /// <summary>Runs a case with stream-K launches on and checks that one happened.</summary>
-    internal static void RunStreamK(AttentionBackend backend, AttentionCase c)
+    /// <summary>Sets the stream-K test hook for a scope and restores it after.</summary>
+    internal readonly struct HookScope : IDisposable
     {
-        bool old = TensorCoreLauncher.StreamKForTests;
-        TensorCoreLauncher.StreamKForTests = true;
-        try
+        private readonly bool _old;
+
+        public HookScope(bool on)
         {
-            long before = TensorCoreLauncher.StreamKLaunchCount;
-            TensorCoreRunner.Run(backend, c);
-            Assert.That(TensorCoreLauncher.StreamKLaunchCount, Is.GreaterThan(before), $"{c}: no stream-K launch");
+            _old = TensorCoreLauncher.StreamKForTests;
+            TensorCoreLauncher.StreamKForTests = on;
         }
-        finally
-        {
-            TensorCoreLauncher.StreamKForTests = old;
-        }
+
+        public void Dispose() => TensorCoreLauncher.StreamKForTests = _old;
     }
 }
 
@@ -201,20 +202,7 @@ public class TcStreamKGpuTests
 
     [TestCaseSource(nameof(UnequalWork))]
     public void OffForUnequalWork(AttentionCase c)
-    {
-        bool old = TensorCoreLauncher.StreamKForTests;
-        TensorCoreLauncher.StreamKForTests = true;
-        try
-        {
-            long before = TensorCoreLauncher.StreamKLaunchCount;
-            TensorCoreRunner.Run(FlashDmAttention.Auto("cuda"), c);
-            Assert.That(TensorCoreLauncher.StreamKLaunchCount, Is.EqualTo(before), $"{c}: stream-K launched");
-        }
-        finally
-        {
-            TensorCoreLauncher.StreamKForTests = old;
-        }
-    }
+        => TcStreamKTests.RunStreamK(FlashDmAttention.Auto("cuda"), c, forced: true, expected: false);
 
     /// <summary>The merge order is fixed (head piece, then tail), whichever piece arrives second: repeated runs give the
     /// same bits. 960 D = 64 blocks of 16 tiles (2 whole waves, then 264 workers); outputs poisoned before each run.</summary>
@@ -226,8 +214,7 @@ public class TcStreamKGpuTests
         const int B = 1, L = 1024, H = 120, D = 64;
         var rng = TestData.NewRandom(out int seed);
         var owned = new List<IDisposable>();
-        bool old = TensorCoreLauncher.StreamKForTests;
-        TensorCoreLauncher.StreamKForTests = true;
+        using var hook = new TcStreamKTests.HookScope(true);
         try
         {
             DeviceTensor<BFloat16> Input()
@@ -258,7 +245,6 @@ public class TcStreamKGpuTests
         }
         finally
         {
-            TensorCoreLauncher.StreamKForTests = old;
             foreach (var d in owned) d.Dispose();
         }
     }
@@ -268,5 +254,6 @@ public class TcStreamKGpuTests
     [TestCase(64, true)]
     [TestCase(128, false)]
     public void PolicyDecides(int headDim, bool streamK)
-        => TcStreamKTests.ExpectStreamK(FlashDmAttention.Auto("cuda"), new AttentionCase("bf16", 3, 100, 200, 100, 100, headDim), streamK);
+        => TcStreamKTests.RunStreamK(FlashDmAttention.Auto("cuda"), new AttentionCase("bf16", 3, 100, 200, 100, 100, headDim),
+            forced: false, expected: streamK);
 }
