@@ -34,6 +34,14 @@ public static class TcGeom
         return lim;
     }
 
+    /// <summary>
+    /// The limit of row r + <paramref name="rows"/> from row r's (<paramref name="lim"/>, from <see cref="Limit"/>):
+    /// min(lim + rows, kEnd − 1), exact while row r + rows is inside Lq (min(r + diag, kEnd − 1) shifted). Past Lq it is not −1, but
+    /// those rows are never written.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int Shifted(int lim, int rows, int kEnd) => lim + rows < kEnd - 1 ? lim + rows : kEnd - 1;
+
     /// <summary>Bits 4j (offset 2j) and 4j + 1 (offset 2j + 1) of the offsets ≤ <paramref name="lim"/>, j &lt; bc / 8.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static uint Pairs(int bc, int lim)

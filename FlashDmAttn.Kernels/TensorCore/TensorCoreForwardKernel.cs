@@ -65,12 +65,14 @@ public static class TensorCoreForwardKernel
     /// <summary>
     /// The last key (slot) each of this lane's rows sees: tiles that are not whole get their geometry from these.
     /// Without causal or mask every row gets kEnd − 1, rows past Lq included (their scores are never written; one live
-    /// value instead of four: the 128-row D = 128 kernel spilled them). With a mask, rows past Lq keep −1: the
+    /// value instead of four: the 128-row D = 128 kernel spilled them). Without the mask flag only row A's limit is
+    /// kept and the loop derives the others from it (<see cref="TcGeom.Shifted"/>: exact for rows inside Lq, and rows
+    /// past Lq are never written; the causal D = 128 kernel spilled the four). With a mask, rows past Lq keep −1: the
     /// element-wise mask path reads no mask byte where the geometry says invisible.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static LaneMask Limits<THd>(LaneMask lm, in FwdParams p, in BlockInfo blk, ArrayView<int> seqInfo, int gRow, int kEnd, bool causal, bool hasMask, bool gather)
-        where THd : struct, ITcHeadDim
+    private static LaneMask Limits<THd, TF>(LaneMask lm, in FwdParams p, in BlockInfo blk, ArrayView<int> seqInfo, int gRow, int kEnd, bool causal, bool hasMask, bool gather)
+        where THd : struct, ITcHeadDim where TF : struct, ITcFlags
     {
         if (!causal && !hasMask)
         {
@@ -78,6 +80,7 @@ public static class TensorCoreForwardKernel
             return lm;
         }
         lm.LimA0 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, lm.RA0, kEnd, causal, gather);
+        if (!TF.Mask) return lm;
         lm.LimB0 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, lm.RA0 + 8, kEnd, causal, gather);
         if (THd.Mt > 1)
         {
@@ -204,7 +207,7 @@ public static class TensorCoreForwardKernel
             }
             int nTiles = (kEnd + THd.Bc - 1) / THd.Bc;
             if (TF.StreamK && t1 < nTiles) nTiles = t1;
-            lm = Limits<THd>(lm, p, blk, seqInfo, gRow, kEnd, causal, hasMask, gather);
+            lm = Limits<THd, TF>(lm, p, blk, seqInfo, gRow, kEnd, causal, hasMask, gather);
 
             // Mask look-ahead by 16- or 8-byte words (64- or 32-key tiles, aligned rows, no gathered keys): the words of the
             // tile after next are loaded while this tile computes. Rows past the sequence read its last row.
@@ -355,7 +358,17 @@ public static class TensorCoreForwardKernel
 
                 // S = Q·Kᵀ for the warp's m-tiles.
                 uint kA = kCur + kLaneOff;
-                SAcc2 s = THd.QInRegs ? Frag.QkRegs2<TE, THd>(qf0, qf1, kA) : Frag.QkSmem2<TE, THd>(qLane0, qLane1, kA);
+                SAcc2 s;
+                if (THd.QInRegs) s = Frag.QkRegs2<TE, THd>(qf0, qf1, kA);
+                else if (TF.Causal) s = Frag.QkSmem2<TE, THd>(qLane0, qLane1, kA);
+                else
+                {
+                    // The lane's Q rows again from the thread index (tid is live for the copies), in another form than
+                    // qLane0: kept live across the loop, ptxas spilled it in the dense D = 128 kernel (with a causal
+                    // band this form spilled more, so those kernels keep qLane0).
+                    uint qA = qS + (uint)((((tid >> 5) * 16 * THd.Mt) + (tid & 15)) * rowBytes + ((tid >> 4) & 1) * 16);
+                    s = Frag.QkSmem2<TE, THd>(qA, qA + (uint)(16 * rowBytes), kA);
+                }
                 if (splitKv)
                 {
                     if (nxt < nTiles)
@@ -379,8 +392,16 @@ public static class TensorCoreForwardKernel
                 {
                     if (!hasMask)
                     {
-                        curBits.X = TcGeom.FromLimits(THd.Bc, k0 + col0, lm.LimA0, lm.LimB0);
-                        curBits.Y = THd.Mt > 1 ? TcGeom.FromLimits(THd.Bc, k0 + col0, lm.LimA1, lm.LimB1) : 0u;
+                        // Without the mask flag the other rows' limits come from row A's (see Limits).
+                        int limB0 = lm.LimB0, limA1 = lm.LimA1, limB1 = lm.LimB1;
+                        if (!TF.Mask)
+                        {
+                            limB0 = TcGeom.Shifted(lm.LimA0, 8, kEnd);
+                            limA1 = TcGeom.Shifted(lm.LimA0, 16, kEnd);
+                            limB1 = TcGeom.Shifted(lm.LimA0, 24, kEnd);
+                        }
+                        curBits.X = TcGeom.FromLimits(THd.Bc, k0 + col0, lm.LimA0, limB0);
+                        curBits.Y = THd.Mt > 1 ? TcGeom.FromLimits(THd.Bc, k0 + col0, limA1, limB1) : 0u;
                     }
                     s.A = TcScore.Apply<TE, THd, TF>(s.A, curBits.X, sa0, false, hasBias, pre, staged, bw0, bs, bs + rowB);
                     if (THd.Mt > 1) s.B = TcScore.Apply<TE, THd, TF>(s.B, curBits.Y, sa1, false, hasBias, pre, staged, bw1, bs + 2u * rowB, bs + 3u * rowB);

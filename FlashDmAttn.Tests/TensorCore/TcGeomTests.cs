@@ -35,6 +35,35 @@ public class TcGeomTests
         Assert.That(checkedCount, Is.GreaterThan(10000));
     }
 
+    /// <summary>The limits the causal kernels derive from row A's (TcGeom.Shifted) equal the rows' own wherever those rows
+    /// are inside Lq (the only rows the kernel writes), with kEnd as the kernel computes it for a block at q0.</summary>
+    [Test]
+    public void ShiftedLimitsMatchTheRowsOwnInsideLq()
+    {
+        int checkedCount = 0;
+        foreach (bool causal in new[] { false, true })
+        foreach (int seqQ in new[] { 1, 9, 70, 200 })
+        foreach (int seqK in new[] { 1, 5, 64, 150, 300 })
+        foreach (int q0 in new[] { 0, 64, 128 })
+        {
+            if (q0 >= seqQ) continue;
+            int diag = seqK - seqQ, rows = System.Math.Min(seqQ - q0, 128);
+            int e1 = q0 + rows + diag;
+            int kEnd = causal ? System.Math.Clamp(e1, 0, seqK) : seqK;
+            for (int rA = q0; rA < q0 + 128; rA++)
+            foreach (int d in new[] { 8, 16, 24 })
+            {
+                if (rA + d >= seqQ) continue;
+                int own = TcGeom.Limit(rA + d, seqQ, kEnd, causal, diag);
+                int derived = TcGeom.Shifted(TcGeom.Limit(rA, seqQ, kEnd, causal, diag), d, kEnd);
+                if (own != derived)
+                    Assert.Fail($"causal={causal} seqQ={seqQ} seqK={seqK} q0={q0} rA={rA} d={d}: derived {derived}, own {own}");
+                checkedCount++;
+            }
+        }
+        Assert.That(checkedCount, Is.GreaterThan(5000));
+    }
+
     [TestCase(32)]
     [TestCase(64)]
     public void KeyOrderIsABijectionWithContiguousLaneKeys(int bc)
