@@ -65,8 +65,8 @@ public static class TensorCoreForwardKernel
     /// <summary>
     /// The last key (slot) each of this lane's rows sees: tiles that are not whole get their geometry from these.
     /// Without causal or mask every row gets kEnd − 1, rows past Lq included (their scores are never written; one live
-    /// value instead of four: the 128-row D = 128 kernel spilled them). Without the mask flag only row A's limit is
-    /// kept and the loop derives the others from it (<see cref="TcGeom.Shifted"/>: exact for rows inside Lq, and rows
+    /// value instead of four: the 128-row D = 128 kernel spilled them). Causal without the mask flag: only row A's limit
+    /// is kept and the loop derives the others from it (<see cref="TcGeom.Shifted"/>: exact for rows inside Lq, and rows
     /// past Lq are never written; the causal D = 128 kernel spilled the four). With a mask, rows past Lq keep −1: the
     /// element-wise mask path reads no mask byte where the geometry says invisible.
     /// </summary>
@@ -80,7 +80,7 @@ public static class TensorCoreForwardKernel
             return lm;
         }
         lm.LimA0 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, lm.RA0, kEnd, causal, gather);
-        if (!TF.Mask) return lm;
+        if (TF.Causal && !TF.Mask) return lm;
         lm.LimB0 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, lm.RA0 + 8, kEnd, causal, gather);
         if (THd.Mt > 1)
         {
@@ -392,9 +392,9 @@ public static class TensorCoreForwardKernel
                 {
                     if (!hasMask)
                     {
-                        // Without the mask flag the other rows' limits come from row A's (see Limits).
+                        // Causal without the mask flag: the other rows' limits come from row A's (see Limits).
                         int limB0 = lm.LimB0, limA1 = lm.LimA1, limB1 = lm.LimB1;
-                        if (!TF.Mask)
+                        if (TF.Causal && !TF.Mask)
                         {
                             limB0 = TcGeom.Shifted(lm.LimA0, 8, kEnd);
                             limA1 = TcGeom.Shifted(lm.LimA0, 16, kEnd);
