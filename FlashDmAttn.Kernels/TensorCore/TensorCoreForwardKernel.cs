@@ -66,7 +66,7 @@ public static class TensorCoreForwardKernel
     /// The last key (slot) each of this lane's rows sees: tiles that are not whole get their geometry from these.
     /// Without causal or mask every row gets kEnd − 1, rows past Lq included (their scores are never written; one live
     /// value instead of four: the 128-row D = 128 kernel spilled them). Causal without the mask flag: only row A's limit
-    /// is kept and the loop derives the others from it (<see cref="TcGeom.Shifted"/>: exact for rows inside Lq, and rows
+    /// is kept and <see cref="OtherLimits{TF}"/> derives the others from it (<see cref="TcGeom.Shifted"/>: exact for rows inside Lq, and rows
     /// past Lq are never written; the causal D = 128 kernel spilled the four). With a mask, rows past Lq keep −1: the
     /// element-wise mask path reads no mask byte where the geometry says invisible.
     /// </summary>
@@ -80,7 +80,7 @@ public static class TensorCoreForwardKernel
             return lm;
         }
         lm.LimA0 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, lm.RA0, kEnd, causal, gather);
-        if (TF.Causal && !TF.Mask) return lm;
+        if (TF.Causal && !TF.Mask) return lm; // the others: OtherLimits
         lm.LimB0 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, lm.RA0 + 8, kEnd, causal, gather);
         if (THd.Mt > 1)
         {
@@ -88,6 +88,24 @@ public static class TensorCoreForwardKernel
             lm.LimB1 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, lm.RA1 + 8, kEnd, causal, gather);
         }
         return lm;
+    }
+
+    /// <summary>The limits of row B of m-tile 0 and rows A, B of m-tile 1, as <see cref="Limits{THd, TF}"/> left them:
+    /// stored, or derived from row A's where it keeps only that one.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void OtherLimits<TF>(in LaneMask lm, int kEnd, out int limB0, out int limA1, out int limB1)
+        where TF : struct, ITcFlags
+    {
+        if (TF.Causal && !TF.Mask)
+        {
+            limB0 = TcGeom.Shifted(lm.LimA0, 8, kEnd);
+            limA1 = TcGeom.Shifted(lm.LimA0, 16, kEnd);
+            limB1 = TcGeom.Shifted(lm.LimA0, 24, kEnd);
+            return;
+        }
+        limB0 = lm.LimB0;
+        limA1 = lm.LimA1;
+        limB1 = lm.LimB1;
     }
 
     /// <summary>
@@ -392,14 +410,7 @@ public static class TensorCoreForwardKernel
                 {
                     if (!hasMask)
                     {
-                        // Causal without the mask flag: the other rows' limits come from row A's (see Limits).
-                        int limB0 = lm.LimB0, limA1 = lm.LimA1, limB1 = lm.LimB1;
-                        if (TF.Causal && !TF.Mask)
-                        {
-                            limB0 = TcGeom.Shifted(lm.LimA0, 8, kEnd);
-                            limA1 = TcGeom.Shifted(lm.LimA0, 16, kEnd);
-                            limB1 = TcGeom.Shifted(lm.LimA0, 24, kEnd);
-                        }
+                        OtherLimits<TF>(lm, kEnd, out int limB0, out int limA1, out int limB1);
                         curBits.X = TcGeom.FromLimits(THd.Bc, k0 + col0, lm.LimA0, limB0);
                         curBits.Y = THd.Mt > 1 ? TcGeom.FromLimits(THd.Bc, k0 + col0, limA1, limB1) : 0u;
                     }
