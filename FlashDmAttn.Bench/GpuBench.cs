@@ -1,24 +1,24 @@
 using System.Globalization;
 using ILGPU;
 using ILGPU.Runtime;
-using FlashDmAttn.Kernels.Launch;
+using FlashDmAttn.Kernels.Planning;
 
 namespace FlashDmAttn.Bench;
 
 /// <summary>
-/// GPU mode: times the forward on the cases of ../shared/gpu/peers.py (same case strings, bf16, layout (B,L,H,D))
+/// GPU mode: times the forward on the cases of tools/gpu/peers.py (same case strings, bf16, layout (B,L,H,D))
 /// with device events: warm-up, then the median of many timed launches, each after a 256 MB memset that clears L2
 /// (triton.testing.do_bench's method, which peers.py uses), input sets rotated as well. Prints one line per case in
 /// peers.py's format: FlashDmAttn|case|ms=..|tflops=..|idle_start_ms=.. (the last: timed from an idle GPU, host
-/// launch overhead, clock ramp and a warm L2 included).
+/// launch overhead, clock ramp and a warm L2 included) and plan=.. (the launch plan of the case's attention call).
 /// </summary>
 public static class GpuBench
 {
     private const long L2Bytes = 50L << 20;
 
-    public static int Run(string cases, int reps)
+    public static int Run(string cases, int reps, AttentionOptions options)
     {
-        var attn = FlashDmAttention.Auto();
+        var attn = FlashDmAttention.Auto().WithOptions(options);
         Console.WriteLine($"# FlashDmAttn GPU bench on {attn}");
         using var flush = attn.Accelerator.Allocate1D<int>(64L << 20); // 256 MB, as do_bench's cache clearing
         foreach (var c in cases.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
@@ -28,8 +28,9 @@ public static class GpuBench
 
     private static void RunCase(AttentionBackend attn, string caseString, int reps, ArrayView<int> flush)
     {
+        ForwardPlan? plan = null;
+        attn = attn.WithLaunch(o => o with { Observer = p => plan = p });
         var acc = attn.Accelerator;
-        long streamK0 = FlashDmAttn.Kernels.TensorCore.TensorCoreLauncher.StreamKLaunchCount;
         var (kind, p) = Parse(caseString);
         int B = p["B"], H = p["H"], L = p["L"], D = p["D"], w = p.GetValueOrDefault("w", L);
         bool causal = p.GetValueOrDefault("causal", 0) == 1;
@@ -109,7 +110,7 @@ public static class GpuBench
             double idleMs = hostTimes[hostTimes.Count / 2];
             double flops = 4.0 * B * H * L * (double)L * D * (causal ? 0.5 : 1.0);
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"FlashDmAttn|{caseString}|ms={ms:F4}|tflops={flops / ms / 1e9:F1}|idle_start_ms={idleMs:F4}|kernel={ForwardLauncher.Describe(acc, D)}|groups_per_sm={FlashDmAttn.Kernels.TensorCore.TensorCoreLauncher.LastResidentGroupsPerSm}|stream_k={(FlashDmAttn.Kernels.TensorCore.TensorCoreLauncher.StreamKLaunchCount > streamK0 ? 1 : 0)}"));
+                $"FlashDmAttn|{caseString}|ms={ms:F4}|tflops={flops / ms / 1e9:F1}|idle_start_ms={idleMs:F4}|plan={plan?.Describe()}"));
         }
         finally
         {

@@ -130,7 +130,7 @@ public sealed partial class AttentionBackend
             for (int j = 0; j < maxPages; j++)
                 info[2 * (batch + 1) + s * maxPages + j] = blockTable![s, j];
         using var seqInfo = Accelerator.Allocate1D(info);
-        Dispatch.Forward(Accelerator, p, query.Data, key.Data, value.Data, o.Data, attnBias?.Data ?? default,
+        Dispatch.Forward(Accelerator, Launch, p, query.Data, key.Data, value.Data, o.Data, attnBias?.Data ?? default,
             attnMask?.Bytes ?? default, softmaxLse?.Data ?? default, seqInfo.View);
         Accelerator.Synchronize();
         return o;

@@ -89,7 +89,7 @@ public sealed partial class AttentionBackend
         // Everything is valid: only now allocate and launch.
         var o = output ?? DeviceTensor<T>.Allocate(Accelerator, b, lq, h, d);
         (p.OStrideB, p.OStrideL, p.OStrideH) = (o.Strides[0], o.Strides[1], o.Strides[2]);
-        Dispatch.Forward(Accelerator, p, query.Data, key.Data, value.Data, o.Data, attnBias?.Data ?? default,
+        Dispatch.Forward(Accelerator, Launch, p, query.Data, key.Data, value.Data, o.Data, attnBias?.Data ?? default,
             attnMask?.Bytes ?? default, softmaxLse?.Data ?? default, default);
         return o;
     }

@@ -3,28 +3,29 @@ using ILGPU.Runtime;
 using FlashDmAttn.Kernels.Forward;
 using FlashDmAttn.Kernels.Launch;
 using FlashDmAttn.Kernels.Numerics;
+using FlashDmAttn.Kernels.Planning;
 
 namespace FlashDmAttn.Api;
 
 /// <summary>Turns a validated problem of element type T into the kernel specialization of its dtype.</summary>
 internal static class Dispatch
 {
-    public static void Forward<T>(Accelerator accelerator, in FwdParams p,
+    public static void Forward<T>(Accelerator accelerator, LaunchOptions options, in FwdParams p,
         ArrayView<T> q, ArrayView<T> k, ArrayView<T> v, ArrayView<T> o, ArrayView<T> bias,
         ArrayView<byte> mask, ArrayView<float> lse, ArrayView<int> seqInfo) where T : unmanaged
     {
         switch (DTypes.Of<T>())
         {
             case DType.Float32:
-                ForwardLauncher.Launch<float, Fp32Codec>(accelerator, p, new FwdBuffers<float>(
+                ForwardLauncher.Launch<float, Fp32Codec>(accelerator, options, p, new FwdBuffers<float>(
                     q.Cast<float>(), k.Cast<float>(), v.Cast<float>(), o.Cast<float>(), Cast<T, float>(bias), mask, lse, seqInfo));
                 break;
             case DType.Float16:
-                ForwardLauncher.Launch<ushort, Fp16Codec>(accelerator, p, new FwdBuffers<ushort>(
+                ForwardLauncher.Launch<ushort, Fp16Codec>(accelerator, options, p, new FwdBuffers<ushort>(
                     q.Cast<ushort>(), k.Cast<ushort>(), v.Cast<ushort>(), o.Cast<ushort>(), Cast<T, ushort>(bias), mask, lse, seqInfo));
                 break;
             case DType.BFloat16:
-                ForwardLauncher.Launch<ushort, Bf16Codec>(accelerator, p, new FwdBuffers<ushort>(
+                ForwardLauncher.Launch<ushort, Bf16Codec>(accelerator, options, p, new FwdBuffers<ushort>(
                     q.Cast<ushort>(), k.Cast<ushort>(), v.Cast<ushort>(), o.Cast<ushort>(), Cast<T, ushort>(bias), mask, lse, seqInfo));
                 break;
             default:

@@ -6,7 +6,7 @@ namespace FlashDmAttn.Kernels.Forward;
 /// Where one batch entry's rows live (the counterpart of FlashAttention's block_info.h):
 /// its lengths, the row offsets of varlen packing and the page lookup of a paged K/V cache.
 /// </summary>
-public readonly struct BlockInfo
+internal readonly struct BlockInfo
 {
     public readonly int Batch, SeqQ, SeqK, RowQ0, RowK0;
 
@@ -15,7 +15,7 @@ public readonly struct BlockInfo
         Batch = batch; SeqQ = seqQ; SeqK = seqK; RowQ0 = rowQ0; RowK0 = rowK0;
     }
 
-    public static BlockInfo Create(in FwdParams p, ArrayView<int> seqInfo, int b)
+    public static BlockInfo Create(in KernelArgs p, ArrayView<int> seqInfo, int b)
     {
         if (p.Varlen == 0)
             return new BlockInfo(b, p.SeqQ, p.SeqK, 0, 0);
@@ -31,7 +31,7 @@ public readonly struct BlockInfo
         => Batch * strideB + (long)(RowQ0 + i) * strideL + h * strideH;
 
     /// <summary>Element offset of key row j (kv head hk) in k or v, through the block table when paged.</summary>
-    public long KOffset(in FwdParams p, ArrayView<int> seqInfo, long strideB, long strideL, long strideH, int j, int hk)
+    public long KOffset(in KernelArgs p, ArrayView<int> seqInfo, long strideB, long strideL, long strideH, int j, int hk)
     {
         if (p.Paged != 0)
         {
@@ -42,19 +42,19 @@ public readonly struct BlockInfo
     }
 
     /// <summary>The gathered-key list of (this batch, head h): its mask row (0 when keys are not gathered).</summary>
-    public int GatherRow(in FwdParams p, int h)
+    public int GatherRow(in KernelArgs p, int h)
         => p.GatherKeys == 0 ? 0 : Batch * p.GatherBatchStride + (p.GatherHeads == 1 ? 0 : h / p.MaskHeadDiv);
 
     /// <summary>How many key slots to walk: the gathered count, or <paramref name="keyEnd"/> when keys are not gathered.</summary>
-    public static int KeySlots(in FwdParams p, ArrayView<int> seqInfo, int gatherRow, int keyEnd)
+    public static int KeySlots(in KernelArgs p, ArrayView<int> seqInfo, int gatherRow, int keyEnd)
         => p.GatherKeys == 0 ? keyEnd : seqInfo[p.GatherOffset + gatherRow];
 
     /// <summary>The key index of slot n (n itself when keys are not gathered; ascending in n either way).</summary>
-    public static int KeyAt(in FwdParams p, ArrayView<int> seqInfo, int gatherRow, int n)
+    public static int KeyAt(in KernelArgs p, ArrayView<int> seqInfo, int gatherRow, int n)
         => p.GatherKeys == 0 ? n : seqInfo[p.GatherOffset + p.GatherRows + (long)gatherRow * p.SeqK + n];
 
     /// <summary>How many of the first <paramref name="slots"/> key slots hold a key below <paramref name="bound"/>.</summary>
-    public static int SlotsBelow(in FwdParams p, ArrayView<int> seqInfo, int gatherRow, int slots, int bound)
+    public static int SlotsBelow(in KernelArgs p, ArrayView<int> seqInfo, int gatherRow, int slots, int bound)
     {
         int below = bound;
         if (p.GatherKeys != 0)
@@ -64,7 +64,7 @@ public readonly struct BlockInfo
     }
 
     /// <summary>Last key (exclusive) that query rows below <paramref name="qEnd"/> can see under the causal band.</summary>
-    public int KeyEnd(in FwdParams p, int qEnd)
+    public int KeyEnd(in KernelArgs p, int qEnd)
     {
         if (p.Causal == 0) return SeqK;
         int end = qEnd + SeqK - SeqQ; // bottom-right aligned

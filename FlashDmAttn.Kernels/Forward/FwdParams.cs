@@ -1,10 +1,12 @@
 namespace FlashDmAttn.Kernels.Forward;
 
 /// <summary>
-/// Everything a forward kernel reads besides its buffers (the counterpart of FlashAttention's flash.h).
-/// All strides are in elements. Dims that are broadcast have stride 0. Built and checked by the host layer.
+/// A validated forward problem as the public API describes it (the counterpart of FlashAttention's flash.h, without
+/// launch decisions): sizes, element strides of q/k/v/o, mask and bias broadcast strides, score transform, LSE output,
+/// variable lengths and paging. Broadcast dims have stride 0. The planner reads it; the launcher copies it into the
+/// kernels' <see cref="KernelArgs"/> with the plan's decisions, and never changes it.
 /// </summary>
-public struct FwdParams
+internal struct FwdParams
 {
     // Problem size.
     public int Batch, Heads, KvHeads, HeadGroup, HeadDim;
@@ -34,16 +36,4 @@ public struct FwdParams
 
     // Variable length and paging: seqInfo = [cu_q (B+1) | cu_k (B+1) | block table (B*MaxPages)].
     public int Varlen, Paged, PageSize, MaxPages;
-
-    // Key gathering, for masks broadcast over queries (one visible-key set per (batch, mask head)): seqInfo holds at
-    // GatherOffset the count of visible keys of each of the GatherRows mask rows, then each row's SeqK-long slot of
-    // ascending key indices, then each row's SeqK key ranks. Kernels then walk only the visible keys (Masking/KeyGatherKernel builds the lists).
-    public int GatherKeys, GatherOffset, GatherRows, GatherBatchStride, GatherHeads;
-
-    // Tile shape of the portable kernel.
-    public int TileQ, TileK;
-
-    // Stream-K launches of the tensor-core kernel (TensorCore/TcStreamK): the whole blocks before the workers, the key
-    // tiles of a block, the tiles each worker walks.
-    public int SplitDp, SplitTiles, SplitPerWorker;
 }

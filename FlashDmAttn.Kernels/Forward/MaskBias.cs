@@ -9,16 +9,16 @@ namespace FlashDmAttn.Kernels.Forward;
 /// causal band, the dynamic mask, softcap and the additive bias. One place for their order:
 /// s = q·k·scale; s = c·tanh(s/c) if softcap; s += bias; invisible → −∞.
 /// </summary>
-public static class MaskBias
+internal static class MaskBias
 {
-    public static bool CausalVisible(in FwdParams p, in BlockInfo blk, int i, int j)
+    public static bool CausalVisible(in KernelArgs p, in BlockInfo blk, int i, int j)
         => p.Causal == 0 || j <= i + blk.SeqK - blk.SeqQ;
 
-    public static long MaskIndex(in FwdParams p, int b, int h, int i)
+    public static long MaskIndex(in KernelArgs p, int b, int h, int i)
         => b * p.MaskStrideB + (h / p.MaskHeadDiv) * p.MaskStrideH + i * p.MaskStrideQ;
 
     /// <summary>Mask element j of a row starting at <paramref name="rowIndex"/>; any nonzero magnitude is visible.</summary>
-    public static bool MaskVisible(in FwdParams p, ArrayView<byte> mask, long rowIndex, int j)
+    public static bool MaskVisible(in KernelArgs p, ArrayView<byte> mask, long rowIndex, int j)
     {
         long a = (rowIndex + j) * p.MaskElemBytes;
         if (p.MaskElemBytes == 1) return mask[a] != 0;
@@ -26,11 +26,11 @@ public static class MaskBias
         return (mask[a] | mask[a + 1] | mask[a + 2] | (mask[a + 3] & 0x7F)) != 0;
     }
 
-    public static long BiasIndex(in FwdParams p, int b, int h, int i)
+    public static long BiasIndex(in KernelArgs p, int b, int h, int i)
         => b * p.BiasStrideB + (h / p.BiasHeadDiv) * p.BiasStrideH + i * p.BiasStrideQ;
 
     /// <summary>Scaled dot product → softcapped → biased score.</summary>
-    public static float Score<TElem, TCodec>(in FwdParams p, float dot, ArrayView<TElem> bias, long biasRow, int j)
+    public static float Score<TElem, TCodec>(in KernelArgs p, float dot, ArrayView<TElem> bias, long biasRow, int j)
         where TElem : unmanaged
         where TCodec : struct, IElementCodec<TElem>
     {

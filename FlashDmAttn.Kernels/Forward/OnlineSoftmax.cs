@@ -7,7 +7,7 @@ namespace FlashDmAttn.Kernels.Forward;
 /// running sum l, and the factor that rescales what was accumulated before. A row that has seen no visible
 /// key keeps m = −∞, l = 0, and ends with output 0 and LSE −∞ instead of NaN.
 /// </summary>
-public static class OnlineSoftmax
+internal static class OnlineSoftmax
 {
     /// <summary>New running max and the rescale factor exp(m_old − m_new) (1 while the row is still empty).</summary>
     public static float Rescale(float mOld, float tileMax, out float mNew)

@@ -11,7 +11,7 @@ namespace FlashDmAttn.Kernels.Forward;
 /// its running output in shared memory in fp32.
 /// Grid: (ceil(max Lq / TileQ), Batch·Heads). Any group size works; all loops stride by Group.DimX.
 /// </summary>
-public static class PortableForwardKernel
+internal static class PortableForwardKernel
 {
     /// <summary>Dynamic shared memory in floats for a tile shape.</summary>
     public static int SharedFloats(int tileQ, int tileK, int headDim)
@@ -20,7 +20,7 @@ public static class PortableForwardKernel
     public static void Run<TElem, TCodec>(
         ArrayView<TElem> q, ArrayView<TElem> k, ArrayView<TElem> v, ArrayView<TElem> o,
         ArrayView<TElem> bias, ArrayView<byte> mask, ArrayView<float> lse, ArrayView<int> seqInfo,
-        FwdParams p)
+        KernelArgs p)
         where TElem : unmanaged
         where TCodec : struct, IElementCodec<TElem>
     {

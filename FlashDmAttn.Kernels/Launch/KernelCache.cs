@@ -1,10 +1,11 @@
 using System.Runtime.CompilerServices;
 using ILGPU.Runtime;
+using FlashDmAttn.Kernels.Planning;
 
 namespace FlashDmAttn.Kernels.Launch;
 
 /// <summary>Loaded kernels and small scratch buffers, kept once per accelerator and released with it.</summary>
-public sealed class KernelCache
+internal sealed class KernelCache
 {
     private static readonly ConditionalWeakTable<Accelerator, KernelCache> Caches = new();
     private readonly Dictionary<object, object> _entries = new();
@@ -53,6 +54,14 @@ public sealed class KernelCache
             }
             return buffer.View.SubView(0, length);
         }
+    }
+
+    private DeviceInfo? _device;
+
+    /// <summary>The accelerator's properties for the planner, made once.</summary>
+    public DeviceInfo Device(Func<DeviceInfo> make)
+    {
+        lock (_entries) return _device ??= make();
     }
 
     public static KernelCache For(Accelerator accelerator) => Caches.GetValue(accelerator, a => new KernelCache(a));

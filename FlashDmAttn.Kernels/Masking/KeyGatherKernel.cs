@@ -4,6 +4,7 @@ using ILGPU.Algorithms.ScanReduceOperations;
 using ILGPU.Runtime;
 using FlashDmAttn.Kernels.Forward;
 using FlashDmAttn.Kernels.Launch;
+using FlashDmAttn.Kernels.Planning;
 
 namespace FlashDmAttn.Kernels.Masking;
 
@@ -14,9 +15,9 @@ namespace FlashDmAttn.Kernels.Masking;
 /// key indices per row, then per row the rank of every key (visible keys below it), so bounds map to slots in one load. One group per row; contiguous chunks per thread and a group exclusive scan
 /// (ILGPU.Algorithms) keep the order.
 /// </summary>
-public static class KeyGatherKernel
+internal static class KeyGatherKernel
 {
-    public static void Run(ArrayView<byte> mask, ArrayView<int> info, FwdParams p)
+    public static void Run(ArrayView<byte> mask, ArrayView<int> info, KernelArgs p)
     {
         int tid = Group.IdxX, nt = Group.DimX;
         int row = Grid.IdxX;
@@ -44,23 +45,23 @@ public static class KeyGatherKernel
     }
 
     /// <summary>
-    /// Fills in p's gather fields and returns the key table: <paramref name="seqInfo"/> (cu_seqlens, block table) copied
-    /// into a scratch buffer of the accelerator, followed by the lists. The mask must be broadcast over queries.
+    /// Builds the key table of a <see cref="GatherPlan"/> and sets <paramref name="p"/>'s gather fields from the plan: the
+    /// call's <paramref name="seqInfo"/> (cu_seqlens, block table) copied into a scratch buffer of the accelerator,
+    /// followed by the lists. From then on the lists are the mask: <paramref name="p"/> has no mask bytes to read.
     /// </summary>
-    public static ArrayView<int> Prepare(Accelerator accelerator, ref FwdParams p, ArrayView<byte> mask, ArrayView<int> seqInfo)
+    public static ArrayView<int> BuildTable(Accelerator accelerator, GatherPlan g, ref KernelArgs p, ArrayView<byte> mask, ArrayView<int> seqInfo)
     {
-        p.GatherHeads = p.MaskStrideH == 0 ? 1 : p.Heads / p.MaskHeadDiv;
-        int maskBatch = p.MaskStrideB == 0 ? 1 : p.Batch;
-        p.GatherBatchStride = p.MaskStrideB == 0 ? 0 : p.GatherHeads;
-        p.GatherRows = maskBatch * p.GatherHeads;
-        long prefixLength = seqInfo.IsValid ? seqInfo.Length : 0;
-        p.GatherOffset = checked((int)prefixLength);
-        long total = prefixLength + p.GatherRows + 2L * p.GatherRows * p.SeqK;
+        p.GatherHeads = g.Heads;
+        p.GatherBatchStride = g.BatchStride;
+        p.GatherRows = g.Rows;
+        p.GatherOffset = g.Offset;
+        long prefixLength = g.Offset;
+        long total = g.TableLength;
         var cache = KernelCache.For(accelerator);
         var table = cache.Scratch(checked((int)total));
         if (prefixLength > 0) seqInfo.CopyTo(table.SubView(0, prefixLength));
         var kernel = cache.GetOrAdd("key-gather",
-            acc => acc.LoadStreamKernel<ArrayView<byte>, ArrayView<int>, FwdParams>(Run));
+            acc => acc.LoadStreamKernel<ArrayView<byte>, ArrayView<int>, KernelArgs>(Run));
         int group = accelerator.AcceleratorType == AcceleratorType.CPU ? Math.Min(accelerator.MaxNumThreadsPerGroup, 16) : 256;
         kernel(new KernelConfig(p.GatherRows, group), mask, table, p);
         // From here on the lists are the mask: kernels read no mask bytes.
@@ -70,7 +71,7 @@ public static class KeyGatherKernel
     }
 
     /// <summary>The bias of (b, h) at slot n of its key list: a (B, H, 1, SeqK) table in key-slot order.</summary>
-    public static void GatherBiasKernel<TElem>(Index1D index, ArrayView<TElem> bias, ArrayView<int> info, ArrayView<TElem> gathered, FwdParams p, int stride)
+    public static void GatherBiasKernel<TElem>(Index1D index, ArrayView<TElem> bias, ArrayView<int> info, ArrayView<TElem> gathered, KernelArgs p, int stride)
         where TElem : unmanaged
     {
         long total = (long)p.Batch * p.Heads * p.SeqK;
@@ -90,7 +91,7 @@ public static class KeyGatherKernel
     /// For a bias broadcast over queries: copies it into key-slot order, (B, H, 1, SeqK), and points p at the copy,
     /// so kernels read the bias of consecutive slots from consecutive addresses.
     /// </summary>
-    public static ArrayView<TElem> GatherBias<TElem>(Accelerator accelerator, ref FwdParams p, ArrayView<TElem> bias, ArrayView<int> info)
+    public static ArrayView<TElem> GatherBias<TElem>(Accelerator accelerator, ref KernelArgs p, ArrayView<TElem> bias, ArrayView<int> info)
         where TElem : unmanaged
     {
         long total = (long)p.Batch * p.Heads * p.SeqK;
@@ -98,7 +99,7 @@ public static class KeyGatherKernel
         var cache = KernelCache.For(accelerator);
         var gathered = cache.Scratch(checked((int)((total * elem + 3) / 4)), slot: 1).Cast<TElem>().SubView(0, total);
         var kernel = cache.GetOrAdd(("bias-gather", typeof(TElem)),
-            acc => acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<TElem>, ArrayView<int>, ArrayView<TElem>, FwdParams, int>(GatherBiasKernel));
+            acc => acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<TElem>, ArrayView<int>, ArrayView<TElem>, KernelArgs, int>(GatherBiasKernel));
         int threads = (int)Math.Min(total, 1 << 20);
         kernel(threads, bias, info, gathered, p, threads);
         p.BiasStrideB = (long)p.Heads * p.SeqK;

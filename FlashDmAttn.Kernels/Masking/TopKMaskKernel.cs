@@ -8,7 +8,7 @@ using FlashDmAttn.Kernels.Numerics;
 namespace FlashDmAttn.Kernels.Masking;
 
 /// <summary>Where the rows of a (B, H, Lq, Lk) bias and of its mask live.</summary>
-public struct TopKParams
+internal struct TopKParams
 {
     public int Heads, RowsPerHead, SeqK, Keep;
     public long InStrideB, InStrideH, InStrideQ;
@@ -21,7 +21,7 @@ public struct TopKParams
 /// over order-preserving keys finds the Keep-th largest value t; entries above t are kept, and ties at t are kept
 /// lowest index first until exactly Keep are set (min(Keep, Lk) when the row is shorter).
 /// </summary>
-public static class TopKMaskKernel
+internal static class TopKMaskKernel
 {
     private const int Bins = 256;
 

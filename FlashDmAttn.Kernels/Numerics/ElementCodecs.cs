@@ -6,35 +6,35 @@ namespace FlashDmAttn.Kernels.Numerics;
 /// How a storage element is widened to fp32 and narrowed back (round to nearest even).
 /// Kernels are generic over a codec struct, so ILGPU specializes one kernel per dtype.
 /// </summary>
-public interface IElementCodec<T> where T : unmanaged
+internal interface IElementCodec<T> where T : unmanaged
 {
     static abstract float ToFloat(T value);
     static abstract T FromFloat(float value);
 }
 
 /// <summary>fp32 storage: identity.</summary>
-public readonly struct Fp32Codec : IElementCodec<float>
+internal readonly struct Fp32Codec : IElementCodec<float>
 {
     public static float ToFloat(float value) => value;
     public static float FromFloat(float value) => value;
 }
 
 /// <summary>IEEE fp16 stored as its 16 raw bits.</summary>
-public readonly struct Fp16Codec : IElementCodec<ushort>
+internal readonly struct Fp16Codec : IElementCodec<ushort>
 {
     public static float ToFloat(ushort value) => HalfBits.ToFloat(value);
     public static ushort FromFloat(float value) => HalfBits.FromFloat(value);
 }
 
 /// <summary>bfloat16 stored as its 16 raw bits (the upper half of an fp32).</summary>
-public readonly struct Bf16Codec : IElementCodec<ushort>
+internal readonly struct Bf16Codec : IElementCodec<ushort>
 {
     public static float ToFloat(ushort value) => Interop.IntAsFloat((uint)value << 16);
     public static ushort FromFloat(float value) => BFloat16Bits.FromFloat(value);
 }
 
 /// <summary>Bit-exact fp16 conversions that run on every accelerator (no hardware intrinsics).</summary>
-public static class HalfBits
+internal static class HalfBits
 {
     public static float ToFloat(ushort h)
     {
@@ -84,7 +84,7 @@ public static class HalfBits
 }
 
 /// <summary>bf16 narrowing with round to nearest even; NaN stays NaN.</summary>
-public static class BFloat16Bits
+internal static class BFloat16Bits
 {
     public static ushort FromFloat(float value)
     {

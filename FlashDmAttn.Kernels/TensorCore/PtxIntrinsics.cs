@@ -1,4 +1,4 @@
-// Register-only PTX intrinsics for ILGPU 1.5.3 with portable C# twins (from /work/proto, extended).
+// Register-only PTX intrinsics for ILGPU 1.5.3 with portable C# twins.
 // PTX: every [IntrinsicImplementation] method below is registered (RegisterTensorCoreIntrinsics) as a
 // PTXIntrinsic in GenerateCode mode; its generator in PtxGen writes one instruction into ILGPU's
 // PTXCodeGenerator with ILGPU-allocated registers (no .local depot, no inline-asm operand spills).
@@ -17,34 +17,34 @@ using FlashDmAttn.Kernels.Numerics;
 namespace FlashDmAttn.Kernels.TensorCore;
 
 /// <summary>Four fp32 values: an m16n8 accumulator fragment (c0..c3).</summary>
-public struct F4
+internal struct F4
 {
     public float X, Y, Z, W;
     public F4(float x, float y, float z, float w) { X = x; Y = y; Z = z; W = w; }
 }
 
 /// <summary>Four 32-bit registers: an A fragment (4 × 16-bit pairs) or one ldmatrix.x4 result.</summary>
-public struct U4
+internal struct U4
 {
     public uint X, Y, Z, W;
     public U4(uint x, uint y, uint z, uint w) { X = x; Y = y; Z = z; W = w; }
 }
 
 /// <summary>Two 32-bit registers: a B fragment of m16n8k16.</summary>
-public struct U2
+internal struct U2
 {
     public uint X, Y;
     public U2(uint x, uint y) { X = x; Y = y; }
 }
 
 /// <summary>A 16-byte shared-memory element: makes ILGPU declare the dynamic shared array .align 16.</summary>
-public struct Chunk16
+internal struct Chunk16
 {
     public uint A, B, C, D;
 }
 
 /// <summary>The tensor-core PTX instructions as custom intrinsics; the C# bodies are their portable twins.</summary>
-public static class Ptx
+internal static class Ptx
 {
     // ---------------- mma.sync m16n8k16 (row.col, fp32 accumulate) ----------------
     [IntrinsicImplementation]
@@ -204,10 +204,6 @@ public static class Ptx
         return new U2(x[0], x[1]);
     }
 
-    /// <summary>ld.shared.u32 through a 32-bit shared-window byte address (4-byte aligned).</summary>
-    [IntrinsicImplementation]
-    public static unsafe uint LdSharedU32(uint addr) => *(uint*)CpuShared(addr);
-
     /// <summary>ld.shared.v4.u32 through a 32-bit shared-window byte address (16-byte aligned).</summary>
     [IntrinsicImplementation]
     public static unsafe U4 LdSharedV4U32(uint addr)
@@ -236,7 +232,7 @@ public static class Ptx
 }
 
 /// <summary>Registration of the intrinsics with a context builder.</summary>
-public static class PtxIntrinsics
+internal static class PtxIntrinsics
 {
     /// <summary>Registers the PTX implementations with a context builder (called once for the shared context).</summary>
     public static Context.Builder RegisterTensorCoreIntrinsics(this Context.Builder builder)
@@ -263,7 +259,6 @@ public static class PtxIntrinsics
         Reg(nameof(Ptx.LdGlobalNcU16), nameof(PtxGen.LdGlobalNcU16));
         Reg(nameof(Ptx.LdGlobalNcV4U32), nameof(PtxGen.LdGlobalNcV4U32));
         Reg(nameof(Ptx.LdGlobalNcV2U32), nameof(PtxGen.LdGlobalNcV2U32));
-        Reg(nameof(Ptx.LdSharedU32), nameof(PtxGen.LdSharedU32));
         Reg(nameof(Ptx.LdSharedV4U32), nameof(PtxGen.LdSharedV4U32));
         Reg(nameof(Ptx.CpAsyncCommit), nameof(PtxGen.Commit));
         Reg(nameof(Ptx.CpAsyncWait), nameof(PtxGen.Wait));
@@ -411,7 +406,6 @@ internal static class PtxGen
 
     public static void LdGlobalNcU32(PTXBackend backend, PTXCodeGenerator cg, Value value) => LdGlobal(cg, value, "ld.global.nc.u32");
     public static void LdGlobalNcU16(PTXBackend backend, PTXCodeGenerator cg, Value value) => LdGlobal(cg, value, "ld.global.nc.u16");
-    public static void LdSharedU32(PTXBackend backend, PTXCodeGenerator cg, Value value) => LdGlobal(cg, value, "ld.shared.u32");
 
     public static void LdGlobalNcV4U32(PTXBackend backend, PTXCodeGenerator cg, Value value) =>
         Load4(cg, value, "ld.global.nc.v4.u32");

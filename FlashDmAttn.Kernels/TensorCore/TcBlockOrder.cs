@@ -16,11 +16,11 @@ namespace FlashDmAttn.Kernels.TensorCore;
 /// attention uses it: every group has the same work.</item>
 /// <item>Larger chunks dispatch the long blocks of all the chunk's heads before their short ones
 /// (longest-processing-time-first). With one-head chunks the last heads' long blocks start in the last wave and leave
-/// the other SMs idle at the end (ncu of causal maskbias: SMs active 87 % of the kernel's cycles).
+/// the other SMs idle at the end.
 /// <see cref="ChunkFor"/> picks the chunk.</item>
 /// </list>
 /// </summary>
-public static class TcBlockOrder
+internal static class TcBlockOrder
 {
     /// <summary>CUDA's limit on a grid's y and z sizes.</summary>
     public const int MaxGridYz = 65535;
@@ -43,8 +43,7 @@ public static class TcBlockOrder
     /// Host side: heads per chunk. One without a causal band or variable lengths (equal work). Otherwise enough heads that
     /// the last chunk's work covers the resident groups (<paramref name="slots"/>) about four times over its longest
     /// block's: chunk·blocks²/2 tile steps on <paramref name="slots"/> groups ≥ 2·blocks, so chunk ≥ 4·slots/blocks; no
-    /// more, so that the chunk's heads share L2 (at L = 1024 with 256–512 heads, every head in one chunk was 2–4 % slower
-    /// than one-head chunks and 6–7 % slower than these; H100, PERF-NOTES v10).
+    /// more, so that the chunk's heads share L2 (all heads in one chunk lost to both one-head chunks and these).
     /// </summary>
     public static int ChunkFor(int blocks, int heads, bool unequalWork, int slots)
         => !unequalWork || blocks <= 0 ? 1 : (int)Math.Clamp((4L * slots + blocks - 1) / blocks, 1, Math.Max(heads, 1));

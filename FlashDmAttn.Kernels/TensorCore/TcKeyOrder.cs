@@ -10,7 +10,7 @@ namespace FlashDmAttn.Kernels.TensorCore;
 /// and do not see the order; only the copies (<see cref="TcLoads"/>), the geometry (<see cref="TcGeom"/>), the mask
 /// words (<see cref="TcMask"/>) and the bias addresses use it.
 /// </summary>
-public static class TcKeyOrder
+internal static class TcKeyOrder
 {
     /// <summary>Key offset (in the tile) held by shared row / fragment column <paramref name="c"/> of a tile of <paramref name="bc"/> keys.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -24,7 +24,7 @@ internal static class TcLoads
     /// holds slot k0 + KeyOfColumn(Bc, r).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static int TileKeys<THd>(in FwdParams p, ArrayView<int> seqInfo, int gRow, int k0, int kEnd, int lane, int warp)
+    internal static int TileKeys<THd>(in KernelArgs p, ArrayView<int> seqInfo, int gRow, int k0, int kEnd, int lane, int warp)
         where THd : struct, ITcHeadDim
     {
         int cpr = THd.D / 8, step = Threads / cpr, nr = 32 / cpr;
@@ -37,11 +37,11 @@ internal static class TcLoads
     /// cp.async of the query rows [q0, q0 + <paramref name="tileRows"/>) of head <paramref name="h"/> into shared memory
     /// (row stride RowBytes); rows from <paramref name="rows"/> on (past the sequence) are zero-filled. Where the threads
     /// divide a row's chunks, each thread copies one chunk column of rows r0, r0 + step, … from one base address with a
-    /// constant step, as <see cref="RowRun{THd}"/> does for K/V: the per-chunk offset arithmetic had cost ~45 instructions
-    /// a chunk (ncu, D = 128, L = 1024: 2.4 % of the kernel's stall samples in this loop).
+    /// constant step, as <see cref="RowRun{THd}"/> does for K/V, instead of working out every chunk's offset (dozens of
+    /// instructions a chunk).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void LoadQ<THd>(in FwdParams p, in BlockInfo blk, ulong qG, uint qS, int q0, int rows, int tileRows, int h, int tid)
+    internal static void LoadQ<THd>(in KernelArgs p, in BlockInfo blk, ulong qG, uint qS, int q0, int rows, int tileRows, int h, int tid)
         where THd : struct, ITcHeadDim
     {
         int cpr = THd.D / 8;
@@ -79,7 +79,7 @@ internal static class TcLoads
     /// <paramref name="keys"/> (<see cref="TileKeys{THd}"/>) by warp shuffles.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void LoadKv<THd>(in FwdParams p, in BlockInfo blk, ArrayView<int> seqInfo, ulong kG, ulong vG,
+    internal static void LoadKv<THd>(in KernelArgs p, in BlockInfo blk, ArrayView<int> seqInfo, ulong kG, ulong vG,
         uint kS, uint vS, int k0, int kEnd, int hk, int tid, int gRow, bool gatherFast, int keys, int which = 3) where THd : struct, ITcHeadDim
     {
         int cpr = THd.D / 8;
@@ -137,7 +137,7 @@ internal static class TcLoads
     /// … (rs a multiple of 8, so the keys step by rs / 4); rows whose key is at or past kEnd are zero-filled.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void RowRun<THd>(in FwdParams p, in BlockInfo blk, ulong kG, ulong vG, uint kS, uint vS, int k0, int kEnd,
+    private static void RowRun<THd>(in KernelArgs p, in BlockInfo blk, ulong kG, ulong vG, uint kS, uint vS, int k0, int kEnd,
         int hk, int r, int c, int rs, int which) where THd : struct, ITcHeadDim
     {
         int j = k0 + TcKeyOrder.KeyOfColumn(THd.Bc, r);
@@ -178,7 +178,7 @@ internal static class TcLoads
     /// tile lies inside the key range and that rows are 16-byte aligned); rows past the sequence copy its last row.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void LoadBiasTile<THd>(in FwdParams p, in BlockInfo blk, ulong biasG, uint dst, int b, int h, int q0, int k0, int tid)
+    internal static void LoadBiasTile<THd>(in KernelArgs p, in BlockInfo blk, ulong biasG, uint dst, int b, int h, int q0, int k0, int tid)
         where THd : struct, ITcHeadDim
     {
         int cpr = THd.Bc / 8, step = Threads / cpr, rows = 64 * THd.Mt, rb = TensorCoreForwardKernel.BiasRowBytes<THd>();
@@ -187,8 +187,8 @@ internal static class TcLoads
         long rowBase = MaskBias.BiasIndex(p, b, h, 0) + k0;
         if (q0 + rows <= blk.SeqQ)
         {
-            // Every row inside the sequence: one base address, then constant steps (H100: maskbias −1..7 % against
-            // clamping and multiplying out every row's address per tile).
+            // Every row inside the sequence: one base address, then constant steps (no clamping and no per-row address
+            // arithmetic each tile).
             ulong a = biasG + (ulong)((rowBase + (long)(q0 + r0) * p.BiasStrideQ) * 2 + c * 16);
             ulong aStep = (ulong)((long)step * p.BiasStrideQ * 2);
             uint d = dst + (uint)(r0 * rb + c * 16);

@@ -6,7 +6,7 @@ using FlashDmAttn.Kernels.Forward;
 namespace FlashDmAttn.Kernels.TensorCore;
 
 /// <summary>Per-tile arguments of the score transform (this lane's two rows of one m-tile).</summary>
-public struct ScoreArgs
+internal struct ScoreArgs
 {
     public float Scale, ScaleLog2, Cap;
     /// <summary>Byte addresses of this lane's bias rows (rows past the sequence clamped to its last row).</summary>
@@ -112,7 +112,7 @@ internal static class TcScore
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static ScoreArgs Args(in FwdParams p, in BlockInfo blk, ulong biasG, int b, int h, int rA, bool hasBias)
+    internal static ScoreArgs Args(in KernelArgs p, in BlockInfo blk, ulong biasG, int b, int h, int rA, bool hasBias)
     {
         var sa = new ScoreArgs { Scale = p.Scale, ScaleLog2 = p.Scale * TcScore.Log2E, Cap = p.Softcap, Col0 = 0 };
         if (hasBias)

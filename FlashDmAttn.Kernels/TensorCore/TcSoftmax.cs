@@ -4,10 +4,10 @@ using ILGPU;
 namespace FlashDmAttn.Kernels.TensorCore;
 
 /// <summary>Running max and sum of this lane's two rows of one m-tile (log2 domain).</summary>
-public struct MRow { public float MA, MB, LA, LB; }
+internal struct MRow { public float MA, MB, LA, LB; }
 
 /// <summary>One m-tile's softmax step: P fragments, the new row state and the rescale factors of O.</summary>
-public struct Smx { public PFrag P; public MRow R; public float AlA, AlB; }
+internal struct Smx { public PFrag P; public MRow R; public float AlA, AlB; }
 
 /// <summary>The online softmax of one m-tile (FlashAttention's softmax.h): running max, exponentials, lazy rescale of O.</summary>
 internal static class TcSoftmax

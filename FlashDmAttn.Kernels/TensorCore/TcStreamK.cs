@@ -7,7 +7,7 @@ namespace FlashDmAttn.Kernels.TensorCore;
 
 /// <summary>Host side of a stream-K launch: <paramref name="Dp"/> whole blocks, then <paramref name="Workers"/> groups
 /// that walk <paramref name="PerWorker"/> consecutive key tiles each over the remaining blocks.</summary>
-public readonly record struct TcSplitPlan(int Dp, int Workers, int PerWorker);
+internal readonly record struct TcSplitPlan(int Dp, int Workers, int PerWorker);
 
 /// <summary>
 /// Stream-K for problems whose blocks all have the same work (no causal band, mask, bias, variable lengths, paging or
@@ -17,16 +17,15 @@ public readonly record struct TcSplitPlan(int Dp, int Workers, int PerWorker);
 /// worker group, so every group ends at about the same time (CUTLASS's data-parallel + stream-K hybrid). A run is at
 /// least T tiles long, so a block is split between at most two workers: each piece writes its unnormalised O, row max
 /// and row sums to a slot of the work buffer, and the second to arrive (an atomic counter per slot) merges both and
-/// writes the output. Nobody waits for anybody, so no co-residency is assumed. On where the head-dim policy has
-/// <see cref="TcTune.StreamK"/> (D = 64 on 128 rows, the only shape where it won on the H100: PERF-NOTES v12);
-/// FLASHDMATTN_TC_STREAMK=1 or 0 turns it on or off everywhere.
+/// writes the output. Nobody waits for anybody, so no co-residency is assumed. The planner takes it by default where the
+/// head-dim policy has <see cref="TcTune.StreamK"/> (D = 64 on 128 rows); the launch options turn it on or off.
 /// Work buffer (int words, passed as the kernel's seqInfo, which these launches do not use): S counters (zero between
 /// launches: the merging group resets its own; allocation zeroes them, and a launch that aborts half-way leaves the CUDA
 /// context unusable anyway; counters of a later launch with more workers fall on earlier counters or on slot 0's halves,
 /// which no launch writes: slot 0 has no partner, and 2 halves hold more words than there are workers), then per
 /// slot two pieces of Threads × <see cref="WordsPerThread{THd}"/> words, word i of thread t at i·Threads + t.
 /// </summary>
-public static class TcStreamK
+internal static class TcStreamK
 {
     private const int Threads = TensorCoreForwardKernel.Threads;
 
@@ -54,7 +53,12 @@ public static class TcStreamK
 
     /// <summary>Host side: the work buffer's length in int words for <paramref name="workers"/> workers.</summary>
     public static long WorkWords<THd>(int workers) where THd : struct, ITcHeadDim
-        => workers + 2L * workers * Threads * WordsPerThread<THd>();
+        => WorkWords(THd.Mt, THd.D, workers);
+
+    /// <summary>Host side: the work buffer's length for a policy of <paramref name="mTiles"/> m-tiles per warp and head
+    /// dim <paramref name="headDim"/>.</summary>
+    public static long WorkWords(int mTiles, int headDim, int workers)
+        => workers + 2L * workers * Threads * (mTiles * (headDim / 2 + 4));
 
     /// <summary>The (block, key tile) steps [<paramref name="pos"/>, <paramref name="end"/>) of group <paramref name="g"/>
     /// (steps numbered block·tiles + tile; <paramref name="total"/> of them).</summary>
@@ -91,7 +95,7 @@ public static class TcStreamK
     /// on which piece finished last), merges them (returns true: write the block); the first returns false.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static bool Fixup<THd>(ArrayView<int> work, in FwdParams p, int slot, int half, int tid,
+    internal static bool Fixup<THd>(ArrayView<int> work, in KernelArgs p, int slot, int half, int tid,
         ref OAcc2 acc, ref MRow st0, ref MRow st1) where THd : struct, ITcHeadDim
     {
         int workers = Grid.DimX - p.SplitDp;

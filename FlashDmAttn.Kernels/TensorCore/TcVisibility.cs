@@ -12,7 +12,7 @@ namespace FlashDmAttn.Kernels.TensorCore;
 /// folds in Lq, the key range and the causal band, and is computed once per block (<see cref="Limit"/>, or from the
 /// key ranks when keys are gathered), so a tile's bits cost two <see cref="Pairs"/>.
 /// </summary>
-public static class TcGeom
+internal static class TcGeom
 {
     /// <summary>Bits 4j + e (as in TcScore.Tile) for a tile of <paramref name="bc"/> keys whose lane column starts at <paramref name="c0"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -62,7 +62,7 @@ public static class TcGeom
 /// This lane's rows (A = rA, B = rA + 8 of m-tiles 0 and 1) as the visibility code needs them: their mask row offsets,
 /// the addresses of their 16-byte mask words (Quad path), and the last key (slot) each may see (TcGeom limits).
 /// </summary>
-public struct LaneMask
+internal struct LaneMask
 {
     public int RA0, RA1;
     public int LimA0, LimB0, LimA1, LimB1;
@@ -74,7 +74,7 @@ public struct LaneMask
 }
 
 /// <summary>Raw byte-mask words of this lane's rows for one tile: Bc/4 bytes (16 or 8) of row A and of row B per m-tile.</summary>
-public struct MaskQuad { public U4 A0, B0, A1, B1; }
+internal struct MaskQuad { public U4 A0, B0, A1, B1; }
 
 /// <summary>
 /// Byte masks read Bc/4 bytes per lane and row (ld.global.nc.v4 for 64-key tiles, .v2 for 32): with the tile's key
@@ -82,7 +82,7 @@ public struct MaskQuad { public U4 A0, B0, A1, B1; }
 /// ALU operations per word, with no exchange inside the quad. Used for the look-ahead, whose loads are issued a tile
 /// early so their latency hides behind the current tile's math.
 /// </summary>
-public static class TcMask
+internal static class TcMask
 {
     /// <summary>
     /// Bits 4j + e of n-tiles 2w and 2w + 1 (bits 0..7) from word w of row A (<paramref name="a"/>) and of row B
@@ -122,7 +122,7 @@ internal static class TcVisibility
     /// with causal, at most r + diag; gathered slots hold ascending keys, so the causal limit is the key's rank.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static int RowLimit(in FwdParams p, in BlockInfo blk, ArrayView<int> seqInfo, int gRow, int r, int kEnd, bool causal, bool gather)
+    internal static int RowLimit(in KernelArgs p, in BlockInfo blk, ArrayView<int> seqInfo, int gRow, int r, int kEnd, bool causal, bool gather)
     {
         int diag = blk.SeqK - blk.SeqQ;
         if (!gather || !causal || r >= blk.SeqQ) return TcGeom.Limit(r, blk.SeqQ, kEnd, causal, diag);
@@ -161,7 +161,7 @@ internal static class TcVisibility
     /// (<see cref="TcKeyOrder.LaneKey0"/>).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static U2 MaskedBits<THd, TF>(in FwdParams p, in BlockInfo blk, ArrayView<byte> mask, in LaneMask lm, int k0,
+    internal static U2 MaskedBits<THd, TF>(in KernelArgs p, in BlockInfo blk, ArrayView<byte> mask, in LaneMask lm, int k0,
         int fullEnd, int col0, bool usePf, MaskQuad pf)
         where THd : struct, ITcHeadDim where TF : struct, ITcFlags
     {
@@ -218,7 +218,7 @@ internal static class TcVisibility
     /// from the rows' limits (<see cref="TcGeom"/>) and the mask (callers have one; gathered keys have none).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static uint TileBits<THd, TF>(in FwdParams p, in BlockInfo blk, ArrayView<byte> mask, int k0,
+    internal static uint TileBits<THd, TF>(in KernelArgs p, in BlockInfo blk, ArrayView<byte> mask, int k0,
         int rA, long mRowA, long mRowB, int col0, int limA, int limB, ulong maskG, bool maskVec)
         where THd : struct, ITcHeadDim where TF : struct, ITcFlags
     {

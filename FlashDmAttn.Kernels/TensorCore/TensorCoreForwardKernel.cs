@@ -21,7 +21,7 @@ namespace FlashDmAttn.Kernels.TensorCore;
 /// group 128 threads, shared bytes
 /// <see cref="SharedBytes{THd}"/>.
 /// </summary>
-public static class TensorCoreForwardKernel
+internal static class TensorCoreForwardKernel
 {
     public const int Threads = 128;
 
@@ -32,11 +32,11 @@ public static class TensorCoreForwardKernel
     public static int SharedBytes<THd>(bool bias) where THd : struct, ITcHeadDim
         => (64 * THd.Mt + 4 * THd.Bc) * THd.RowBytes + (bias ? 2 * 64 * THd.Mt * BiasRowBytes<THd>() : 0);
 
-    /// <summary>Row stride of a staged bias tile: Bc 16-bit values + 16 bytes (conflict-free ld.shared.u32 per quad).</summary>
+    /// <summary>Row stride of a staged bias tile: Bc 16-bit values + 16 bytes (conflict-free ld.shared.v4 rows per quad).</summary>
     public static int BiasRowBytes<THd>() where THd : struct, ITcHeadDim => 2 * THd.Bc + 16;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Epilogue<TE, THd>(in FwdParams p, in BlockInfo blk, OAcc acc, MRow st, ArrayView<ushort> o,
+    private static void Epilogue<TE, THd>(in KernelArgs p, in BlockInfo blk, OAcc acc, MRow st, ArrayView<ushort> o,
         ArrayView<float> lse, ulong oG, bool oVec, int b, int h, int rA, int t)
         where TE : struct, ITcElem where THd : struct, ITcHeadDim
     {
@@ -71,7 +71,7 @@ public static class TensorCoreForwardKernel
     /// element-wise mask path reads no mask byte where the geometry says invisible.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static LaneMask Limits<THd, TF>(LaneMask lm, in FwdParams p, in BlockInfo blk, ArrayView<int> seqInfo, int gRow, int kEnd, bool causal, bool hasMask, bool gather)
+    private static LaneMask Limits<THd, TF>(LaneMask lm, in KernelArgs p, in BlockInfo blk, ArrayView<int> seqInfo, int gRow, int kEnd, bool causal, bool hasMask, bool gather)
         where THd : struct, ITcHeadDim where TF : struct, ITcFlags
     {
         if (!causal && !hasMask)
@@ -117,7 +117,7 @@ public static class TensorCoreForwardKernel
     public static void Run<TE, THd, TF>(
         ArrayView<ushort> q, ArrayView<ushort> k, ArrayView<ushort> v, ArrayView<ushort> o,
         ArrayView<ushort> bias, ArrayView<byte> mask, ArrayView<float> lse, ArrayView<int> seqInfo,
-        FwdParams p)
+        KernelArgs p)
         where TE : struct, ITcElem
         where THd : struct, ITcHeadDim
         where TF : struct, ITcFlags
@@ -422,7 +422,7 @@ public static class TensorCoreForwardKernel
                 Smx x0 = TcSoftmax.Step<TE, THd, TF>(s.A, st0, sa0.ScaleLog2);
                 st0 = x0.R;
                 // Both m-tiles' steps in one straight block, then one rescale branch: their latency chains (row max,
-                // shuffles, ex2) interleave. Measured −2..3 % time for dense D = 128 against a branch per m-tile.
+                // shuffles, ex2) interleave.
                 Smx x1 = default;
                 if (THd.Mt > 1)
                 {

@@ -5,47 +5,47 @@ using ILGPU;
 namespace FlashDmAttn.Kernels.TensorCore;
 
 /// <summary>Q A-fragments of one warp's 16 rows, one per 16-wide k step (D &lt;= 128).</summary>
-public struct QFrag
+internal struct QFrag
 {
     public U4 Q0, Q1, Q2, Q3, Q4, Q5, Q6, Q7;
 }
 
 /// <summary>Score accumulators: 16 rows × Bc keys, one F4 per 8-key n-tile.</summary>
-public struct SAcc
+internal struct SAcc
 {
     public F4 S0, S1, S2, S3, S4, S5, S6, S7;
 }
 
 /// <summary>Probabilities as A fragments, one per 16-key k step.</summary>
-public struct PFrag
+internal struct PFrag
 {
     public U4 P0, P1, P2, P3;
 }
 
 /// <summary>Output accumulators: 16 rows × D, one F4 per 8-column n-tile.</summary>
-public struct OAcc
+internal struct OAcc
 {
     public F4 O0, O1, O2, O3, O4, O5, O6, O7, O8, O9, O10, O11, O12, O13, O14, O15, O16, O17, O18, O19, O20, O21, O22, O23, O24, O25, O26, O27, O28, O29, O30, O31;
 }
 
 /// <summary>Score accumulators of a warp's Mt m-tiles (B unused when Mt = 1).</summary>
-public struct SAcc2 { public SAcc A, B; }
+internal struct SAcc2 { public SAcc A, B; }
 
 /// <summary>Output accumulators of a warp's Mt m-tiles (B unused when Mt = 1).</summary>
-public struct OAcc2 { public OAcc A, B; }
+internal struct OAcc2 { public OAcc A, B; }
 
 /// <summary>Prefetched 32-bit words of this lane's two rows per 8-key n-tile (bias pairs or mask byte pairs).</summary>
-public struct RowWords
+internal struct RowWords
 {
     public uint A0, A1, A2, A3, A4, A5, A6, A7;
     public uint B0, B1, B2, B3, B4, B5, B6, B7;
 }
 
 /// <summary>Two floats (one per row of a lane: g and g+8).</summary>
-public struct F2 { public float A, B; }
+internal struct F2 { public float A, B; }
 
 /// <summary>P fragments of a tile and this lane's row sums.</summary>
-public struct PExp { public PFrag P; public float La, Lb; }
+internal struct PExp { public PFrag P; public float La, Lb; }
 
 internal static class Frag
 {
@@ -63,53 +63,6 @@ internal static class Frag
         if (THd.QInRegs && THd.D > 96) f.Q6 = Ptx.LdMatrixX4(qAddr + 192u);
         if (THd.QInRegs && THd.D > 112) f.Q7 = Ptx.LdMatrixX4(qAddr + 224u);
         return f;
-    }
-
-    /// <summary>S += Q[:, 16-wide k step] · K[Bc keys, same k]ᵀ; kAddr = this lane's K ldmatrix row address at this k step.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static SAcc QkStep<TE, THd>(SAcc s, U4 a, uint kAddr) where TE : struct, ITcElem where THd : struct, ITcHeadDim
-    {
-        if (THd.Bc > 0)
-        {
-            U4 b = Ptx.LdMatrixX4(kAddr + (uint)(0 * THd.RowBytes));
-            s.S0 = TE.Mma(a, new U2(b.X, b.Y), s.S0);
-            s.S1 = TE.Mma(a, new U2(b.Z, b.W), s.S1);
-        }
-        if (THd.Bc > 16)
-        {
-            U4 b = Ptx.LdMatrixX4(kAddr + (uint)(16 * THd.RowBytes));
-            s.S2 = TE.Mma(a, new U2(b.X, b.Y), s.S2);
-            s.S3 = TE.Mma(a, new U2(b.Z, b.W), s.S3);
-        }
-        if (THd.Bc > 32)
-        {
-            U4 b = Ptx.LdMatrixX4(kAddr + (uint)(32 * THd.RowBytes));
-            s.S4 = TE.Mma(a, new U2(b.X, b.Y), s.S4);
-            s.S5 = TE.Mma(a, new U2(b.Z, b.W), s.S5);
-        }
-        if (THd.Bc > 48)
-        {
-            U4 b = Ptx.LdMatrixX4(kAddr + (uint)(48 * THd.RowBytes));
-            s.S6 = TE.Mma(a, new U2(b.X, b.Y), s.S6);
-            s.S7 = TE.Mma(a, new U2(b.Z, b.W), s.S7);
-        }
-        return s;
-    }
-
-    /// <summary>S = Q · Kᵀ with Q in registers.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static SAcc QkRegs<TE, THd>(QFrag q, uint kAddr) where TE : struct, ITcElem where THd : struct, ITcHeadDim
-    {
-        SAcc s = default;
-        if (THd.D > 0) s = QkStep<TE, THd>(s, q.Q0, kAddr + 0u);
-        if (THd.D > 16) s = QkStep<TE, THd>(s, q.Q1, kAddr + 32u);
-        if (THd.D > 32) s = QkStep<TE, THd>(s, q.Q2, kAddr + 64u);
-        if (THd.D > 48) s = QkStep<TE, THd>(s, q.Q3, kAddr + 96u);
-        if (THd.D > 64) s = QkStep<TE, THd>(s, q.Q4, kAddr + 128u);
-        if (THd.D > 80) s = QkStep<TE, THd>(s, q.Q5, kAddr + 160u);
-        if (THd.D > 96) s = QkStep<TE, THd>(s, q.Q6, kAddr + 192u);
-        if (THd.D > 112) s = QkStep<TE, THd>(s, q.Q7, kAddr + 224u);
-        return s;
     }
 
     /// <summary>Applies scale/softcap/bias/visibility to every score (log2 domain) and returns the per-row maxima of this lane.</summary>
@@ -235,119 +188,6 @@ internal static class Frag
         if (THd.D > 232) o.O29 = new F4(o.O29.X * a, o.O29.Y * a, o.O29.Z * b, o.O29.W * b);
         if (THd.D > 240) o.O30 = new F4(o.O30.X * a, o.O30.Y * a, o.O30.Z * b, o.O30.W * b);
         if (THd.D > 248) o.O31 = new F4(o.O31.X * a, o.O31.Y * a, o.O31.Z * b, o.O31.W * b);
-        return o;
-    }
-
-    /// <summary>O += P[:, 16-key k step] · V[16 keys, D]; vAddr = this lane's ldmatrix.trans row address at this k step.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static OAcc PvStep<TE, THd>(OAcc o, U4 pa, uint vAddr) where TE : struct, ITcElem where THd : struct, ITcHeadDim
-    {
-        if (THd.D > 0)
-        {
-            U4 b = Ptx.LdMatrixX4Trans(vAddr + 0u);
-            o.O0 = TE.Mma(pa, new U2(b.X, b.Y), o.O0);
-            o.O1 = TE.Mma(pa, new U2(b.Z, b.W), o.O1);
-        }
-        if (THd.D > 16)
-        {
-            U4 b = Ptx.LdMatrixX4Trans(vAddr + 32u);
-            o.O2 = TE.Mma(pa, new U2(b.X, b.Y), o.O2);
-            o.O3 = TE.Mma(pa, new U2(b.Z, b.W), o.O3);
-        }
-        if (THd.D > 32)
-        {
-            U4 b = Ptx.LdMatrixX4Trans(vAddr + 64u);
-            o.O4 = TE.Mma(pa, new U2(b.X, b.Y), o.O4);
-            o.O5 = TE.Mma(pa, new U2(b.Z, b.W), o.O5);
-        }
-        if (THd.D > 48)
-        {
-            U4 b = Ptx.LdMatrixX4Trans(vAddr + 96u);
-            o.O6 = TE.Mma(pa, new U2(b.X, b.Y), o.O6);
-            o.O7 = TE.Mma(pa, new U2(b.Z, b.W), o.O7);
-        }
-        if (THd.D > 64)
-        {
-            U4 b = Ptx.LdMatrixX4Trans(vAddr + 128u);
-            o.O8 = TE.Mma(pa, new U2(b.X, b.Y), o.O8);
-            o.O9 = TE.Mma(pa, new U2(b.Z, b.W), o.O9);
-        }
-        if (THd.D > 80)
-        {
-            U4 b = Ptx.LdMatrixX4Trans(vAddr + 160u);
-            o.O10 = TE.Mma(pa, new U2(b.X, b.Y), o.O10);
-            o.O11 = TE.Mma(pa, new U2(b.Z, b.W), o.O11);
-        }
-        if (THd.D > 96)
-        {
-            U4 b = Ptx.LdMatrixX4Trans(vAddr + 192u);
-            o.O12 = TE.Mma(pa, new U2(b.X, b.Y), o.O12);
-            o.O13 = TE.Mma(pa, new U2(b.Z, b.W), o.O13);
-        }
-        if (THd.D > 112)
-        {
-            U4 b = Ptx.LdMatrixX4Trans(vAddr + 224u);
-            o.O14 = TE.Mma(pa, new U2(b.X, b.Y), o.O14);
-            o.O15 = TE.Mma(pa, new U2(b.Z, b.W), o.O15);
-        }
-        if (THd.D > 128)
-        {
-            U4 b = Ptx.LdMatrixX4Trans(vAddr + 256u);
-            o.O16 = TE.Mma(pa, new U2(b.X, b.Y), o.O16);
-            o.O17 = TE.Mma(pa, new U2(b.Z, b.W), o.O17);
-        }
-        if (THd.D > 144)
-        {
-            U4 b = Ptx.LdMatrixX4Trans(vAddr + 288u);
-            o.O18 = TE.Mma(pa, new U2(b.X, b.Y), o.O18);
-            o.O19 = TE.Mma(pa, new U2(b.Z, b.W), o.O19);
-        }
-        if (THd.D > 160)
-        {
-            U4 b = Ptx.LdMatrixX4Trans(vAddr + 320u);
-            o.O20 = TE.Mma(pa, new U2(b.X, b.Y), o.O20);
-            o.O21 = TE.Mma(pa, new U2(b.Z, b.W), o.O21);
-        }
-        if (THd.D > 176)
-        {
-            U4 b = Ptx.LdMatrixX4Trans(vAddr + 352u);
-            o.O22 = TE.Mma(pa, new U2(b.X, b.Y), o.O22);
-            o.O23 = TE.Mma(pa, new U2(b.Z, b.W), o.O23);
-        }
-        if (THd.D > 192)
-        {
-            U4 b = Ptx.LdMatrixX4Trans(vAddr + 384u);
-            o.O24 = TE.Mma(pa, new U2(b.X, b.Y), o.O24);
-            o.O25 = TE.Mma(pa, new U2(b.Z, b.W), o.O25);
-        }
-        if (THd.D > 208)
-        {
-            U4 b = Ptx.LdMatrixX4Trans(vAddr + 416u);
-            o.O26 = TE.Mma(pa, new U2(b.X, b.Y), o.O26);
-            o.O27 = TE.Mma(pa, new U2(b.Z, b.W), o.O27);
-        }
-        if (THd.D > 224)
-        {
-            U4 b = Ptx.LdMatrixX4Trans(vAddr + 448u);
-            o.O28 = TE.Mma(pa, new U2(b.X, b.Y), o.O28);
-            o.O29 = TE.Mma(pa, new U2(b.Z, b.W), o.O29);
-        }
-        if (THd.D > 240)
-        {
-            U4 b = Ptx.LdMatrixX4Trans(vAddr + 480u);
-            o.O30 = TE.Mma(pa, new U2(b.X, b.Y), o.O30);
-            o.O31 = TE.Mma(pa, new U2(b.Z, b.W), o.O31);
-        }
-        return o;
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static OAcc Pv<TE, THd>(OAcc o, PFrag p, uint vAddr) where TE : struct, ITcElem where THd : struct, ITcHeadDim
-    {
-        if (THd.Bc > 0) o = PvStep<TE, THd>(o, p.P0, vAddr + (uint)(0 * THd.RowBytes));
-        if (THd.Bc > 16) o = PvStep<TE, THd>(o, p.P1, vAddr + (uint)(16 * THd.RowBytes));
-        if (THd.Bc > 32) o = PvStep<TE, THd>(o, p.P2, vAddr + (uint)(32 * THd.RowBytes));
-        if (THd.Bc > 48) o = PvStep<TE, THd>(o, p.P3, vAddr + (uint)(48 * THd.RowBytes));
         return o;
     }
 

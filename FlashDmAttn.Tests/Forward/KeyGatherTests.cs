@@ -67,16 +67,12 @@ public class KeyGatherTests(string backendName, bool tensorCore)
         using var mask = DeviceTensor<byte>.FromHost(acc, md.Select(x => (byte)x).ToArray(), mb, mh, 1, Lk);
         using var o = DeviceTensor<T>.FromHost(acc, TestData.Poison<T>((long)B * Lq * H * D), B, Lq, H, D);
         using var lse = DeviceTensor<float>.FromHost(acc, TestData.Poison<float>((long)B * H * Lq), B, H, Lq);
-        bool old = FlashDmAttn.Kernels.TensorCore.TensorCoreLauncher.ForceOnAnyAccelerator;
-        FlashDmAttn.Kernels.TensorCore.TensorCoreLauncher.ForceOnAnyAccelerator = tensorCore;
-        try
-        {
-            backend.Forward(qt, kt, vt, mask, isCausal: causal, output: o, softmaxLse: lse);
-        }
-        finally
-        {
-            FlashDmAttn.Kernels.TensorCore.TensorCoreLauncher.ForceOnAnyAccelerator = old;
-        }
+        var plans = new List<FlashDmAttn.Kernels.Planning.ForwardPlan>();
+        backend.WithLaunch(x => x with { TensorCoreOnCpu = tensorCore, Observer = plans.Add })
+            .Forward(qt, kt, vt, mask, isCausal: causal, output: o, softmaxLse: lse);
+        Assert.That(plans.Single().Gather, Is.Not.Null, "keys gathered");
+        Assert.That(plans.Single().Family, Is.EqualTo(tensorCore ? FlashDmAttn.Kernels.Planning.KernelFamily.TensorCore
+            : FlashDmAttn.Kernels.Planning.KernelFamily.Portable), "kernel family");
         TestData.AssertClose(o.ToHost().Select(TestData.ToDouble).ToArray(), oRef, TestData.Tolerance<T>(), $"gathered keys seed={seed}");
         var lseOut = lse.ToHost();
         for (int i = 0; i < lseRef.Length; i++)

@@ -1,3 +1,4 @@
+using FlashDmAttn.Kernels.Planning;
 using FlashDmAttn.Kernels.TensorCore;
 using FlashDmAttn.Tests.Support;
 using NUnit.Framework;
@@ -129,26 +130,8 @@ public class TcStreamKTests
     /// </summary>
     internal static void RunStreamK(AttentionBackend backend, AttentionCase c, bool forced = true, bool expected = true)
     {
-        if (!forced && Environment.GetEnvironmentVariable("FLASHDMATTN_TC_STREAMK") is "0" or "1")
-            Assert.Ignore("FLASHDMATTN_TC_STREAMK overrides the policies");
-        using var scope = new HookScope(forced);
-        long before = TensorCoreLauncher.StreamKLaunchCount;
-        TensorCoreRunner.Run(backend, c);
-        Assert.That(TensorCoreLauncher.StreamKLaunchCount > before, Is.EqualTo(expected), $"{c}: stream-K launched");
-    }
-
-    /// <summary>Sets the stream-K test hook for a scope and restores it after.</summary>
-    internal readonly struct HookScope : IDisposable
-    {
-        private readonly bool _old;
-
-        public HookScope(bool on)
-        {
-            _old = TensorCoreLauncher.StreamKForTests;
-            TensorCoreLauncher.StreamKForTests = on;
-        }
-
-        public void Dispose() => TensorCoreLauncher.StreamKForTests = _old;
+        var plans = TensorCoreRunner.Run(backend, c, forced ? StreamKMode.On : StreamKMode.Auto);
+        Assert.That(plans.Any(p => p.StreamK is not null), Is.EqualTo(expected), $"{c}: stream-K launched");
     }
 }
 
@@ -209,12 +192,12 @@ public class TcStreamKGpuTests
     [Test]
     public void RepeatedRunsGiveTheSameBits()
     {
-        var backend = FlashDmAttention.Auto("cuda");
+        var plans = new List<ForwardPlan>();
+        var backend = FlashDmAttention.Auto("cuda").WithLaunch(o => o with { StreamK = StreamKMode.On, Observer = plans.Add });
         var acc = backend.Accelerator;
         const int B = 1, L = 1024, H = 120, D = 64;
         var rng = TestData.NewRandom(out int seed);
         var owned = new List<IDisposable>();
-        using var hook = new TcStreamKTests.HookScope(true);
         try
         {
             DeviceTensor<BFloat16> Input()
@@ -227,7 +210,6 @@ public class TcStreamKGpuTests
             var o = DeviceTensor<BFloat16>.Allocate(acc, B, L, H, D);
             owned.Add(o);
             BFloat16[]? first = null;
-            long before = TensorCoreLauncher.StreamKLaunchCount;
             for (int run = 0; run < 8; run++)
             {
                 o.CopyFromHost(TestData.Poison<BFloat16>((long)B * L * H * D));
@@ -241,7 +223,7 @@ public class TcStreamKGpuTests
                 else
                     Assert.That(now.AsSpan().SequenceEqual(first), Is.True, $"seed={seed}: run {run} differs from run 0");
             }
-            Assert.That(TensorCoreLauncher.StreamKLaunchCount - before, Is.EqualTo(8), "every run launched stream-K");
+            Assert.That(plans.Count(p => p.StreamK is not null), Is.EqualTo(8), "every run launched stream-K");
         }
         finally
         {

@@ -1,4 +1,4 @@
-using FlashDmAttn.Kernels.TensorCore;
+using FlashDmAttn.Kernels.Planning;
 using FlashDmAttn.Tests.Support;
 using NUnit.Framework;
 
@@ -7,20 +7,15 @@ namespace FlashDmAttn.Tests.TensorCore;
 /// <summary>Runs cases through the public API with the tensor-core kernel forced onto a backend.</summary>
 internal static class TensorCoreRunner
 {
-    public static void Run(AttentionBackend backend, AttentionCase c)
+    /// <summary>Runs the case and returns the plans the launcher executed (at least one tensor-core plan).</summary>
+    public static IReadOnlyList<ForwardPlan> Run(AttentionBackend backend, AttentionCase c, StreamKMode streamK = StreamKMode.Auto)
     {
-        bool old = TensorCoreLauncher.ForceOnAnyAccelerator;
-        TensorCoreLauncher.ForceOnAnyAccelerator = true;
-        try
-        {
-            long before = TensorCoreLauncher.LaunchCount;
-            CaseRunner.Run(backend, c);
-            Assert.That(TensorCoreLauncher.LaunchCount, Is.GreaterThan(before), $"{c}: the tensor-core kernel did not run");
-        }
-        finally
-        {
-            TensorCoreLauncher.ForceOnAnyAccelerator = old;
-        }
+        var plans = new List<ForwardPlan>();
+        var recording = backend.WithLaunch(o => o with { TensorCoreOnCpu = true, StreamK = streamK, Observer = plans.Add });
+        CaseRunner.Run(recording, c);
+        Assert.That(plans.Any(p => p.Family == KernelFamily.TensorCore), Is.True,
+            $"{c}: the tensor-core kernel did not run ({string.Join("; ", plans.Select(p => p.Describe()))})");
+        return plans;
     }
 }
 

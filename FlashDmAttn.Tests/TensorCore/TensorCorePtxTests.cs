@@ -1,4 +1,3 @@
-using FlashDmAttn.Kernels.TensorCore;
 using NUnit.Framework;
 
 namespace FlashDmAttn.Tests.TensorCore;
@@ -27,6 +26,19 @@ public class TensorCorePtxTests
             Assert.That(e.Ptx, Does.Contain(".maxntid 128, 1, 1"));
             Assert.That(TensorCorePtx.CheckBarrierOrder(e.Ptx), Is.Null, $"{e.Name}: barrier order");
         }
+    }
+
+    /// <summary>
+    /// Writes the PTX of every launched specialization (<see cref="TensorCorePtx.Specializations"/> and
+    /// <see cref="TensorCorePtx.ExtraSpecializations"/>) for ptxas -v on a GPU host, into the directory of the test
+    /// parameter ptx-dir (default: tc-ptx-all in the work directory). Explicit: about a minute of compiling.
+    /// </summary>
+    [Test, Explicit("writes PTX for ptxas; run by tools/gpu.sh ptx-dump")]
+    public void DumpLaunchedKernels()
+    {
+        string dir = TestContext.Parameters.Get("ptx-dir", Path.Combine(TestContext.CurrentContext.WorkDirectory, "tc-ptx-all"));
+        TestContext.Out.WriteLine(TensorCorePtx.Dump(dir, null, out var entries, extra: true));
+        Assert.That(entries, Has.Count.EqualTo(TensorCorePtx.Specializations.Length + TensorCorePtx.ExtraSpecializations.Length));
     }
 
     [TestCase("cp.async.wait_group 0;\nbar.sync 0;\nldmatrix.sync.aligned.m8n8.x4.shared.b16 {a}, [r];", true)]

@@ -1,3 +1,4 @@
+using FlashDmAttn.Kernels.Planning;
 using FlashDmAttn.Kernels.TensorCore;
 using FlashDmAttn.Tests.Support;
 using NUnit.Framework;
@@ -52,18 +53,9 @@ public class TensorCoreSkipTests
         using var mask = DeviceTensor<byte>.FromHost(acc, md.Select(x => (byte)x).ToArray(), 1, 1, lq, lk);
         using var o = DeviceTensor<T>.FromHost(acc, TestData.Poison<T>((long)lq * d), 1, lq, 1, d);
         using var lse = DeviceTensor<float>.FromHost(acc, TestData.Poison<float>(lq), 1, 1, lq);
-        bool old = TensorCoreLauncher.ForceOnAnyAccelerator;
-        TensorCoreLauncher.ForceOnAnyAccelerator = true;
-        try
-        {
-            long before = TensorCoreLauncher.LaunchCount;
-            backend.Forward(q, k, v, mask, output: o, softmaxLse: lse);
-            Assert.That(TensorCoreLauncher.LaunchCount, Is.GreaterThan(before), "the tensor-core kernel did not run");
-        }
-        finally
-        {
-            TensorCoreLauncher.ForceOnAnyAccelerator = old;
-        }
+        var plans = new List<ForwardPlan>();
+        backend.WithLaunch(x => x with { TensorCoreOnCpu = true, Observer = plans.Add }).Forward(q, k, v, mask, output: o, softmaxLse: lse);
+        Assert.That(plans.Single().Family, Is.EqualTo(KernelFamily.TensorCore), "the tensor-core kernel did not run");
         var oOut = o.ToHost().Select(TestData.ToDouble).ToArray();
         var lseOut = lse.ToHost().Select(x => (double)x).ToArray();
         TestData.AssertClose(oOut, oRef, TestData.Tolerance<T>(), $"D{d} seed={seed} output");

@@ -7,80 +7,107 @@ using ILGPU.Backends.EntryPoints;
 using ILGPU.Backends.PTX;
 using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
+using FlashDmAttn.Kernels.Forward;
+using FlashDmAttn.Kernels.Launch;
+using FlashDmAttn.Kernels.Planning;
+using FlashDmAttn.Kernels.TensorCore;
 
-namespace FlashDmAttn.Kernels.TensorCore;
+namespace FlashDmAttn.Tests.TensorCore;
 
 /// <summary>
-/// Compiles every tensor-core specialization to PTX (sm_80, ISA 7.8) without a GPU, with the same context options as
-/// the shared context (O1, algorithms, the tensor-core intrinsics), for ptxas -v on a GPU host and for text checks.
+/// Compiles tensor-core kernels to PTX (sm_80, ISA 7.8) without a GPU, with the same context options as the library's
+/// shared context (O1, algorithms, the tensor-core intrinsics): for the PTX tests, and for ptxas -v on a GPU host
+/// (tools/gpu.sh ptx carries the files the PTX test writes).
 /// </summary>
-public static class TensorCorePtx
+internal static class TensorCorePtx
 {
     /// <summary>One compiled specialization and what its PTX text says.</summary>
     public sealed record Entry(string Name, string Ptx, int LocalDecls, int LocalLoads, int LocalStores, int Calls,
-        int Mma, int LdMatrix, int CpAsync, int BarSync, int SharedLoads, int SharedStores);
+        int Mma, int LdMatrix, int CpAsync, int BarSync, int SharedLoads, int SharedStores)
+    {
+        public int Shared { get; init; }
+    }
 
-    /// <summary>Dense (no feature), causal, causal + mask + bias (the maskbias/perkey benchmarks), every feature; dense
-    /// stream-K (extra only).</summary>
-    public static readonly (string Tag, Type Flags)[] FlagSets =
-    [
-        ("dense", typeof(TcFlags<Off, Off, Off, Off>)), ("causal", typeof(TcFlags<On, Off, Off, Off>)),
-        ("cmb", typeof(TcFlags<On, On, On, Off>)), ("all", typeof(TcFlags<On, On, On, On>)),
-        ("sk", typeof(TcStreamKFlags<Off>)),
-    ];
+    private static TcKernelSpec Spec(TcElemKind elem, TcShape shape, string tag) => tag switch
+    {
+        "dense" => new(elem, shape, false, false, false, false, false),
+        "causal" => new(elem, shape, true, false, false, false, false),
+        "cmb" => new(elem, shape, true, true, true, false, false),
+        "all" => new(elem, shape, true, true, true, true, false),
+        "sk" => new(elem, shape, false, false, false, false, true),
+        _ => throw new ArgumentException(tag),
+    };
 
-    private static (string Name, Type Elem, Type HeadDim, Type Flags) Spec(string dtype, string hd, Type headDim, int flagSet)
-        => ($"{dtype}_{hd}_{FlagSets[flagSet].Tag}", dtype == "bf16" ? typeof(Bf16Mma) : typeof(Fp16Mma), headDim, FlagSets[flagSet].Flags);
+    /// <summary>File name of a specialization: dtype_shape_features (dense, causal, cmb = causal+mask+bias, all = every
+    /// feature, sk = stream-K; others list their features).</summary>
+    public static string Name(TcKernelSpec s)
+    {
+        string tag = s switch
+        {
+            { StreamK: true, Softcap: false } => "sk",
+            { StreamK: false, Causal: false, Mask: false, Bias: false, Softcap: false } => "dense",
+            { StreamK: false, Causal: true, Mask: false, Bias: false, Softcap: false } => "causal",
+            { StreamK: false, Causal: true, Mask: true, Bias: true, Softcap: false } => "cmb",
+            { StreamK: false, Causal: true, Mask: true, Bias: true, Softcap: true } => "all",
+            _ => string.Join("", new[] { s.StreamK ? "k" : "", s.Causal ? "c" : "", s.Mask ? "m" : "", s.Bias ? "b" : "", s.Softcap ? "s" : "" }),
+        };
+        return $"{s.Elem.ToString().ToLowerInvariant()}_{TcShapes.Name(s.Shape).Replace("-", "")}_{tag}";
+    }
 
     /// <summary>
     /// Kernels the launcher runs, kept small (the PTX test compiles each one on the CPU, ~4 s apiece): every head dim with
-    /// every feature in the shape used with a mask or bias (64 rows for D ≤ 128), the benchmarked shapes with each flag
-    /// set, fp16 once (name: dtype_dD[r64]_tag).
+    /// every feature in the shape used with a mask or bias (64 rows for D ≤ 128), the benchmarked shapes with each feature
+    /// set, fp16 once.
     /// </summary>
-    public static readonly (string Name, Type Elem, Type HeadDim, Type Flags)[] Specializations =
+    public static readonly TcKernelSpec[] Specializations =
     [
-        Spec("bf16", "d32r64", typeof(Hd32R64), 3), Spec("bf16", "d64r64", typeof(Hd64R64), 3), Spec("bf16", "d96r64", typeof(Hd96R64), 3),
-        Spec("bf16", "d128r64", typeof(Hd128R64), 3), Spec("bf16", "d192", typeof(Hd192), 3), Spec("bf16", "d256", typeof(Hd256), 3),
-        Spec("bf16", "d64", typeof(Hd64), 0), Spec("bf16", "d64", typeof(Hd64), 1), Spec("bf16", "d128", typeof(Hd128), 0),
-        Spec("bf16", "d128", typeof(Hd128), 1), Spec("bf16", "d64r64", typeof(Hd64R64), 2), Spec("bf16", "d128r64", typeof(Hd128R64), 2),
-        Spec("fp16", "d128r64", typeof(Hd128R64), 3),
+        Spec(TcElemKind.Bf16, TcShape.D32R64, "all"), Spec(TcElemKind.Bf16, TcShape.D64R64, "all"), Spec(TcElemKind.Bf16, TcShape.D96R64, "all"),
+        Spec(TcElemKind.Bf16, TcShape.D128R64, "all"), Spec(TcElemKind.Bf16, TcShape.D192, "all"), Spec(TcElemKind.Bf16, TcShape.D256, "all"),
+        Spec(TcElemKind.Bf16, TcShape.D64, "dense"), Spec(TcElemKind.Bf16, TcShape.D64, "causal"), Spec(TcElemKind.Bf16, TcShape.D128, "dense"),
+        Spec(TcElemKind.Bf16, TcShape.D128, "causal"), Spec(TcElemKind.Bf16, TcShape.D64R64, "cmb"), Spec(TcElemKind.Bf16, TcShape.D128R64, "cmb"),
+        Spec(TcElemKind.Fp16, TcShape.D128R64, "all"),
     ];
 
-    /// <summary>For ptxas -v beside <see cref="Specializations"/>, not part of the PTX test: the A/B variants
-    /// (<see cref="TcTune"/> bits, FLASHDMATTN_TC_TUNE; name ..._t{bits}) of the benchmarked bf16 shapes, and the other
-    /// launched shapes (the remaining head dims without a mask, with a mask and bias but no softcap).</summary>
-    public static readonly (string Name, Type Elem, Type HeadDim, Type Flags)[] ExtraSpecializations =
-        (from tb in new[] { (0, typeof(NoTuneBits)), (8, typeof(SplitKvBits)), (16, typeof(BiasFfmaBits)), (32, typeof(LateBitsBits)) }
-         from d in new[] { ("d64", typeof(Hd64)), ("d128", typeof(Hd128)), ("d128r64", typeof(Hd128R64)) }
-         from f in new[] { 0, 1, 2 }
-         where d.Item1 == "d128r64" ? f == 2 : f != 2 && tb.Item1 < 16
-         let sp = Spec("bf16", d.Item1, typeof(Tuned<,>).MakeGenericType(d.Item2, tb.Item2), f)
-         select (sp.Name + "_t" + tb.Item1, sp.Elem, sp.HeadDim, sp.Flags))
-        .Concat(
-         from d in new[] { ("d32", typeof(Hd32)), ("d96", typeof(Hd96)), ("d192", typeof(Hd192)), ("d256", typeof(Hd256)),
-                           ("d32r64", typeof(Hd32R64)), ("d96r64", typeof(Hd96R64)) }
-         from f in d.Item1.EndsWith("r64") ? new[] { 2 } : new[] { 0, 1 }
-         select Spec("bf16", d.Item1, d.Item2, f))
-        .Concat(new[] { Spec("bf16", "d64", typeof(Hd64), 4), Spec("bf16", "d128", typeof(Hd128), 4) }).ToArray();
+    /// <summary>For ptxas -v beside <see cref="Specializations"/>, not part of the PTX test: the other launched shapes
+    /// (the remaining head dims without a mask, with a mask and bias but no softcap; gathered keys; stream-K).</summary>
+    public static readonly TcKernelSpec[] ExtraSpecializations =
+        (from shape in new[] { TcShape.D32, TcShape.D96, TcShape.D192, TcShape.D256 }
+         from tag in new[] { "dense", "causal" }
+         select Spec(TcElemKind.Bf16, shape, tag))
+        .Concat(new[]
+        {
+            Spec(TcElemKind.Bf16, TcShape.D32R64, "cmb"), Spec(TcElemKind.Bf16, TcShape.D96R64, "cmb"),
+            Spec(TcElemKind.Bf16, TcShape.D128R64Gather, "cmb"), Spec(TcElemKind.Bf16, TcShape.D64, "sk"), Spec(TcElemKind.Bf16, TcShape.D128, "sk"),
+        }).ToArray();
 
-    /// <summary>Compiles the specializations whose name contains <paramref name="filter"/> (all when null), with the
-    /// A/B variants and the other launched shapes (<see cref="ExtraSpecializations"/>) when <paramref name="extra"/>.</summary>
+    /// <summary>The kernel method of a specialization, through the launcher's static switch.</summary>
+    public static MethodInfo KernelMethod(TcKernelSpec spec) => TcStaticSwitch.Dispatch<MethodVisitor, MethodInfo>(spec, default);
+
+    private readonly struct MethodVisitor : ITcKernelVisitor<MethodInfo>
+    {
+        public MethodInfo Visit<TE, THd, TF>() where TE : struct, ITcElem where THd : struct, ITcHeadDim where TF : struct, ITcFlags
+            => new Action<ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
+                ArrayView<byte>, ArrayView<float>, ArrayView<int>, KernelArgs>(TensorCoreForwardKernel.Run<TE, THd, TF>).Method;
+    }
+
+    /// <summary>Compiles the specializations whose name contains <paramref name="filter"/> (all when null), with
+    /// <see cref="ExtraSpecializations"/> when <paramref name="extra"/>.</summary>
     /// <remarks>Each specialization gets its own context, disposed after it: one context keeps the IR of every kernel it
-    /// compiled, and the 13 launched kernels in one context reached 12 GB (Debug), which with the other tests in the
-    /// process ran the 24 GB CI machine out of memory.</remarks>
+    /// compiled, and the 13 launched kernels in one context reached 12 GB (Debug), more than the CI machine has beside
+    /// the other tests.</remarks>
     public static IReadOnlyList<Entry> Compile(string? filter = null, OptimizationLevel level = OptimizationLevel.O1, bool extra = false)
     {
-        var run = typeof(TensorCoreForwardKernel).GetMethod(nameof(TensorCoreForwardKernel.Run), BindingFlags.Public | BindingFlags.Static)!;
         var list = new List<Entry>();
-        foreach (var (name, elem, hd, flags) in extra ? Specializations.Concat(ExtraSpecializations) : Specializations)
+        foreach (var spec in extra ? Specializations.Concat(ExtraSpecializations) : Specializations)
         {
+            string name = Name(spec);
             if (filter is not null && !name.Contains(filter, StringComparison.Ordinal)) continue;
             using (var ctx = Context.Create(b => b.EnableAlgorithms().RegisterTensorCoreIntrinsics().Optimize(level)))
             using (var backend = new PTXBackend(ctx, CudaArchitecture.SM_80, CudaInstructionSet.ISA_78, null!))
             {
-                var entry = EntryPointDescription.FromExplicitlyGroupedKernel(run.MakeGenericMethod(elem, hd, flags));
+                var entry = EntryPointDescription.FromExplicitlyGroupedKernel(KernelMethod(spec));
                 var ck = (PTXCompiledKernel)backend.Compile(entry, new KernelSpecialization(TensorCoreForwardKernel.Threads, 1));
-                list.Add(Analyse(name, ck.PTXAssembly));
+                list.Add(Analyse(name, ck.PTXAssembly) with { Shared = TcShapes.SharedBytes(spec.Shape, spec.Bias) });
             }
             GC.Collect();
         }
@@ -164,8 +191,7 @@ public static class TensorCorePtx
         {
             File.WriteAllText(Path.Combine(dir, $"tc_fwd_{e.Name}.ptx"), e.Ptx);
             File.WriteAllText(Path.Combine(dir, $"tc_fwd_{e.Name}.trace.txt"), BarrierTrace(e.Ptx));
-            int d = int.Parse(Regex.Match(e.Name, @"_d(\d+)").Groups[1].Value);
-            sb.AppendLine($"{e.Name,-22} {TensorCoreLauncher.SharedBytes(d),8} {e.LocalDecls,7} {e.LocalLoads,8} {e.LocalStores,8} {e.Calls,4} {e.Mma,4} {e.LdMatrix,8} {e.CpAsync,8} {e.BarSync,3} {e.SharedLoads,9} {e.SharedStores,9} {CheckBarrierOrder(e.Ptx) ?? "ok"}");
+            sb.AppendLine($"{e.Name,-22} {e.Shared,8} {e.LocalDecls,7} {e.LocalLoads,8} {e.LocalStores,8} {e.Calls,4} {e.Mma,4} {e.LdMatrix,8} {e.CpAsync,8} {e.BarSync,3} {e.SharedLoads,9} {e.SharedStores,9} {CheckBarrierOrder(e.Ptx) ?? "ok"}");
         }
         File.WriteAllText(Path.Combine(dir, "summary.txt"), sb.ToString());
         return sb.ToString();

@@ -1,0 +1,36 @@
+using FlashDmAttn.Kernels.Planning;
+
+namespace FlashDmAttn;
+
+public sealed partial class AttentionBackend
+{
+    /// <summary>How this backend launches its work.</summary>
+    public AttentionOptions Options { get; private init; } = AttentionOptions.Default;
+
+    /// <summary>What the launcher reads: <see cref="Options"/>, plus what only tests and the bench set.</summary>
+    internal LaunchOptions Launch { get; private init; } = LaunchOptions.Default;
+
+    /// <summary>A backend on the same accelerator with other options (this one is unchanged).</summary>
+    public AttentionBackend WithOptions(AttentionOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return new AttentionBackend(Name, Accelerator)
+        {
+            Options = options,
+            Launch = Launch with
+            {
+                ForcePortable = options.PortableKernelOnly,
+                StreamK = options.StreamK switch
+                {
+                    StreamKPolicy.On => StreamKMode.On,
+                    StreamKPolicy.Off => StreamKMode.Off,
+                    _ => StreamKMode.Auto,
+                },
+            },
+        };
+    }
+
+    /// <summary>Tests and bench: a backend whose launcher reads <paramref name="change"/>(its launch options).</summary>
+    internal AttentionBackend WithLaunch(Func<LaunchOptions, LaunchOptions> change)
+        => new(Name, Accelerator) { Options = Options, Launch = change(Launch) };
+}

@@ -1,0 +1,33 @@
+namespace FlashDmAttn.Kernels.Planning;
+
+/// <summary>Whether the planner may launch equal-work problems as stream-K.</summary>
+internal enum StreamKMode
+{
+    /// <summary>Where the head-dim policy's measured bits say so, on CUDA.</summary>
+    Auto,
+    /// <summary>Wherever the problem has equal work per block and the split shortens the launch (any accelerator).</summary>
+    On,
+    /// <summary>Never.</summary>
+    Off,
+}
+
+/// <summary>
+/// The choices a caller may make about how a problem is launched (the public <c>AttentionOptions</c> map onto these),
+/// plus what only the tests and the bench set: the tensor-core kernel on the CPU accelerator (its device seam has C#
+/// twins), and an observer that sees every plan the launcher executes.
+/// </summary>
+internal sealed record LaunchOptions
+{
+    public static LaunchOptions Default { get; } = new();
+
+    /// <summary>Every problem takes the portable kernel.</summary>
+    public bool ForcePortable { get; init; }
+
+    public StreamKMode StreamK { get; init; } = StreamKMode.Auto;
+
+    /// <summary>Tests: the tensor-core kernel also on a CPU accelerator with 32-thread warps.</summary>
+    public bool TensorCoreOnCpu { get; init; }
+
+    /// <summary>Called with each plan just before the launcher executes it (tests, bench).</summary>
+    public Action<ForwardPlan>? Observer { get; init; }
+}
