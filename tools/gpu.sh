@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317,SC2120,SC2119  # steps are called by name (${w[0]}_step), with or without arguments
 # FlashDmAttn's one GPU tool. The GPU host has no .NET SDK: `bundle` (here, with the SDK) publishes the test and bench
 # programs framework-dependent for linux-x64 and packs this machine's .NET runtime into the git-ignored .gpu/, which a
 # device run carries beside the working tree (tree + .gpu under 64 MiB). Everything else runs on the GPU host, from the
@@ -31,6 +32,7 @@
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root" || exit 1
+self=$root/tools/gpu.sh
 G=tools/gpu
 CASES_FILE=$G/cases.txt
 BUNDLE=.gpu
@@ -69,7 +71,7 @@ bundle() {
   # The runtime of this machine (host + Microsoft.NETCore.App), xz-packed once per runtime version (~25 MB).
   local dotnet_root runtime_ver
   dotnet_root=$(dirname "$(readlink -f "$(command -v dotnet)")")
-  runtime_ver=$(basename "$(ls -d "$dotnet_root"/shared/Microsoft.NETCore.App/*/ | sort -V | tail -1)")
+  runtime_ver=$(find "$dotnet_root/shared/Microsoft.NETCore.App" -mindepth 1 -maxdepth 1 -type d -printf "%f\n" | sort -V | tail -1)
   if [ ! -f "$BUNDLE/dotnet.txz" ] || [ "$(cat "$BUNDLE/dotnet.version" 2>/dev/null)" != "$runtime_ver" ]; then
     tar cf - -C "$dotnet_root" dotnet LICENSE.txt ThirdPartyNotices.txt host "shared/Microsoft.NETCore.App/$runtime_ver" 2>/dev/null \
       | xz -T0 -6 > "$BUNDLE/dotnet.txz"
@@ -114,7 +116,7 @@ publish() {
 }
 
 # ---------------------------------------------------------------- GPU host
-app() { bash $G/run.sh "$@"; }
+app() { bash "$G"/run.sh "$@"; }
 
 test_step() {
   # The GPU category in seven processes at once: most of its time is ILGPU/driver JIT, CPU-bound on the host.
@@ -139,22 +141,23 @@ test_step() {
          "$(grep -cE '^skipped' "$log") skipped; $(grep -E 'duration' "$log" | tail -1)"
     grep -qE '^Test run summary: Passed' "$log" || { bad=1; grep -E "^failed" -A3 "$log" | head -20; tail -3 "$log"; }
   done
-  return $bad
+  return "$bad"
 }
 
 ptx_step() {
   local sass="" f n
   [ "${1:-}" = --sass ] && sass=${2:-bf16_d128_dense}
-  [ -f $BUNDLE/ptx.tgz ] && [ ! -d $BUNDLE/ptx ] && tar xzf $BUNDLE/ptx.tgz -C $BUNDLE
+  [ -f "$BUNDLE"/ptx.tgz ] && [ ! -d "$BUNDLE"/ptx ] && tar xzf "$BUNDLE"/ptx.tgz -C "$BUNDLE"
   # Dumping the PTX on the GPU host ran past a 600 s call: this step needs PTX carried from `bundle --ptx`.
-  [ -d $BUNDLE/ptx ] || { echo "ptx: no carried PTX (tools/gpu.sh bundle --ptx on the CPU machine)"; return 1; }
-  for f in $BUNDLE/ptx/*.ptx; do
+  [ -d "$BUNDLE"/ptx ] || { echo "ptx: no carried PTX (tools/gpu.sh bundle --ptx on the CPU machine)"; return 1; }
+  for f in "$BUNDLE"/ptx/*.ptx; do
     echo "== $(basename "$f")"; ptxas -arch=sm_90 -v "$f" -o /dev/null 2>&1 | grep -E "registers|spill|stack|error"
   done > "$LOG/ptxas.txt"
   grep -E "^==|stack frame|registers" "$LOG/ptxas.txt"
+  [ -f "$BUNDLE"/ptx/summary.txt ] && cp "$BUNDLE"/ptx/summary.txt "$LOG/ptx-summary.txt" # the dump's own counts
   [ -n "$sass" ] || return 0
   mkdir -p "$LOG/sass"
-  for f in $BUNDLE/ptx/tc_fwd_"$sass"*.ptx; do
+  for f in "$BUNDLE"/ptx/tc_fwd_"$sass"*.ptx; do
     n=$(basename "$f" .ptx)
     ptxas -arch=sm_90 "$f" -o "/tmp/$n.cubin" && cuobjdump -sass "/tmp/$n.cubin" > "$LOG/sass/$n.sass"
     grep -n -B6 -A3 -E "\b(STL|LDL)" "$LOG/sass/$n.sass" > "$LOG/sass/$n.spills.txt"
@@ -182,7 +185,7 @@ step_args() {
 
 peers_run() { # CASES -> $LOG/peers.txt
   [ -n "$peers" ] || { : > "$LOG/peers.txt"; return; }
-  PYTHONUNBUFFERED=1 python3 $G/peers.py --cases "$1" --peers "$peers" > "$LOG/peers.txt" 2> "$LOG/peers.err"
+  PYTHONUNBUFFERED=1 python3 "$G"/peers.py --cases "$1" --peers "$peers" > "$LOG/peers.txt" 2> "$LOG/peers.err"
   echo "peers rc=$? ($peers)"
 }
 
@@ -199,7 +202,7 @@ sanitize_step() {
   step_args small "$@"
   local tool
   for tool in memcheck racecheck; do
-    compute-sanitizer --tool $tool --print-limit 20 bash $G/run.sh FlashDmAttn.Bench --gpu --cases "$cs" --reps 1 \
+    compute-sanitizer --tool "$tool" --print-limit 20 bash "$G"/run.sh FlashDmAttn.Bench --gpu --cases "$cs" --reps 1 \
       > "$LOG/sanitize-$tool.txt" 2>&1
     echo "$tool rc=$?"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Hazard|Invalid" "$LOG/sanitize-$tool.txt" | sort | uniq -c | head -5
   done
@@ -215,12 +218,12 @@ ncu_step() {
     if [ "$times" = 1 ]; then
       # Duration of every kernel of one timed forward (after the warm-ups): where a multi-launch forward spends.
       echo "== $c" | tee -a "$LOG/ktime.txt"
-      ncu --metrics gpu__time_duration.sum --csv bash $G/run.sh FlashDmAttn.Bench --gpu --cases "$c" --reps 1 2>/dev/null \
+      ncu --metrics gpu__time_duration.sum --csv bash "$G"/run.sh FlashDmAttn.Bench --gpu --cases "$c" --reps 1 2>/dev/null \
         | grep -E '^"' | awk -F'","' '{print $5" | "$9" | "$NF}' | tail -8 | tee -a "$LOG/ktime.txt"
     else
       # One tensor-core launch (after the 3 warm-ups), full section set: details text and SASS source counters.
       ncu --kernel-name Kernel_Run --launch-skip 3 --launch-count 1 --set full -f -o "/tmp/ncu$i" \
-        bash $G/run.sh FlashDmAttn.Bench --gpu --cases "$c" --reps 1 > "$LOG/ncu$i.log" 2>&1
+        bash "$G"/run.sh FlashDmAttn.Bench --gpu --cases "$c" --reps 1 > "$LOG/ncu$i.log" 2>&1
       echo "ncu $i $c rc=$?" | tee -a "$LOG/ncu$i.log"
       ncu -i "/tmp/ncu$i.ncu-rep" --page details > "$LOG/ncu$i-details.txt" 2>&1
       ncu -i "/tmp/ncu$i.ncu-rep" --page source --print-source sass --csv 2>&1 | gzip > "$LOG/ncu$i-sass.csv.gz"
@@ -238,28 +241,28 @@ check_step() {
 
 ab_step() {
   step_args ab-set "$@"
-  [ -x $BUNDLE/base/apps/FlashDmAttn.Bench/FlashDmAttn.Bench ] || die "ab: no $BUNDLE/base (tools/gpu.sh bundle --base REV)"
-  local r base=base
-  echo "new: this bundle; base: $(cat $BUNDLE/base/commit 2>/dev/null || echo '?')"
-  for r in $(seq 1 "$repeat"); do
+  [ -x "$BUNDLE"/base/apps/FlashDmAttn.Bench/FlashDmAttn.Bench ] || die "ab: no $BUNDLE/base (tools/gpu.sh bundle --base REV)"
+  local base=base
+  echo "new: this bundle; base: $(cat "$BUNDLE"/base/commit 2>/dev/null || echo '?')"
+  for _ in $(seq 1 "$repeat"); do
     app FlashDmAttn.Bench --gpu --cases "$cs" ${reps:+--reps "$reps"} | grep '^FlashDmAttn|' | sed "s/^FlashDmAttn|/new|/" >> "$LOG/ab.txt"
     GPU_APPS=$BUNDLE/base/apps app FlashDmAttn.Bench --gpu --cases "$cs" ${reps:+--reps "$reps"} \
       | grep '^FlashDmAttn|' | sed "s/^FlashDmAttn|/$base|/" >> "$LOG/ab.txt"
   done
   peers_run "$cs"
-  python3 $G/ab-summary.py "$LOG/ab.txt" "$LOG/peers.txt" --base "$base" | tee "$LOG/compare.txt"
+  python3 "$G"/ab-summary.py "$LOG/ab.txt" "$LOG/peers.txt" --base "$base" | tee "$LOG/compare.txt"
   cp "$LOG/compare.txt" "$OUT/compare.txt"
 }
 
 # ---------------------------------------------------------------- dispatch
-[ $# -gt 0 ] || { sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -gt 0 ] || { sed -n '3,/^set -uo/p' "$self" | sed '$d' | sed 's/^# \{0,1\}//'; exit 2; }
 case $1 in
   bundle) shift; bundle "$@"; exit ;;
   cases) if [ -n "${2:-}" ]; then cases "$2" | tr ';' '\n'; else list_names; echo; fi; exit ;;
-  -h|--help|help) sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help|help) sed -n '3,/^set -uo/p' "$self" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 [[ $STEPS == *" $1 "* ]] || die "unknown step '$1' (steps:$STEPS; here: bundle, cases)"
-[ -f $BUNDLE/dotnet.txz ] || die "no $BUNDLE/dotnet.txz: run tools/gpu.sh bundle on the CPU machine, carry .gpu"
+[ -f "$BUNDLE"/dotnet.txz ] || die "no $BUNDLE/dotnet.txz: run tools/gpu.sh bundle on the CPU machine, carry .gpu"
 
 OUT=${OUT:-/tmp/gpu-out}; LOG=/tmp/gpu-logs
 rm -rf "$LOG"; mkdir -p "$OUT" "$LOG" # a warm host keeps /tmp between calls
@@ -268,8 +271,8 @@ steps=(); for a in "$@"; do
   if [[ $STEPS == *" $a "* ]]; then steps+=("$a"); else [ ${#steps[@]} -gt 0 ] && steps[-1]+=" $a"; fi
 done
 {
-  nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | sed 's/^/gpu: /'
-  bash $G/run.sh --unpack # the runtime once, before any parallel step
+  nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader | sed 's/^/gpu: /'
+  bash "$G"/run.sh --unpack # the runtime once, before any parallel step
   failed=0
   for s in "${steps[@]}"; do
     read -ra w <<< "$s"
