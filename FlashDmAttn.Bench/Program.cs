@@ -6,6 +6,8 @@ using FlashDmAttn.Bench;
 //   --gpu --cases "dense:B=4,H=16,L=4096,D=128,causal=0;..." [--reps N]   GPU timings (peers.py case strings: dense,
 //                                                                          maskbias, perkey; also biasonly and maskonly,
 //                                                                          maskbias without its mask or its bias)
+//   --gpu --cases-file tools/gpu/cases.txt [--list NAME] [--reps N]       the same on a named list of that file ([NAME]
+//                                                                          then one case a line, '#' comments; default list: default)
 //   [--portable] [--stream-k auto|on|off]                                  launch options (AttentionOptions)
 //   anything else                                                          BenchmarkDotNet CPU benchmarks
 string? Arg(string name) => args.SkipWhile(a => a != name).Skip(1).FirstOrDefault();
@@ -21,6 +23,32 @@ var options = new AttentionOptions
     },
 };
 if (args.Contains("--gpu"))
-    return GpuBench.Run(Arg("--cases") ?? throw new ArgumentException("--cases: expected a case list"), int.Parse(Arg("--reps") ?? "30"), options);
+{
+    string cases = Arg("--cases-file") is { } file ? CaseList(file, Arg("--list") ?? "default")
+        : Arg("--cases") ?? throw new ArgumentException("--cases or --cases-file: expected a case list");
+    return GpuBench.Run(cases, int.Parse(Arg("--reps") ?? "30"), options);
+}
 BenchmarkSwitcher.FromAssembly(typeof(CpuForwardBenchmarks).Assembly).Run(args);
 return 0;
+
+// The cases of list [name] in a case file (tools/gpu/cases.txt's format), joined by ';' as --cases takes them.
+static string CaseList(string file, string name)
+{
+    var cases = new List<string>();
+    bool on = false, found = false;
+    foreach (var raw in File.ReadLines(file))
+    {
+        int hash = raw.IndexOf('#');
+        string line = (hash >= 0 ? raw[..hash] : raw).Replace(" ", "").Replace("\t", "").Trim();
+        if (line.StartsWith('[') && line.EndsWith(']'))
+        {
+            on = line[1..^1] == name;
+            found |= on;
+        }
+        else if (on && line.Length > 0)
+            cases.Add(line);
+    }
+    if (cases.Count == 0)
+        throw new ArgumentException(found ? $"{file}: list [{name}] is empty" : $"{file}: no list [{name}]");
+    return string.Join(';', cases);
+}

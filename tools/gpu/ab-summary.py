@@ -1,8 +1,8 @@
-"""Per-case medians of an A/B log and the best peer from the same call (tools/ab-build.sh, tools/tune-ab.sh).
+"""Per-case medians of an A/B log and the best peer from the same call (`tools/gpu.sh ab`: two bundles' benches).
 
-  python3 tools/ab-summary.py AB_LOG [PEERS_LOG] [--base LABEL]
+  python3 tools/gpu/ab-summary.py AB_LOG [PEERS_LOG] [--base LABEL]
 
-AB_LOG lines: LABEL|case|ms=...|...  (a label per build or variant, any number of repeats); PEERS_LOG: peers.py's
+AB_LOG lines: LABEL|case|ms=...|...  (a label per build, any number of repeats); PEERS_LOG: peers.py's
 PEER|case|ms=... lines. Prints, per case, each label's median (and repeat count), each label's ratio to --base, and the
 fastest peer with our first label's speed relative to it.
 """
