@@ -44,7 +44,7 @@ internal struct KernelArgs
     // Tile shape of the portable kernel.
     public int TileQ, TileK;
 
-    // Stream-K launches of the tensor-core kernel (TensorCore/TcStreamK): the whole blocks before the workers, the key
+    // Stream-K launches of the tensor-core kernel (TensorCore/StreamK/TcStreamK): the whole blocks before the workers, the key
     // tiles of a block, the tiles each worker walks.
     public int SplitDp, SplitTiles, SplitPerWorker;
     /// <summary>The problem's fields; the launch fields start at zero (no gathering, no split).</summary>
