@@ -25,9 +25,11 @@ for f in FlashDmAttn.$version.nupkg FlashDmAttn.$version.snupkg \
   [[ -f "$feed/$f" ]] || { echo "FAIL: $f was not produced"; exit 1; }
 done
 # The package carries its docs, readme and licence.
-contents=$(unzip -l "$nupkg")
-for f in lib/net10.0/FlashDmAttn.Core.dll lib/net10.0/FlashDmAttn.Core.xml README.md LICENSE; do
-  grep -q " $f\$" <<<"$contents" || { echo "FAIL: $f missing from $(basename "$nupkg")"; exit 1; }
+has() { unzip -l "$feed/$1" | grep " $2\$" >/dev/null || { echo "FAIL: $2 missing from $1"; exit 1; }; }
+for p in FlashDmAttn:Core FlashDmAttn.Kernels:Kernels; do
+  id=${p%%:*} asm=FlashDmAttn.${p#*:}
+  for f in lib/net10.0/$asm.dll lib/net10.0/$asm.xml README.md LICENSE; do has "$id.$version.nupkg" "$f"; done
+  has "$id.$version.snupkg" "lib/net10.0/$asm.pdb"
 done
 
 # The app restores from the local feed plus this machine's own sources (the user-level NuGet.Config is not
