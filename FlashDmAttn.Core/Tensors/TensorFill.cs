@@ -1,6 +1,10 @@
+using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Runtime;
 using FlashDmAttn.Kernels.Launch;
+
+// ILGPU's runtime assembly calls the fill kernel and reads its argument struct, both internal to this assembly.
+[assembly: InternalsVisibleTo("ILGPURuntime")]
 
 namespace FlashDmAttn;
 
@@ -20,7 +24,7 @@ internal static class TensorFill
         public long S0, S1, S2, S3;
     }
 
-    private static void Kernel<T>(Index1D index, ArrayView<T> data, Layout4 l, T value, int stride) where T : unmanaged
+    internal static void Kernel<T>(Index1D index, ArrayView<T> data, Layout4 l, T value, int stride) where T : unmanaged
     {
         long total = l.N0 * l.N1 * l.N2 * l.N3;
         for (long e = index; e < total; e += stride)
