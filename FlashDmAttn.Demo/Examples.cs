@@ -1,10 +1,13 @@
-using System.Numerics.Tensors;
-using FlashDmAttn;
+// region: usings
+using System.Numerics.Tensors;   // Tensor<T>, for host tensors
+using FlashDmAttn;               // FlashDmAttention, DeviceTensor<T>, DeviceMask, BFloat16, RandomData
+// endregion
 
 namespace FlashDmAttn.Demo;
 
 /// <summary>
-/// The README's usage examples, verbatim (a test checks that README.md shows exactly these regions and runs them).
+/// The README's usage examples, verbatim (a test checks that README.md shows exactly these regions and runs them);
+/// they use only the library, so a region pasted under the usings region compiles.
 /// Sizes are parameters: the defaults run in seconds on the CPU accelerator; the reference's sizes suit a GPU.
 /// </summary>
 public static class Examples
@@ -14,9 +17,9 @@ public static class Examples
     {
         var attn = FlashDmAttention.Auto();                 // cuda > opencl > cpu
         var acc = attn.Accelerator;
-        using var q = DeviceTensor<BFloat16>.FromHost(acc, Random<BFloat16>(B * L * H * D), B, L, H, D);
-        using var k = DeviceTensor<BFloat16>.FromHost(acc, Random<BFloat16>(B * L * H * D), B, L, H, D);
-        using var v = DeviceTensor<BFloat16>.FromHost(acc, Random<BFloat16>(B * L * H * D), B, L, H, D);
+        using var q = DeviceTensor<BFloat16>.Random(acc, B, L, H, D);
+        using var k = DeviceTensor<BFloat16>.Random(acc, B, L, H, D);
+        using var v = DeviceTensor<BFloat16>.Random(acc, B, L, H, D);
 
         var output = attn.Forward(q, k, v, isCausal: true);
         Console.WriteLine($"[{string.Join(", ", output.Shape.ToArray())}]");   // [2, 256, 12, 128]
@@ -29,10 +32,10 @@ public static class Examples
     {
         var attn = FlashDmAttention.Auto();
         var acc = attn.Accelerator;
-        using var q = DeviceTensor<BFloat16>.FromHost(acc, Random<BFloat16>(B * L * H * 128), B, L, H, 128);
-        using var k = DeviceTensor<BFloat16>.FromHost(acc, Random<BFloat16>(B * L * H * 128), B, L, H, 128);
-        using var v = DeviceTensor<BFloat16>.FromHost(acc, Random<BFloat16>(B * L * H * 128), B, L, H, 128);
-        using var attentionBias = DeviceTensor<BFloat16>.FromHost(acc, Random<BFloat16>(B * H * L * L), B, H, L, L);
+        using var q = DeviceTensor<BFloat16>.Random(acc, B, L, H, 128);
+        using var k = DeviceTensor<BFloat16>.Random(acc, B, L, H, 128);
+        using var v = DeviceTensor<BFloat16>.Random(acc, B, L, H, 128);
+        using var attentionBias = DeviceTensor<BFloat16>.Random(acc, B, H, L, L);
 
         // Keep the top keepWindowSize keys of each row, selected on the device (all keys when L <= keepWindowSize).
         using var attentionMask = attn.TopK(attentionBias, keepWindowSize);
@@ -47,12 +50,13 @@ public static class Examples
     {
         var attn = FlashDmAttention.Auto();
         var acc = attn.Accelerator;
-        using var q = DeviceTensor<BFloat16>.FromHost(acc, Random<BFloat16>(B * L * H * D), B, L, H, D);
-        using var k = DeviceTensor<BFloat16>.FromHost(acc, Random<BFloat16>(B * L * Hkv * D), B, L, Hkv, D);
-        using var v = DeviceTensor<BFloat16>.FromHost(acc, Random<BFloat16>(B * L * Hkv * D), B, L, Hkv, D);
+        using var q = DeviceTensor<BFloat16>.Random(acc, B, L, H, D);
+        using var k = DeviceTensor<BFloat16>.Random(acc, B, L, Hkv, D);
+        using var v = DeviceTensor<BFloat16>.Random(acc, B, L, Hkv, D);
 
         // A mask of ones, broadcast over batch, heads and queries: (1, 1, 1, L), never L x L.
-        using var attnMask = DeviceTensor<byte>.FromHost(acc, Enumerable.Repeat((byte)1, L).ToArray(), 1, 1, 1, L);
+        using var attnMask = DeviceTensor<byte>.Allocate(acc, 1, 1, 1, L);
+        attnMask.Fill(1);                                    // on the device
 
         return attn.Forward(q, k, v, attnMask: attnMask, isCausal: true);
     }
@@ -65,9 +69,9 @@ public static class Examples
         int T = seqLens.Sum();
         var attn = FlashDmAttention.Auto();
         var acc = attn.Accelerator;
-        using var q = DeviceTensor<BFloat16>.FromHost(acc, Random<BFloat16>(T * H * D), T, H, D);
-        using var k = DeviceTensor<BFloat16>.FromHost(acc, Random<BFloat16>(T * H * D), T, H, D);
-        using var v = DeviceTensor<BFloat16>.FromHost(acc, Random<BFloat16>(T * H * D), T, H, D);
+        using var q = DeviceTensor<BFloat16>.Random(acc, T, H, D);
+        using var k = DeviceTensor<BFloat16>.Random(acc, T, H, D);
+        using var v = DeviceTensor<BFloat16>.Random(acc, T, H, D);
 
         int[] cu = [0, .. seqLens.Select((_, i) => seqLens.Take(i + 1).Sum())];   // cumulative lengths
 
@@ -82,27 +86,12 @@ public static class Examples
     public static Tensor<float> HostTensors(int B = 1, int L = 64, int H = 4, int D = 32)
     {
         var attn = FlashDmAttention.Auto();
-        var q = Tensor.Create(Random<float>(B * L * H * D), [B, L, H, D]);
-        var k = Tensor.Create(Random<float>(B * L * H * D), [B, L, H, D]);
-        var v = Tensor.Create(Random<float>(B * L * H * D), [B, L, H, D]);
-        var perKeyBias = Tensor.Create(Random<float>(B * H * L), [B, H, 1, L]);   // broadcast over queries
+        var q = Tensor.Create(RandomData.Normal<float>(B * L * H * D), [B, L, H, D]);
+        var k = Tensor.Create(RandomData.Normal<float>(B * L * H * D), [B, L, H, D]);
+        var v = Tensor.Create(RandomData.Normal<float>(B * L * H * D), [B, L, H, D]);
+        var perKeyBias = Tensor.Create(RandomData.Normal<float>(B * H * L), [B, H, 1, L]);   // broadcast over queries
 
         return attn.Forward(q, k, v, attnBias: perKeyBias, isCausal: true, softcap: 30f);
     }
     // endregion
-
-    /// <summary>Standard-normal values in the element type T.</summary>
-    public static T[] Random<T>(int n, int seed = 0)
-    {
-        var rng = new Random(seed == 0 ? System.Random.Shared.Next() : seed);
-        var values = new T[n];
-        for (int i = 0; i < n; i++)
-        {
-            float z = MathF.Sqrt(-2 * MathF.Log(1 - rng.NextSingle())) * MathF.Cos(2 * MathF.PI * rng.NextSingle());
-            values[i] = typeof(T) == typeof(float) ? (T)(object)z
-                : typeof(T) == typeof(Half) ? (T)(object)(Half)z
-                : (T)(object)(BFloat16)z;
-        }
-        return values;
-    }
 }

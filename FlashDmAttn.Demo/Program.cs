@@ -12,10 +12,10 @@ int B = gpu ? 2 : 1, H = gpu ? 12 : 2, L = gpu ? 4096 : 384, D = 128, keep = gpu
 Console.WriteLine($"Dynamic-mask attention: B={B} H={H} L={L} D={D} keep_window_size={keep}, causal, bf16");
 
 var acc = attn.Accelerator;
-var qh = Examples.Random<BFloat16>(B * L * H * D, seed: 1);
-var kh = Examples.Random<BFloat16>(B * L * H * D, seed: 2);
-var vh = Examples.Random<BFloat16>(B * L * H * D, seed: 3);
-var bh = Examples.Random<BFloat16>(B * H * L * L, seed: 4);
+var qh = RandomData.Normal<BFloat16>(B * L * H * D, seed: 1);
+var kh = RandomData.Normal<BFloat16>(B * L * H * D, seed: 2);
+var vh = RandomData.Normal<BFloat16>(B * L * H * D, seed: 3);
+var bh = RandomData.Normal<BFloat16>(B * H * L * L, seed: 4);
 using var q = DeviceTensor<BFloat16>.FromHost(acc, qh, B, L, H, D);
 using var k = DeviceTensor<BFloat16>.FromHost(acc, kh, B, L, H, D);
 using var v = DeviceTensor<BFloat16>.FromHost(acc, vh, B, L, H, D);

@@ -8,7 +8,7 @@ public sealed partial class AttentionBackend
     public AttentionOptions Options { get; private init; } = AttentionOptions.Default;
 
     /// <summary>What the launcher reads: <see cref="Options"/>, plus what only tests and the bench set.</summary>
-    internal LaunchOptions Launch { get; private init; } = LaunchOptions.Default;
+    internal LaunchOptions LaunchOptions { get; private init; } = LaunchOptions.Default;
 
     /// <summary>A backend on the same accelerator with other options (this one is unchanged).</summary>
     public AttentionBackend WithOptions(AttentionOptions options)
@@ -17,7 +17,7 @@ public sealed partial class AttentionBackend
         return new AttentionBackend(Name, Accelerator)
         {
             Options = options,
-            Launch = Launch with
+            LaunchOptions = LaunchOptions with
             {
                 ForcePortable = options.PortableKernelOnly,
                 StreamK = options.StreamK switch
@@ -32,5 +32,5 @@ public sealed partial class AttentionBackend
 
     /// <summary>Tests and bench: a backend whose launcher reads <paramref name="change"/>(its launch options).</summary>
     internal AttentionBackend WithLaunch(Func<LaunchOptions, LaunchOptions> change)
-        => new(Name, Accelerator) { Options = Options, Launch = change(Launch) };
+        => new(Name, Accelerator) { Options = Options, LaunchOptions = change(LaunchOptions) };
 }

@@ -12,8 +12,10 @@ public sealed partial class AttentionBackend
     /// query (total_q, H, D); key/value (total_k, Hkv, D), or with <paramref name="blockTable"/> a paged cache
     /// (num_blocks, page_size, Hkv, D) where key j of sequence b is row j % page_size of block blockTable[b, j / page_size].
     /// Sequence b owns query rows cuSeqlensQ[b]..cuSeqlensQ[b+1] and has cuSeqlensK[b+1] − cuSeqlensK[b] keys.
-    /// Mask and bias have logical shape (B, H, maxSeqlenQ, maxSeqlenK), indexed by positions inside each sequence.
+    /// Mask and bias have logical shape (B, H, maxSeqlenQ, maxSeqlenK), indexed by positions inside each sequence, with
+    /// the broadcasts of <see cref="Forward{T}"/> (key dim 1 included).
     /// The LSE, when requested, is (H, total_q). Blocks until the kernel is done (the sequence table is uploaded).
+    /// Returns a new tensor, or a non-owning view of <paramref name="output"/> when given.
     /// </summary>
     public DeviceTensor<T> ForwardVarlen<T>(DeviceTensor<T> query, DeviceTensor<T> key, DeviceTensor<T> value,
         int[] cuSeqlensQ, int[] cuSeqlensK, int maxSeqlenQ, int maxSeqlenK,
@@ -28,6 +30,9 @@ public sealed partial class AttentionBackend
         Check.NotNull(value, nameof(value));
         Check.NotNullArray(cuSeqlensQ, nameof(cuSeqlensQ));
         Check.NotNullArray(cuSeqlensK, nameof(cuSeqlensK));
+        Check.Live(query.IsDisposed, query, nameof(query));
+        Check.Live(key.IsDisposed, key, nameof(key));
+        Check.Live(value.IsDisposed, value, nameof(value));
         query = FlattenBatch(query, nameof(query));
         Check.Rank(query.Shape, 3, "(total_q, heads, head_dim)", nameof(query));
         long totalQ = query.Shape[0], h = query.Shape[1], d = query.Shape[2];
@@ -73,7 +78,7 @@ public sealed partial class AttentionBackend
         int maxPages = 0, pageSize = 0;
         if (blockTable is not null)
         {
-            pageSize = checked((int)key.Shape[1]);
+            pageSize = Check.IntSize(key.Shape[1], "page_size", nameof(key), key.Shape);
             long numBlocks = key.Shape[0];
             maxPages = blockTable.GetLength(1);
             if (blockTable.GetLength(0) != batch)
@@ -90,6 +95,7 @@ public sealed partial class AttentionBackend
             }
         }
 
+        CheckGrid(batch, h, "sequences (cuSeqlensQ.Length - 1)", nameof(query), query.Shape);
         p.Batch = batch;
         p.SeqQ = maxSeqlenQ;
         p.SeqK = maxSeqlenK;
@@ -106,7 +112,7 @@ public sealed partial class AttentionBackend
             (p.KStrideB, p.KStrideL, p.KStrideH) = (0, key.Strides[0], key.Strides[1]);
             (p.VStrideB, p.VStrideL, p.VStrideH) = (0, value.Strides[0], value.Strides[1]);
         }
-        ResolveMaskBias(ref p, attnMask, attnBias, batch, h, hkv, maxSeqlenQ, maxSeqlenK);
+        var rows = ResolveMaskBias(ref p, attnMask, attnBias, batch, h, hkv, maxSeqlenQ, maxSeqlenK, 2L * (batch + 1) + (long)batch * maxPages);
         if (output is not null)
         {
             Check.Rank(output.Shape, 3, "(total_q, heads, head_dim)", nameof(output));
@@ -115,13 +121,17 @@ public sealed partial class AttentionBackend
             CheckTensor(output, nameof(output));
             Check.NoOverlap(output.Shape, output.Strides, nameof(output));
         }
+        else
+        {
+            Check.Allocation<T>(Accelerator, [totalQ, h, d], "output (total_q, heads, head_dim)", nameof(query));
+        }
         if (softmaxLse is not null)
         {
             CheckLse(softmaxLse, [h, totalQ]);
             (p.WriteLse, p.LseStrideB, p.LseStrideH) = (1, 0, totalQ);
         }
 
-        var o = output ?? DeviceTensor<T>.Allocate(Accelerator, totalQ, h, d);
+        var o = output?.Alias() ?? DeviceTensor<T>.Allocate(Accelerator, totalQ, h, d);
         (p.OStrideB, p.OStrideL, p.OStrideH) = (0, o.Strides[0], o.Strides[1]);
         var info = new int[2 * (batch + 1) + batch * maxPages];
         cuSeqlensQ.CopyTo(info, 0);
@@ -130,8 +140,7 @@ public sealed partial class AttentionBackend
             for (int j = 0; j < maxPages; j++)
                 info[2 * (batch + 1) + s * maxPages + j] = blockTable![s, j];
         using var seqInfo = Accelerator.Allocate1D(info);
-        Dispatch.Forward(Accelerator, Launch, p, query.Data, key.Data, value.Data, o.Data, attnBias?.Data ?? default,
-            attnMask?.Bytes ?? default, softmaxLse?.Data ?? default, seqInfo.View);
+        Launch(p, rows, query, key, value, o, attnMask, attnBias, softmaxLse, seqInfo.View);
         Accelerator.Synchronize();
         return o;
     }
@@ -142,6 +151,8 @@ public sealed partial class AttentionBackend
         if (t.Rank != 4) return t;
         var s = t.Shape;
         var st = t.Strides;
+        if ((Int128)s[0] * s[1] > long.MaxValue)
+            throw new ArgumentOutOfRangeException(name, $"{name}: expected batch·seqlen to fit a long, got shape {Check.Dims(s)}");
         if (s[0] > 1 && st[0] != s[1] * st[1])
             throw new ArgumentException($"{name}: expected (total, heads, head_dim), or (batch, seqlen, heads, head_dim) whose batches are packed back to back; got shape {Check.Dims(s)} with strides {Check.Dims(st)}", name);
         return t.View(0, [s[0] * s[1], s[2], s[3]], [st[1], st[2], st[3]]);

@@ -3,10 +3,12 @@ using FlashDmAttn.Validation;
 namespace FlashDmAttn.Api;
 
 /// <summary>
-/// The kernel's view of a mask or bias of logical shape (B, H, Lq, Lk): batch, head and query dims may be
-/// broadcast (size 1); the head dim may also be Hkv (shared by the query heads of a group).
+/// The kernel's view of a mask or bias of logical shape (B, H, Lq, Lk): batch, head, query and key dims may be
+/// broadcast (size 1); the head dim may also be Hkv (shared by the query heads of a group). An operand broadcast over
+/// keys (<see cref="KeyBroadcast"/>) holds one value per row: the attention kernels run without it and
+/// <see cref="Kernels.Forward.RowBroadcastKernel"/> applies it to the finished rows.
 /// </summary>
-internal readonly record struct BroadcastOperand(long StrideB, long StrideH, long StrideQ, int HeadDiv)
+internal readonly record struct BroadcastOperand(long StrideB, long StrideH, long StrideQ, int HeadDiv, bool KeyBroadcast)
 {
     public static BroadcastOperand Resolve(string name, ReadOnlySpan<long> shape, ReadOnlySpan<long> strides, long viewLength,
         long batch, long heads, long kvHeads, long seqQ, long seqK)
@@ -19,13 +21,15 @@ internal readonly record struct BroadcastOperand(long StrideB, long StrideH, lon
             throw new ArgumentException($"{name}: expected head dim {heads} (heads), {kvHeads} (kv heads) or 1, got {shape[1]} in shape {Check.Dims(shape)}", name);
         if (shape[2] != seqQ && shape[2] != 1)
             throw new ArgumentException($"{name}: expected seqlen_q dim {seqQ} or 1, got {shape[2]} in shape {Check.Dims(shape)}", name);
-        if (shape[3] != seqK)
-            throw new ArgumentException($"{name}: expected seqlen_k dim {seqK}, got {shape[3]} in shape {Check.Dims(shape)}", name);
+        if (shape[3] != seqK && shape[3] != 1)
+            throw new ArgumentException($"{name}: expected seqlen_k dim {seqK} or 1, got {shape[3]} in shape {Check.Dims(shape)}", name);
         int headDiv = shape[1] == heads ? 1 : shape[1] == kvHeads ? (int)(heads / kvHeads) : 1;
         return new BroadcastOperand(
             shape[0] == 1 ? 0 : strides[0],
             shape[1] == 1 ? 0 : strides[1],
             shape[2] == 1 ? 0 : strides[2],
-            headDiv);
+            headDiv,
+            // With one key the operand is also a full one: the kernels take it directly.
+            shape[3] == 1 && seqK != 1);
     }
 }

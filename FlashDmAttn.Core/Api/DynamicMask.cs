@@ -23,6 +23,7 @@ public static class DynamicMask
         ArgumentNullException.ThrowIfNull(backend);
         Check.DType<T>(nameof(attnBias));
         Check.NotNull(attnBias, nameof(attnBias));
+        Check.Live(attnBias.IsDisposed, attnBias, nameof(attnBias));
         Check.Rank(attnBias.Shape, 4, "(batch, heads, seqlen_q, seqlen_k)", nameof(attnBias));
         Check.Accelerator(attnBias.Accelerator, backend.Accelerator, nameof(attnBias));
         Check.Layout(attnBias.Shape, attnBias.Strides, attnBias.Data.Length, nameof(attnBias));
@@ -31,18 +32,22 @@ public static class DynamicMask
         var s = attnBias.Shape;
         if (output is not null)
         {
+            Check.Live(output.IsDisposed, output, nameof(output));
             Check.Rank(output.Shape, 4, "like attnBias", nameof(output));
             for (int i = 0; i < 4; i++) Check.Dim(output.Shape, i, s[i], "the bias's size", nameof(output));
             Check.Accelerator(output.Accelerator, backend.Accelerator, nameof(output));
             Check.Layout(output.Shape, output.Strides, output.Data.Length, nameof(output));
         }
-        long rows = s[0] * s[1] * s[2];
+        Int128 rows = (Int128)s[0] * s[1] * s[2];
         if (rows > int.MaxValue)
-            throw new ArgumentOutOfRangeException(nameof(attnBias), $"attnBias: expected at most {int.MaxValue} rows, got {rows}");
+            throw new ArgumentOutOfRangeException(nameof(attnBias), $"attnBias: expected at most {int.MaxValue} rows, got {rows} in shape {Check.Dims(s)}");
+        int seqK = Check.IntSize(s[3], "seqlen_k", nameof(attnBias), s);
+        if (output is null)
+            Check.Allocation<byte>(backend.Accelerator, s.ToArray(), "mask (like attnBias)", nameof(attnBias));
         var mask = output ?? DeviceTensor<byte>.Allocate(backend.Accelerator, s[0], s[1], s[2], s[3]);
         var p = new TopKParams
         {
-            Heads = (int)s[1], RowsPerHead = (int)s[2], SeqK = checked((int)s[3]), Keep = keepWindowSize,
+            Heads = (int)s[1], RowsPerHead = (int)s[2], SeqK = seqK, Keep = keepWindowSize,
             InStrideB = attnBias.Strides[0], InStrideH = attnBias.Strides[1], InStrideQ = attnBias.Strides[2],
             OutStrideB = mask.Strides[0], OutStrideH = mask.Strides[1], OutStrideQ = mask.Strides[2],
         };

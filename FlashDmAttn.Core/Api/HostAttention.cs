@@ -9,7 +9,7 @@ namespace FlashDmAttn;
 /// </summary>
 public static class HostAttention
 {
-    /// <summary>Attention on host tensors: query (B, Lq, H, D), key/value (B, Lk, Hkv, D); mask/bias (B|1, H|Hkv|1, Lq|1, Lk).</summary>
+    /// <summary>Attention on host tensors: query (B, Lq, H, D), key/value (B, Lk, Hkv, D); mask/bias (B|1, H|Hkv|1, Lq|1, Lk|1).</summary>
     public static Tensor<T> Forward<T>(this AttentionBackend backend, Tensor<T> query, Tensor<T> key, Tensor<T> value,
         Tensor<T>? attnMask = null, Tensor<T>? attnBias = null, float? scale = null, bool isCausal = false, float? softcap = null)
         where T : unmanaged

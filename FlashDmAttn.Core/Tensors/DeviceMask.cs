@@ -10,11 +10,17 @@ namespace FlashDmAttn;
 /// </summary>
 public sealed class DeviceMask
 {
-    private DeviceMask(ArrayView<byte> bytes, int elementBytes, long[] shape, long[] strides, Accelerator accelerator, string elementType)
+    private readonly Func<bool> _sourceDisposed;
+
+    private DeviceMask(ArrayView<byte> bytes, int elementBytes, long[] shape, long[] strides, Accelerator accelerator, string elementType,
+        Func<bool> sourceDisposed)
     {
         Bytes = bytes; ElementBytes = elementBytes; ShapeArray = shape; StridesArray = strides;
-        Accelerator = accelerator; ElementType = elementType;
+        Accelerator = accelerator; ElementType = elementType; _sourceDisposed = sourceDisposed;
     }
+
+    /// <summary>True once the tensor this mask was made from (or the owner of its buffer) has been disposed.</summary>
+    public bool IsDisposed => _sourceDisposed();
 
     internal ArrayView<byte> Bytes { get; }
     internal int ElementBytes { get; }
@@ -44,8 +50,11 @@ public sealed class DeviceMask
             : typeof(T) == typeof(System.Half) || typeof(T) == typeof(BFloat16) ? 2
             : typeof(T) == typeof(float) ? 4
             : throw new ArgumentException($"attnMask: expected element type byte, float, Half or BFloat16, got {typeof(T).Name}", "attnMask");
+        if (tensor.IsDisposed)
+            throw new ArgumentException($"attnMask: expected a live tensor, got disposed {tensor}", "attnMask");
         var raw = tensor.Data.Length == 0 ? ArrayView<byte>.Empty : tensor.Data.Cast<byte>();
-        return new DeviceMask(raw, size, tensor.Shape.ToArray(), tensor.Strides.ToArray(), tensor.Accelerator, typeof(T).Name);
+        return new DeviceMask(raw, size, tensor.Shape.ToArray(), tensor.Strides.ToArray(), tensor.Accelerator, typeof(T).Name,
+            () => tensor.IsDisposed);
     }
 
     public override string ToString() => $"DeviceMask<{ElementType}>[{string.Join(", ", ShapeArray)}]";

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using ILGPU.Runtime;
 
 namespace FlashDmAttn.Validation;
@@ -33,10 +34,31 @@ internal static class Check
             throw new ArgumentException($"{name}: expected {what} = {expected} (dim {dim}), got {shape[dim]} in shape {Dims(shape)}", name);
     }
 
+    /// <summary>A tensor (or view) that was disposed, or whose buffer's owner was, cannot be read or written.</summary>
+    public static void Live(bool disposed, object tensor, string name)
+    {
+        if (disposed)
+            throw new ArgumentException($"{name}: expected a live tensor, got {tensor}, which was disposed (or views a buffer whose owner was)", name);
+    }
+
     public static void Accelerator(Accelerator actual, Accelerator expected, string name)
     {
-        if (!ReferenceEquals(actual, expected))
-            throw new ArgumentException($"{name}: expected a tensor on the backend's accelerator '{expected.Name}' ({expected.AcceleratorType}), got one on '{actual.Name}' ({actual.AcceleratorType})", name);
+        if (ReferenceEquals(actual, expected)) return;
+        string same = actual.Name == expected.Name && actual.AcceleratorType == expected.AcceleratorType
+            ? ": a different accelerator instance of the same device"
+            : "";
+        throw new ArgumentException($"{name}: expected a tensor on the backend's accelerator {Describe(expected)}, got one on {Describe(actual)}{same}", name);
+    }
+
+    /// <summary>Per-instance numbers, so that two accelerators of one device can be told apart in messages.</summary>
+    private static readonly ConditionalWeakTable<Accelerator, StrongBox<int>> Instances = new();
+    private static int _lastInstance;
+
+    /// <summary>"'name' (type, accelerator #n)": n numbers the accelerator instances in the order they are first seen here.</summary>
+    internal static string Describe(Accelerator accelerator)
+    {
+        var n = Instances.GetValue(accelerator, _ => new StrongBox<int>(Interlocked.Increment(ref _lastInstance)));
+        return $"'{accelerator.Name}' ({accelerator.AcceleratorType}, accelerator #{n.Value})";
     }
 
     /// <summary>Last dim contiguous, strides non-negative, and every addressed element inside the view.</summary>
@@ -97,6 +119,35 @@ internal static class Check
         if (!(c > 0f) || !float.IsFinite(c))
             throw new ArgumentOutOfRangeException("softcap", $"softcap: expected a finite value > 0 (or null to disable), got {c}");
         return c;
+    }
+
+    /// <summary>A size the kernels take as an int (batch, heads, sequence lengths, page size).</summary>
+    public static int IntSize(long value, string what, string name, ReadOnlySpan<long> shape)
+    {
+        if (value > int.MaxValue)
+            throw new ArgumentOutOfRangeException(name, $"{name}: expected {what} at most {int.MaxValue} (the kernels address it with an int), got {value} in shape {Dims(shape)}");
+        return (int)value;
+    }
+
+    /// <summary>
+    /// The forward grid has one column of groups per (batch, head) pair: heads must be an int and batch·heads at most
+    /// <paramref name="limit"/> (the accelerator's grid size where only the portable kernel can take the problem).
+    /// </summary>
+    public static void BatchHeads(long batch, long heads, long limit, string batchWhat, string name, ReadOnlySpan<long> shape)
+    {
+        IntSize(heads, "heads", name, shape);
+        Int128 pairs = (Int128)batch * heads;
+        if (pairs > limit)
+            throw new ArgumentOutOfRangeException(name, $"{name}: expected {batchWhat}·heads at most {limit} (one grid column of groups per pair{(limit < int.MaxValue ? " on this accelerator" : "")}), got {batch}·{heads} = {pairs} in shape {Dims(shape)}");
+    }
+
+    /// <summary>A tensor the call allocates must fit the accelerator's memory (its byte count computed without overflow).</summary>
+    public static void Allocation<T>(Accelerator accelerator, long[] shape, string what, string name) where T : unmanaged
+    {
+        Int128 bytes = Unsafe.SizeOf<T>();
+        foreach (var s in shape) bytes *= s;
+        if (bytes > accelerator.MemorySize)
+            throw new ArgumentOutOfRangeException(name, $"{name}: the {what} {Dims(shape)} takes {bytes} bytes; expected at most the accelerator's memory, {accelerator.MemorySize} bytes");
     }
 
     public static void HeadDim(long d, string name)

@@ -30,7 +30,9 @@ internal static class PortableForwardKernel
         int qs = 0, ks = br * d, vs = ks + bc * d, ss = vs + bc * d, os = ss + br * bc;
         int rm = os + br * d, rl = rm + br, ra = rl + br;
 
-        int bh = Grid.IdxY;
+        // (batch, head) pairs run along y, then z (a grid's y size is at most 65535).
+        int bh = Grid.IdxZ * Grid.DimY + Grid.IdxY;
+        if (bh >= p.Batch * p.Heads) return; // the last z slice is partly empty; uniform over the group
         int b = bh / p.Heads, h = bh - b * p.Heads, hk = h / p.HeadGroup;
         var blk = BlockInfo.Create(p, seqInfo, b);
         int q0 = Grid.IdxX * br;

@@ -83,7 +83,7 @@ internal static class ForwardLauncher
         var lse = buffers.Lse.IsValid && buffers.Lse.Length > 0 ? buffers.Lse : dummy.Cast<float>();
         var seq = buffers.SeqInfo.IsValid && buffers.SeqInfo.Length > 0 ? buffers.SeqInfo : dummy.Cast<int>();
         var config = new KernelConfig(
-            new Index2D(plan.Grid.X, plan.Grid.Y), new Index2D(plan.GroupSize, 1),
+            new Index3D(plan.Grid.X, plan.Grid.Y, plan.Grid.Z), new Index3D(plan.GroupSize, 1, 1),
             SharedMemoryConfig.RequestDynamic<float>(plan.SharedBytes / sizeof(float)));
         kernel(config, buffers.Q, buffers.K, buffers.V, buffers.O, bias, mask, lse, seq, args);
     }

@@ -139,13 +139,16 @@ internal static class ForwardPlanner
     private static ForwardPlan PlanPortable(in FwdParams p, DeviceInfo device, GatherPlan? gather, string why)
     {
         var shape = PortableShapeFor(device, p.HeadDim, Math.Max(p.SeqQ, p.SeqK));
-        int gridX = (p.SeqQ + shape.TileQ - 1) / shape.TileQ, gridY = p.Batch * p.Heads;
+        int gridX = (p.SeqQ + shape.TileQ - 1) / shape.TileQ;
+        long pairs = (long)p.Batch * p.Heads;
+        // (batch, head) pairs along y, and along z past the grid's y limit.
+        int gridY = (int)Math.Min(pairs, TcBlockOrder.MaxGridYz), gridZ = gridY == 0 ? 0 : (int)((pairs + gridY - 1) / gridY);
         return new ForwardPlan
         {
             Family = KernelFamily.Portable,
             Portable = shape,
             Gather = gather,
-            Grid = gridX == 0 || gridY == 0 ? (0, 0, 0) : (gridX, gridY, 1),
+            Grid = gridX == 0 || gridY == 0 ? (0, 0, 0) : (gridX, gridY, gridZ),
             GroupSize = shape.GroupSize,
             SharedBytes = PortableForwardKernel.SharedFloats(shape.TileQ, shape.TileK, p.HeadDim) * sizeof(float),
             Reason = why,

@@ -24,6 +24,7 @@ public class ReadmeExamplesTests
         return string.Join("\n", lines.Select(l => l[indent..]));
     }
 
+    [TestCase("usings")]
     [TestCase("standard")]
     [TestCase("dynamic-mask")]
     [TestCase("gqa")]
@@ -38,6 +39,21 @@ public class ReadmeExamplesTests
         Assert.That(doc.Success, $"README.md has no example '{name}'");
         Assert.That(code.Success, $"Examples.cs has no region '{name}'");
         Assert.That(Normalise(doc.Groups[1].Value), Is.EqualTo(Normalise(code.Groups[1].Value)));
+    }
+
+    /// <summary>The examples use only the library and the usings shown (no helper of the demo).</summary>
+    [Test]
+    public void ExamplesNeedNothingButTheUsingsShown()
+    {
+        var source = File.ReadAllText(RepoFile(Path.Combine("FlashDmAttn.Demo", "Examples.cs")));
+        var usings = Regex.Matches(source, @"^using [^;]+;", RegexOptions.Multiline).Select(m => m.Value).ToArray();
+        var shown = Regex.Match(source, @"// region: usings\n(.*?)// endregion", RegexOptions.Singleline).Groups[1].Value;
+        Assert.That(usings, Is.Not.Empty);
+        foreach (var u in usings)
+            Assert.That(shown, Does.Contain(u), "a using of Examples.cs that the README does not show");
+        var outside = Regex.Replace(source, @"// region: (.*?)// endregion", "", RegexOptions.Singleline);
+        Assert.That(Regex.IsMatch(outside, @"\b(static|public)\b[^\n]*\("), Is.False,
+            "Examples.cs has members outside the README's regions (the examples would not compile on their own)");
     }
 
     [Test]

@@ -56,6 +56,23 @@ public class AcceleratorValidationTests : ValidationFixture
             "expected a tensor on the backend's accelerator", $"'{Be.Accelerator.Name}'", $"got one on '{_other.Name}'");
     }
 
+    /// <summary>Both accelerators are 'CPUAccelerator' (CPU): the message must still tell them apart.</summary>
+    [Test]
+    public void MessageTellsInstancesOfOneDeviceApart()
+    {
+        Assert.That(_other.Name, Is.EqualTo(Be.Accelerator.Name), "control: same device name");
+        var q = Tensor<float>(_other, B, Lq, H, D);
+        var o = Watched<float>("output", B, Lq, H, D);
+        var ex = Rejects(() => Be.Forward(q, Tensor<float>(B, Lk, Hkv, D), Tensor<float>(B, Lk, Hkv, D), output: o), "query",
+            "a different accelerator instance of the same device");
+        var ids = System.Text.RegularExpressions.Regex.Matches(ex.Message, @"accelerator #(\d+)").Select(m => m.Groups[1].Value).ToArray();
+        Assert.That(ids, Has.Length.EqualTo(2), ex.Message);
+        Assert.That(ids[0], Is.Not.EqualTo(ids[1]), ex.Message);
+        // The numbers are stable per instance.
+        var again = Rejects(() => Be.Forward(q, Tensor<float>(B, Lk, Hkv, D), Tensor<float>(B, Lk, Hkv, D), output: o), "query");
+        Assert.That(again.Message, Is.EqualTo(ex.Message));
+    }
+
     [Test]
     public void PackedFromAnotherAccelerator()
     {
