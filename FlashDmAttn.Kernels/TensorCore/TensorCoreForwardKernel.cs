@@ -35,79 +35,6 @@ internal static class TensorCoreForwardKernel
     /// <summary>Row stride of a staged bias tile: Bc 16-bit values + 16 bytes (conflict-free ld.shared.v4 rows per quad).</summary>
     public static int BiasRowBytes<THd>() where THd : struct, ITcHeadDim => 2 * THd.Bc + 16;
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Epilogue<TE, THd>(in KernelArgs p, in BlockInfo blk, OAcc acc, MRow st, ArrayView<ushort> o,
-        ArrayView<float> lse, ulong oG, bool oVec, int b, int h, int rA, int t)
-        where TE : struct, ITcElem where THd : struct, ITcHeadDim
-    {
-        float lA = st.LA, lB = st.LB;
-        lA += Warp.ShuffleXor(lA, 1);
-        lA += Warp.ShuffleXor(lA, 2);
-        lB += Warp.ShuffleXor(lB, 1);
-        lB += Warp.ShuffleXor(lB, 2);
-        int rB = rA + 8;
-        bool okA = rA < blk.SeqQ, okB = rB < blk.SeqQ;
-        long oA = blk.QOffset(p.OStrideB, p.OStrideL, p.OStrideH, rA, h) + 2 * t;
-        long oB = blk.QOffset(p.OStrideB, p.OStrideL, p.OStrideH, rB, h) + 2 * t;
-        float ia = OnlineSoftmax.Normaliser(lA), ib = OnlineSoftmax.Normaliser(lB);
-        if (oVec)
-            Frag.Store32<TE, THd>(acc, oG + (ulong)(2 * oA), oG + (ulong)(2 * oB), okA, okB, ia, ib);
-        else
-            Frag.Store<TE, THd>(acc, o, oA, oB, okA, okB, ia, ib);
-        if (p.WriteLse != 0 && t == 0)
-        {
-            long lrow = b * p.LseStrideB + h * p.LseStrideH + blk.RowQ0;
-            if (okA) lse[lrow + rA] = lA > 0f ? st.MA * TcScore.Ln2 + XMath.Log(lA) : float.NegativeInfinity;
-            if (okB) lse[lrow + rB] = lB > 0f ? st.MB * TcScore.Ln2 + XMath.Log(lB) : float.NegativeInfinity;
-        }
-    }
-
-    /// <summary>
-    /// The last key (slot) each of this lane's rows sees: tiles that are not whole get their geometry from these.
-    /// Without causal or mask every row gets kEnd − 1, rows past Lq included (their scores are never written; one live
-    /// value instead of four: the 128-row D = 128 kernel spilled them). Causal without the mask flag: only row A's limit
-    /// is kept and <see cref="OtherLimits{TF}"/> derives the others from it (<see cref="TcGeom.Shifted"/>: exact for rows inside Lq, and rows
-    /// past Lq are never written; the causal D = 128 kernel spilled the four). With a mask, rows past Lq keep −1: the
-    /// element-wise mask path reads no mask byte where the geometry says invisible.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static LaneMask Limits<THd, TF>(LaneMask lm, in KernelArgs p, in BlockInfo blk, ArrayView<int> seqInfo, int gRow, int kEnd, bool causal, bool hasMask, bool gather)
-        where THd : struct, ITcHeadDim where TF : struct, ITcFlags
-    {
-        if (!causal && !hasMask)
-        {
-            lm.LimA0 = lm.LimB0 = lm.LimA1 = lm.LimB1 = kEnd - 1;
-            return lm;
-        }
-        lm.LimA0 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, lm.RA0, kEnd, causal, gather);
-        if (TF.Causal && !TF.Mask) return lm; // the others: OtherLimits
-        lm.LimB0 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, lm.RA0 + 8, kEnd, causal, gather);
-        if (THd.Mt > 1)
-        {
-            lm.LimA1 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, lm.RA1, kEnd, causal, gather);
-            lm.LimB1 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, lm.RA1 + 8, kEnd, causal, gather);
-        }
-        return lm;
-    }
-
-    /// <summary>The limits of row B of m-tile 0 and rows A, B of m-tile 1, as <see cref="Limits{THd, TF}"/> left them:
-    /// stored, or derived from row A's where it keeps only that one.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void OtherLimits<TF>(in LaneMask lm, int kEnd, out int limB0, out int limA1, out int limB1)
-        where TF : struct, ITcFlags
-    {
-        if (TF.Causal && !TF.Mask)
-        {
-            limB0 = TcGeom.Shifted(lm.LimA0, 8, kEnd);
-            limA1 = TcGeom.Shifted(lm.LimA0, 16, kEnd);
-            limB1 = TcGeom.Shifted(lm.LimA0, 24, kEnd);
-            return;
-        }
-        limB0 = lm.LimB0;
-        limA1 = lm.LimA1;
-        limB1 = lm.LimB1;
-    }
-
     /// <summary>
     /// The kernel: one (batch·head, query block) per group from the grid (<see cref="TcBlockOrder"/>), or in a stream-K
     /// launch (<see cref="TcStreamK"/>) a run of (block, key tile) steps: pieces of blocks, each merged with its other piece
@@ -225,7 +152,7 @@ internal static class TensorCoreForwardKernel
             }
             int nTiles = (kEnd + THd.Bc - 1) / THd.Bc;
             if (TF.StreamK && t1 < nTiles) nTiles = t1;
-            lm = Limits<THd, TF>(lm, p, blk, seqInfo, gRow, kEnd, causal, hasMask, gather);
+            lm = TcVisibility.Limits<THd, TF>(lm, p, blk, seqInfo, gRow, kEnd, causal, hasMask, gather);
 
             // Mask look-ahead by 16- or 8-byte words (64- or 32-key tiles, aligned rows, no gathered keys): the words of the
             // tile after next are loaded while this tile computes. Rows past the sequence read its last row.
@@ -410,7 +337,7 @@ internal static class TensorCoreForwardKernel
                 {
                     if (!hasMask)
                     {
-                        OtherLimits<TF>(lm, kEnd, out int limB0, out int limA1, out int limB1);
+                        TcVisibility.OtherLimits<TF>(lm, kEnd, out int limB0, out int limA1, out int limB1);
                         curBits.X = TcGeom.FromLimits(THd.Bc, k0 + col0, lm.LimA0, limB0);
                         curBits.Y = THd.Mt > 1 ? TcGeom.FromLimits(THd.Bc, k0 + col0, limA1, limB1) : 0u;
                     }
@@ -451,9 +378,9 @@ internal static class TensorCoreForwardKernel
             int rE = qE + ((tid >> 5) << 4) * THd.Mt + ((tid & 31) >> 2);
             // The sequence bounds again too (seqInfo loads or parameters): kept live across the loop, ptxas spilled them.
             var blkE = BlockInfo.Create(p, seqInfo, b);
-            Epilogue<TE, THd>(p, blkE, acc.A, st0, o, lse, oG, oVec, b, h, rE, t);
+            TcSoftmax.Epilogue<TE, THd>(p, blkE, acc.A, st0, o, lse, oG, oVec, b, h, rE, t);
             if (THd.Mt > 1)
-                Epilogue<TE, THd>(p, blkE, acc.B, st1, o, lse, oG, oVec, b, h, rE + 16, t);
+                TcSoftmax.Epilogue<TE, THd>(p, blkE, acc.B, st1, o, lse, oG, oVec, b, h, rE + 16, t);
         }
     }
 }

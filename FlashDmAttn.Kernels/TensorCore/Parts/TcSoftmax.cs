@@ -1,5 +1,7 @@
 using System.Runtime.CompilerServices;
 using ILGPU;
+using ILGPU.Algorithms;
+using FlashDmAttn.Kernels.Forward;
 
 namespace FlashDmAttn.Kernels.TensorCore;
 
@@ -65,5 +67,37 @@ internal static class TcSoftmax
             if (THd.Mt > 1) o.B = Frag.Rescale<THd>(o.B, a1, b1);
         }
         return o;
+    }
+
+    /// <summary>
+    /// The end of the online softmax for one m-tile: row sums across the quad, O normalised by them and written (packed
+    /// 32-bit stores when <paramref name="oVec"/>), and the log-sum-exp (natural log) of each row; a row with no visible
+    /// key gives output 0 and LSE −∞.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Epilogue<TE, THd>(in KernelArgs p, in BlockInfo blk, OAcc acc, MRow st, ArrayView<ushort> o,
+        ArrayView<float> lse, ulong oG, bool oVec, int b, int h, int rA, int t)
+        where TE : struct, ITcElem where THd : struct, ITcHeadDim
+    {
+        float lA = st.LA, lB = st.LB;
+        lA += Warp.ShuffleXor(lA, 1);
+        lA += Warp.ShuffleXor(lA, 2);
+        lB += Warp.ShuffleXor(lB, 1);
+        lB += Warp.ShuffleXor(lB, 2);
+        int rB = rA + 8;
+        bool okA = rA < blk.SeqQ, okB = rB < blk.SeqQ;
+        long oA = blk.QOffset(p.OStrideB, p.OStrideL, p.OStrideH, rA, h) + 2 * t;
+        long oB = blk.QOffset(p.OStrideB, p.OStrideL, p.OStrideH, rB, h) + 2 * t;
+        float ia = OnlineSoftmax.Normaliser(lA), ib = OnlineSoftmax.Normaliser(lB);
+        if (oVec)
+            Frag.Store32<TE, THd>(acc, oG + (ulong)(2 * oA), oG + (ulong)(2 * oB), okA, okB, ia, ib);
+        else
+            Frag.Store<TE, THd>(acc, o, oA, oB, okA, okB, ia, ib);
+        if (p.WriteLse != 0 && t == 0)
+        {
+            long lrow = b * p.LseStrideB + h * p.LseStrideH + blk.RowQ0;
+            if (okA) lse[lrow + rA] = lA > 0f ? st.MA * TcScore.Ln2 + XMath.Log(lA) : float.NegativeInfinity;
+            if (okB) lse[lrow + rB] = lB > 0f ? st.MB * TcScore.Ln2 + XMath.Log(lB) : float.NegativeInfinity;
+        }
     }
 }

@@ -130,6 +130,52 @@ internal static class TcVisibility
         return lim < kEnd - 1 ? lim : kEnd - 1;
     }
 
+    /// <summary>
+    /// The last key (slot) each of this lane's rows sees: tiles that are not whole get their geometry from these.
+    /// Without causal or mask every row gets kEnd − 1, rows past Lq included (their scores are never written; one live
+    /// value instead of four: the 128-row D = 128 kernel spilled them). Causal without the mask flag: only row A's limit
+    /// is kept and <see cref="OtherLimits{TF}"/> derives the others from it (<see cref="TcGeom.Shifted"/>: exact for rows inside Lq, and rows
+    /// past Lq are never written; the causal D = 128 kernel spilled the four). With a mask, rows past Lq keep −1: the
+    /// element-wise mask path reads no mask byte where the geometry says invisible.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static LaneMask Limits<THd, TF>(LaneMask lm, in KernelArgs p, in BlockInfo blk, ArrayView<int> seqInfo, int gRow, int kEnd, bool causal, bool hasMask, bool gather)
+        where THd : struct, ITcHeadDim where TF : struct, ITcFlags
+    {
+        if (!causal && !hasMask)
+        {
+            lm.LimA0 = lm.LimB0 = lm.LimA1 = lm.LimB1 = kEnd - 1;
+            return lm;
+        }
+        lm.LimA0 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, lm.RA0, kEnd, causal, gather);
+        if (TF.Causal && !TF.Mask) return lm; // the others: OtherLimits
+        lm.LimB0 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, lm.RA0 + 8, kEnd, causal, gather);
+        if (THd.Mt > 1)
+        {
+            lm.LimA1 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, lm.RA1, kEnd, causal, gather);
+            lm.LimB1 = TcVisibility.RowLimit(p, blk, seqInfo, gRow, lm.RA1 + 8, kEnd, causal, gather);
+        }
+        return lm;
+    }
+
+    /// <summary>The limits of row B of m-tile 0 and rows A, B of m-tile 1, as <see cref="Limits{THd, TF}"/> left them:
+    /// stored, or derived from row A's where it keeps only that one.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void OtherLimits<TF>(in LaneMask lm, int kEnd, out int limB0, out int limA1, out int limB1)
+        where TF : struct, ITcFlags
+    {
+        if (TF.Causal && !TF.Mask)
+        {
+            limB0 = TcGeom.Shifted(lm.LimA0, 8, kEnd);
+            limA1 = TcGeom.Shifted(lm.LimA0, 16, kEnd);
+            limB1 = TcGeom.Shifted(lm.LimA0, 24, kEnd);
+            return;
+        }
+        limB0 = lm.LimB0;
+        limA1 = lm.LimA1;
+        limB1 = lm.LimB1;
+    }
+
     /// <summary>This lane's 16 mask bytes of rows A and B of each m-tile for the tile at k0 (see TcMask).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static MaskQuad LoadMaskQuad<THd>(in LaneMask lm, int k0) where THd : struct, ITcHeadDim
