@@ -24,7 +24,7 @@ def normalise(text: str, registers: bool) -> str:
             seen[key] = f"{m.group(1)}_{len(seen)}"
         return seen[key]
 
-    text = re.sub(r"\b([A-Za-z$][\w$]*?)_\d{3,}\b", suffix, text)
+    text = re.sub(r"(?<![\w$])([A-Za-z_$][\w$]*?)_\d{3,}\b", suffix, text)
     if registers:
         regs: dict[str, str] = {}
         counts: dict[str, int] = {}
