@@ -5,3 +5,5 @@ using System.Runtime.CompilerServices;
 [assembly: InternalsVisibleTo("FlashDmAttn.Core")]
 [assembly: InternalsVisibleTo("FlashDmAttn.Tests")]
 [assembly: InternalsVisibleTo("FlashDmAttn.Bench")]
+// ILGPU emits each kernel's launcher into a dynamic assembly of this name; it reads KernelArgs and the views' types.
+[assembly: InternalsVisibleTo("ILGPURuntime")]
