@@ -118,6 +118,48 @@ public static class GpuBench
         }
     }
 
+    /// <summary>
+    /// Cold start: the time of this process's first forward of one case (backend creation, inputs, the call, its kernel
+    /// loads or compiles, synchronisation), and from the process's start to the same point; whether the tensor-core
+    /// kernel came from the disk cache. Run it in a fresh process per measurement.
+    /// </summary>
+    public static int FirstCall(string caseString, AttentionOptions options)
+    {
+        var total = System.Diagnostics.Stopwatch.StartNew();
+        ForwardPlan? plan = null;
+        var attn = FlashDmAttention.Auto().WithOptions(options).WithLaunch(o => o with { Observer = p => plan = p });
+        var acc = attn.Accelerator;
+        var (kind, p) = Parse(caseString);
+        int B = p["B"], H = p["H"], L = p["L"], D = p["D"], w = p.GetValueOrDefault("w", L);
+        bool causal = p.GetValueOrDefault("causal", 0) == 1;
+        using var q = DeviceTensor<BFloat16>.Allocate(acc, B, L, H, D);
+        using var k = DeviceTensor<BFloat16>.Allocate(acc, B, L, H, D);
+        using var v = DeviceTensor<BFloat16>.Allocate(acc, B, L, H, D);
+        DeviceTensor<BFloat16>? bias = null;
+        DeviceTensor<byte>? mask = null;
+        if (kind is "maskbias" or "perkey")
+        {
+            bias = DeviceTensor<BFloat16>.Allocate(acc, B, H, kind == "perkey" ? 1 : L, L);
+            DeviceRandom.Normal(acc, bias.Data, 99);
+            mask = attn.TopK(bias, w);
+        }
+        acc.Synchronize();
+        double setupMs = total.Elapsed.TotalMilliseconds;
+        var call = System.Diagnostics.Stopwatch.StartNew();
+        using (attn.Forward(q, k, v, mask is null ? null : (DeviceMask)mask, bias, isCausal: causal)) acc.Synchronize();
+        double callMs = call.Elapsed.TotalMilliseconds;
+        bool hit = FlashDmAttn.Kernels.Caching.CachedKernels.LastWasHit;
+        var warm = System.Diagnostics.Stopwatch.StartNew();
+        using (attn.Forward(q, k, v, mask is null ? null : (DeviceMask)mask, bias, isCausal: causal)) acc.Synchronize();
+        double warmMs = warm.Elapsed.TotalMilliseconds;
+        double sinceStart = (DateTime.Now - System.Diagnostics.Process.GetCurrentProcess().StartTime).TotalMilliseconds;
+        bias?.Dispose();
+        mask?.Dispose();
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"first_call|{caseString}|first_ms={callMs:F1}|second_ms={warmMs:F2}|setup_ms={setupMs:F0}|since_process_start_ms={sinceStart:F0}|disk_hit={(hit ? 1 : 0)}|plan={plan?.Describe()}"));
+        return 0;
+    }
+
     private static T Own<T>(List<IDisposable> owned, T t) where T : IDisposable { owned.Add(t); return t; }
 
     private static (string Kind, Dictionary<string, int> P) Parse(string c)

@@ -9,6 +9,8 @@ using FlashDmAttn.Bench;
 //   --gpu --cases-file tools/gpu/cases.txt [--list NAME] [--reps N]       the same on a named list of that file ([NAME]
 //                                                                          then one case a line, '#' comments; default list: default)
 //   [--portable] [--stream-k auto|on|off]                                  launch options (AttentionOptions)
+//   --first-call CASE                                                      cold start: this process's first forward of CASE
+//   [--no-kernel-cache] [--kernel-cache DIR]                               the disk kernel cache off, or in DIR
 //   anything else                                                          BenchmarkDotNet CPU benchmarks
 string? Arg(string name) => args.SkipWhile(a => a != name).Skip(1).FirstOrDefault();
 var options = new AttentionOptions
@@ -21,7 +23,11 @@ var options = new AttentionOptions
         "off" => StreamKPolicy.Off,
         var other => throw new ArgumentException($"--stream-k: expected auto, on or off, got '{other}'"),
     },
+    UseKernelCache = !args.Contains("--no-kernel-cache"),
+    KernelCacheDirectory = Arg("--kernel-cache"),
 };
+if (Arg("--first-call") is { } firstCase)
+    return GpuBench.FirstCall(firstCase, options);
 if (args.Contains("--gpu"))
 {
     string cases = Arg("--cases-file") is { } file ? CaseList(file, Arg("--list") ?? "default")

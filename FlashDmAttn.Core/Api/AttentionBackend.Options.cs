@@ -1,3 +1,4 @@
+using FlashDmAttn.Kernels.Caching;
 using FlashDmAttn.Kernels.Planning;
 
 namespace FlashDmAttn;
@@ -20,6 +21,8 @@ public sealed partial class AttentionBackend
             LaunchOptions = LaunchOptions with
             {
                 ForcePortable = options.PortableKernelOnly,
+                DiskCache = !options.UseKernelCache ? null
+                    : options.KernelCacheDirectory is { } dir ? new KernelDiskCache(dir) : KernelDiskCache.Default,
                 StreamK = options.StreamK switch
                 {
                     StreamKPolicy.On => StreamKMode.On,

@@ -28,4 +28,12 @@ public sealed record AttentionOptions
 
     /// <summary>Stream-K launches of the tensor-core kernel.</summary>
     public StreamKPolicy StreamK { get; init; } = StreamKPolicy.Auto;
+
+    /// <summary>Keep compiled CUDA kernels on disk, so that later processes load them instead of compiling them again
+    /// (the first call of a specialization compiles for seconds). On by default.</summary>
+    public bool UseKernelCache { get; init; } = true;
+
+    /// <summary>Where the kernel cache lives; null: the per-user default (the platform's local application-data
+    /// folder, FlashDmAttn/kernels).</summary>
+    public string? KernelCacheDirectory { get; init; }
 }

@@ -22,6 +22,9 @@ internal sealed class KernelDiskCache
     /// <summary>Where the entries live.</summary>
     public string Directory { get; }
 
+    /// <summary>The cache in <see cref="DefaultDirectory"/>.</summary>
+    public static KernelDiskCache Default { get; } = new(DefaultDirectory);
+
     /// <summary>The per-user default: the platform's local application-data folder, FlashDmAttn/kernels.</summary>
     public static string DefaultDirectory
         => Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.LocalApplicationData, Environment.SpecialFolderOption.DoNotVerify),

@@ -22,7 +22,8 @@ internal static class ForwardLauncher
         where TCodec : struct, IElementCodec<TElem>
     {
         var cache = KernelCache.For(accelerator);
-        var device = cache.Device(() => DeviceInfo.Of(accelerator, spec => TensorCoreLauncher.Load(accelerator, spec).GroupsPerSm));
+        var device = cache.Device(() => DeviceInfo.Of(accelerator, null))
+            with { GroupsPerSm = spec => TensorCoreLauncher.Load(accelerator, spec, options.DiskCache).GroupsPerSm };
         var facts = new BufferFacts(ElemOf<TCodec>(), Aligned16(accelerator, buffers), buffers.SeqInfo.IsValid ? checked((int)buffers.SeqInfo.Length) : 0);
         return ForwardPlanner.Plan(p, facts, device, options);
     }
@@ -36,11 +37,12 @@ internal static class ForwardLauncher
         {
             var plan = Plan<TElem, TCodec>(accelerator, options, p, buffers);
             options.Observer?.Invoke(plan);
-            Execute<TElem, TCodec>(accelerator, plan, p, buffers);
+            Execute<TElem, TCodec>(accelerator, plan, p, buffers, options.DiskCache);
         }
     }
 
-    private static void Execute<TElem, TCodec>(Accelerator accelerator, ForwardPlan plan, in FwdParams p, in FwdBuffers<TElem> buffers)
+    private static void Execute<TElem, TCodec>(Accelerator accelerator, ForwardPlan plan, in FwdParams p, in FwdBuffers<TElem> buffers,
+        Caching.KernelDiskCache? disk)
         where TElem : unmanaged
         where TCodec : struct, IElementCodec<TElem>
     {
@@ -56,7 +58,7 @@ internal static class ForwardLauncher
         {
             TensorCoreLauncher.Execute(accelerator, plan, args, new TcBuffers(
                 b.Q.Cast<ushort>(), b.K.Cast<ushort>(), b.V.Cast<ushort>(), b.O.Cast<ushort>(),
-                b.Bias.IsValid && b.Bias.Length > 0 ? b.Bias.Cast<ushort>() : ArrayView<ushort>.Empty, b.Mask, b.Lse, b.SeqInfo));
+                b.Bias.IsValid && b.Bias.Length > 0 ? b.Bias.Cast<ushort>() : ArrayView<ushort>.Empty, b.Mask, b.Lse, b.SeqInfo), disk);
             return;
         }
         var shape = plan.Portable!.Value;

@@ -1,6 +1,8 @@
 using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
+using System.Reflection;
+using FlashDmAttn.Kernels.Caching;
 using FlashDmAttn.Kernels.Forward;
 using FlashDmAttn.Kernels.Planning;
 using FlashDmAttn.Kernels.TensorCore;
@@ -21,31 +23,46 @@ internal static class TensorCoreLauncher
             ArrayView<ushort>, ArrayView<byte>, ArrayView<float>, ArrayView<int>, KernelArgs> Kernel,
         int GroupsPerSm);
 
-    /// <summary>The kernel of <paramref name="spec"/> on <paramref name="accelerator"/>, compiled on first use.</summary>
-    public static Loaded Load(Accelerator accelerator, TcKernelSpec spec)
+    /// <summary>The kernel of <paramref name="spec"/> on <paramref name="accelerator"/>, loaded once per accelerator:
+    /// from <paramref name="disk"/> when it holds the kernel's PTX (CUDA), else compiled (and stored there).</summary>
+    public static Loaded Load(Accelerator accelerator, TcKernelSpec spec, KernelDiskCache? disk)
         => KernelCache.For(accelerator).GetOrAdd(("tc-fwd", spec),
-            a => TcStaticSwitch.Dispatch<LoadVisitor, Loaded>(spec, new LoadVisitor(a, TcShapes.SharedBytes(spec.Shape, spec.Bias))));
+            a => TcStaticSwitch.Dispatch<LoadVisitor, Loaded>(spec, new LoadVisitor(a, TcShapes.SharedBytes(spec.Shape, spec.Bias), disk)));
 
-    private readonly struct LoadVisitor(Accelerator acc, int shared) : ITcKernelVisitor<Loaded>
+    /// <summary>The kernel method of a specialization (the PTX tests and the warm-up compile it by itself).</summary>
+    public static MethodInfo Method(TcKernelSpec spec) => TcStaticSwitch.Dispatch<MethodVisitor, MethodInfo>(spec, default);
+
+    private readonly struct MethodVisitor : ITcKernelVisitor<MethodInfo>
+    {
+        public MethodInfo Visit<TE, THd, TF>() where TE : struct, ITcElem where THd : struct, ITcHeadDim where TF : struct, ITcFlags
+            => new Action<ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
+                ArrayView<byte>, ArrayView<float>, ArrayView<int>, KernelArgs>(TensorCoreForwardKernel.Run<TE, THd, TF>).Method;
+    }
+
+    /// <summary>Group-size specialization of every tensor-core kernel.</summary>
+    public static KernelSpecialization Specialization => new(TensorCoreForwardKernel.Threads, 1);
+
+    private readonly struct LoadVisitor(Accelerator acc, int shared, KernelDiskCache? disk) : ITcKernelVisitor<Loaded>
     {
         public Loaded Visit<TE, THd, TF>() where TE : struct, ITcElem where THd : struct, ITcHeadDim where TF : struct, ITcFlags
         {
-            var launcher = acc.LoadStreamKernel<ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
-                ArrayView<ushort>, ArrayView<byte>, ArrayView<float>, ArrayView<int>, KernelArgs>(
-                TensorCoreForwardKernel.Run<TE, THd, TF>,
-                new KernelSpecialization(TensorCoreForwardKernel.Threads, 1));
+            var kernel = CachedKernels.Load(acc, disk, new MethodVisitor().Visit<TE, THd, TF>(), Specialization);
+            var launch = kernel.CreateLauncherDelegate<Action<AcceleratorStream, KernelConfig, ArrayView<ushort>, ArrayView<ushort>,
+                ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<byte>, ArrayView<float>, ArrayView<int>, KernelArgs>>();
             if (acc is CudaAccelerator && shared > 48 * 1024)
-                CudaDriver.AllowLargeSharedMemory((CudaKernel)launcher.GetKernel(), shared);
-            return new Loaded(launcher, ResidentGroupsPerSm(acc, launcher.GetKernel(), shared));
+                CudaDriver.AllowLargeSharedMemory((CudaKernel)kernel, shared);
+            var a = acc;
+            return new Loaded((config, q, k, v, o, bias, mask, lse, seq, args) => launch(a.DefaultStream, config, q, k, v, o, bias, mask, lse, seq, args),
+                ResidentGroupsPerSm(acc, kernel, shared));
         }
     }
 
     /// <summary>Runs a tensor-core plan. A stream-K plan's work buffer takes the place of seqInfo (its problems have
     /// neither variable lengths nor key lists).</summary>
-    public static void Execute(Accelerator acc, ForwardPlan plan, KernelArgs args, in TcBuffers buffers)
+    public static void Execute(Accelerator acc, ForwardPlan plan, KernelArgs args, in TcBuffers buffers, KernelDiskCache? disk)
     {
         var spec = plan.TensorCore!.Value;
-        var kernel = Load(acc, spec).Kernel;
+        var kernel = Load(acc, spec, disk).Kernel;
         var cache = KernelCache.For(acc);
         var buf = buffers;
         if (plan.StreamK is { } split)

@@ -25,6 +25,9 @@ internal sealed record LaunchOptions
 
     public StreamKMode StreamK { get; init; } = StreamKMode.Auto;
 
+    /// <summary>Where compiled CUDA kernels are kept across processes; null: compile in every process.</summary>
+    public Caching.KernelDiskCache? DiskCache { get; init; } = Caching.KernelDiskCache.Default;
+
     /// <summary>Tests: the tensor-core kernel also on a CPU accelerator with 32-thread warps.</summary>
     public bool TensorCoreOnCpu { get; init; }
 

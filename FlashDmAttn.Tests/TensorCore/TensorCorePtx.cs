@@ -81,14 +81,7 @@ internal static class TensorCorePtx
         }).ToArray();
 
     /// <summary>The kernel method of a specialization, through the launcher's static switch.</summary>
-    public static MethodInfo KernelMethod(TcKernelSpec spec) => TcStaticSwitch.Dispatch<MethodVisitor, MethodInfo>(spec, default);
-
-    private readonly struct MethodVisitor : ITcKernelVisitor<MethodInfo>
-    {
-        public MethodInfo Visit<TE, THd, TF>() where TE : struct, ITcElem where THd : struct, ITcHeadDim where TF : struct, ITcFlags
-            => new Action<ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
-                ArrayView<byte>, ArrayView<float>, ArrayView<int>, KernelArgs>(TensorCoreForwardKernel.Run<TE, THd, TF>).Method;
-    }
+    public static MethodInfo KernelMethod(TcKernelSpec spec) => TensorCoreLauncher.Method(spec);
 
     /// <summary>Compiles the specializations whose name contains <paramref name="filter"/> (all when null), with
     /// <see cref="ExtraSpecializations"/> when <paramref name="extra"/>.</summary>
