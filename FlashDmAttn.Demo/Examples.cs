@@ -94,4 +94,24 @@ public static class Examples
         return attn.Forward(q, k, v, attnBias: perKeyBias, isCausal: true, softcap: 30f);
     }
     // endregion
+
+    // region: warm-up
+    public static int WarmUp(string? cacheDirectory = null, int H = 32, int Hkv = 8, int D = 128)
+    {
+        var attn = FlashDmAttention.Auto().WithOptions(new AttentionOptions
+        {
+            KernelCacheDirectory = cacheDirectory,   // null: the per-user default
+            UseKernelCache = true,                   // false: compile in every process, write nothing
+        });
+        // At model load: compile (or load from the cache) what calls of these shapes will run, 4 kernels at once.
+        AttentionShape[] shapes =
+        [
+            new(Batch: 1, SeqQ: 4096, SeqK: 4096, Heads: H, KvHeads: Hkv, HeadDim: D, IsCausal: true),
+            new(Batch: 1, SeqQ: 4096, SeqK: 4096, Heads: H, KvHeads: Hkv, HeadDim: D, IsCausal: true,
+                Mask: OperandForm.PerKey, Bias: OperandForm.PerKey),
+        ];
+        return attn.WarmUp<BFloat16>(shapes,
+            new Progress<WarmUpProgress>(p => Console.WriteLine($"{p.Done}/{p.Total} {p.Kernel}")), maxParallelism: 4);
+    }
+    // endregion
 }

@@ -30,6 +30,7 @@ public class ReadmeExamplesTests
     [TestCase("gqa")]
     [TestCase("varlen")]
     [TestCase("host-tensors")]
+    [TestCase("warm-up")]
     public void ReadmeShowsTheExampleVerbatim(string name)
     {
         var readme = File.ReadAllText(RepoFile("README.md"));
@@ -54,6 +55,16 @@ public class ReadmeExamplesTests
         var outside = Regex.Replace(source, @"// region: (.*?)// endregion", "", RegexOptions.Singleline);
         Assert.That(Regex.IsMatch(outside, @"\b(static|public)\b[^\n]*\("), Is.False,
             "Examples.cs has members outside the README's regions (the examples would not compile on their own)");
+    }
+
+    [Test]
+    public void WarmUpRuns()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "fdm-readme-cache-" + Guid.NewGuid().ToString("N"));
+        int kernels = Examples.WarmUp(dir);
+        // CUDA: the tensor-core kernels of both shapes; elsewhere the portable kernel runs, with nothing to warm up.
+        Assert.That(kernels, Is.EqualTo(FlashDmAttention.Auto().Name == "cuda" ? 2 : 0));
+        if (Directory.Exists(dir)) Directory.Delete(dir, true);
     }
 
     [Test]
