@@ -224,6 +224,11 @@ public class ForwardPlannerTests
         Assert.That(gpu.SharedBytes, Is.LessThanOrEqualTo(ForwardPlanner.PortableSharedBudget));
         Assert.That(gpu.Grid, Is.EqualTo(((4096 + gpu.Portable.Value.TileQ - 1) / gpu.Portable.Value.TileQ, 6, 1)));
 
+        // Past the grid's y size (65535) the (batch, head) pairs continue along z.
+        var many = Plan(Dense(b: 2, l: 8, h: 40000, d: 64), device: Cpu);
+        Assert.That(many.Grid, Is.EqualTo((1, 65535, 2)));
+        Assert.That((long)many.Grid.Y * many.Grid.Z, Is.GreaterThanOrEqualTo(80000L));
+
         var none = Dense(b: 2, l: 0, h: 3, d: 64);
         Assert.That(Plan(none, device: Cpu).Grid, Is.EqualTo((0, 0, 0)), "nothing to launch");
     }

@@ -61,30 +61,6 @@ public class SizeLimitTests : ValidationFixture
             "query", "batch·heads at most", $"got {b}·{h} = {b * h}");
     }
 
-    /// <summary>Within int, but past the CPU accelerator's grid y size (65535): the portable kernel's launch cannot address it.</summary>
-    [Test]
-    public void BatchTimesHeadsPastTheGrid()
-    {
-        long b = 2, h = 40000;
-        long limit = Acc.MaxGridSize.Y;
-        Assert.That(b * h, Is.GreaterThan(limit), "control: the problem must exceed the grid");
-        var o = Watched<float>("output", b, 1, h, D);
-        var lse = Watched<float>("softmaxLse", b, h, 1);
-        Rejects<ArgumentOutOfRangeException>(() => Be.Forward(Broadcast(b, 1, h, D), Broadcast(b, 1, 1, D), Broadcast(b, 1, 1, D), output: o, softmaxLse: lse),
-            "query", $"batch·heads at most {limit}", $"got {b}·{h} = {b * h}");
-    }
-
-    [Test]
-    public void VarlenSequencesTimesHeadsPastTheGrid()
-    {
-        long h = Acc.MaxGridSize.Y / 2 + 1;
-        var q = Broadcast(2, h, D);
-        var k = Broadcast(2, 1, D);
-        var o = Watched<float>("output", 2, h, D);
-        Rejects<ArgumentOutOfRangeException>(() => Be.ForwardVarlen(q, k, k, [0, 1, 2], [0, 1, 2], 1, 1, output: o),
-            "query", "sequences (cuSeqlensQ.Length - 1)·heads at most", $"got 2·{h} = {2 * h}");
-    }
-
     [Test]
     public void PagedPageSizeOf2Pow31()
     {
