@@ -23,6 +23,8 @@
 #                                      (default list `profile`); --times: every kernel's duration in one forward
 #                                      (default list `ktime`)
 #   check                              ptx, then sanitize beside test (one call before committing a kernel change)
+#   coldstart [CASES]                  first forward of each case in fresh processes: kernel cache off, empty, filled,
+#                                      filled with the driver's JIT cache off (default list `first-call`)
 #   ab [CASES] [--repeat N] [--peers P|--no-peers]
 #                                      this bundle's bench against .gpu/base's (bundle --base), alternated N times
 #                                      (default 2; default list `ab-set`), median per case, best peer of the same call
@@ -36,7 +38,7 @@ self=$root/tools/gpu.sh
 G=tools/gpu
 CASES_FILE=$G/cases.txt
 BUNDLE=.gpu
-STEPS=" test ptx bench sanitize ncu check ab "
+STEPS=" test ptx bench sanitize ncu check ab coldstart "
 
 die() { echo "gpu.sh: $*" >&2; exit 2; }
 
@@ -207,6 +209,21 @@ sanitize_step() {
       > "$LOG/sanitize-$tool.txt" 2>&1
     echo "$tool rc=$?"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Hazard|Invalid" "$LOG/sanitize-$tool.txt" | sort | uniq -c | head -5
   done
+}
+
+# Cold start: each case's first forward in fresh processes, kernel cache off, empty (fills it), filled, and filled with
+# the driver's JIT cache off (what is left is the driver's PTX -> SASS time).
+coldstart_step() {
+  step_args first-call "$@"
+  local dir c IFS=';'
+  dir=$(mktemp -d /tmp/flashdmattn-kernels.XXXXXX)
+  for c in $cs; do
+    app FlashDmAttn.Bench --first-call "$c" --no-kernel-cache | sed 's/^/off|/'
+    app FlashDmAttn.Bench --first-call "$c" --kernel-cache "$dir" | sed 's/^/empty|/'
+    app FlashDmAttn.Bench --first-call "$c" --kernel-cache "$dir" | sed 's/^/filled|/'
+    CUDA_CACHE_DISABLE=1 app FlashDmAttn.Bench --first-call "$c" --kernel-cache "$dir" | sed 's/^/filled-no-driver-cache|/'
+  done | tee "$LOG/coldstart.txt"
+  rm -rf "$dir"
 }
 
 ncu_step() {
