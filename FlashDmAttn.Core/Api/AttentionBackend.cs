@@ -2,6 +2,7 @@ using ILGPU;
 using ILGPU.Runtime;
 using FlashDmAttn.Api;
 using FlashDmAttn.Kernels.Forward;
+using FlashDmAttn.Kernels.Planning;
 using FlashDmAttn.Kernels.Launch;
 using FlashDmAttn.Kernels.TensorCore;
 using FlashDmAttn.Validation;
@@ -234,9 +235,10 @@ public sealed partial class AttentionBackend
     /// </summary>
     private static void CheckKeyLists<T>(in FwdParams p, DeviceMask? mask, long b, long h, long lk, long prefixInts) where T : unmanaged
     {
-        if (p.HasMask == 0 || p.MaskStrideQ != 0 || (p.HasBias != 0 && p.BiasStrideQ != 0)) return;
-        long maskRows = (p.MaskStrideB == 0 ? 1 : b) * (p.MaskStrideH == 0 ? 1 : h / p.MaskHeadDiv);
-        Int128 ints = prefixInts + (Int128)maskRows * (2 * (Int128)lk + 1);
+        // The planner's own decision and table size (PlanGather), with the call's seqInfo prefix added.
+        if (ForwardPlanner.PlanGather(p, 0) is not { } gather) return;
+        long maskRows = gather.Rows;
+        Int128 ints = prefixInts + (Int128)gather.TableLength;
         if (ints > int.MaxValue)
             throw new ArgumentOutOfRangeException("attnMask", $"attnMask: a mask broadcast over queries is listed as {maskRows} rows of 2·{lk} + 1 key indices; expected at most {int.MaxValue} ints, got {ints} (shape {Check.Dims(mask!.Shape)})");
         Int128 biasInts = ((Int128)b * h * lk * System.Runtime.CompilerServices.Unsafe.SizeOf<T>() + 3) / 4;
