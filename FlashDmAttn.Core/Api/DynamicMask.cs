@@ -54,9 +54,9 @@ public static class DynamicMask
         var acc = backend.Accelerator;
         switch (DTypes.Of<T>())
         {
-            case DType.Float32: TopKMaskKernel.Launch<float, Fp32Codec>(acc, attnBias.Data.Cast<float>(), mask.Data, p, (int)rows); break;
-            case DType.Float16: TopKMaskKernel.Launch<ushort, Fp16Codec>(acc, attnBias.Data.Cast<ushort>(), mask.Data, p, (int)rows); break;
-            default: TopKMaskKernel.Launch<ushort, Bf16Codec>(acc, attnBias.Data.Cast<ushort>(), mask.Data, p, (int)rows); break;
+            case DType.Float32: TopKMaskKernel.Launch<float, Fp32Codec>(acc, attnBias.Data.Cast<float>(), mask.Data, p, (int)rows, backend.LaunchOptions.DiskCache); break;
+            case DType.Float16: TopKMaskKernel.Launch<ushort, Fp16Codec>(acc, attnBias.Data.Cast<ushort>(), mask.Data, p, (int)rows, backend.LaunchOptions.DiskCache); break;
+            default: TopKMaskKernel.Launch<ushort, Bf16Codec>(acc, attnBias.Data.Cast<ushort>(), mask.Data, p, (int)rows, backend.LaunchOptions.DiskCache); break;
         }
         return mask;
     }

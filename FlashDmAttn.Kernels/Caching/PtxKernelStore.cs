@@ -149,4 +149,12 @@ internal static class CachedKernels
         cache.Write(key, PtxEntry.From(compiled).Encode());
         return loaded;
     }
+
+    /// <summary>
+    /// An explicitly grouped kernel through the disk cache (as <see cref="Load"/>), as a launcher of type
+    /// <typeparamref name="TLauncher"/>: an Action whose parameters are the stream, the KernelConfig and the kernel's own.
+    /// </summary>
+    public static TLauncher Launcher<TLauncher>(Accelerator accelerator, KernelDiskCache? cache, Delegate kernel,
+        KernelSpecialization specialization = default) where TLauncher : Delegate
+        => Load(accelerator, cache, kernel.Method, specialization).CreateLauncherDelegate<TLauncher>();
 }

@@ -50,7 +50,7 @@ internal static class ForwardLauncher
         var b = buffers;
         if (plan.Gather is { } g)
         {
-            var table = KeyGatherKernel.BuildTable(accelerator, g, ref args, b.Mask, b.SeqInfo);
+            var table = KeyGatherKernel.BuildTable(accelerator, g, ref args, b.Mask, b.SeqInfo, disk);
             var bias = g.GatherBias ? KeyGatherKernel.GatherBias(accelerator, ref args, b.Bias, table) : b.Bias;
             b = b with { SeqInfo = table, Bias = bias };
         }
@@ -64,11 +64,12 @@ internal static class ForwardLauncher
         var shape = plan.Portable!.Value;
         args.TileQ = shape.TileQ;
         args.TileK = shape.TileK;
-        LaunchPortable<TElem, TCodec>(accelerator, plan, args, b);
+        LaunchPortable<TElem, TCodec>(accelerator, plan, args, b, disk);
     }
 
     /// <summary>The portable kernel: every accelerator, head dim and dtype.</summary>
-    private static void LaunchPortable<TElem, TCodec>(Accelerator accelerator, ForwardPlan plan, in KernelArgs args, in FwdBuffers<TElem> buffers)
+    private static void LaunchPortable<TElem, TCodec>(Accelerator accelerator, ForwardPlan plan, in KernelArgs args, in FwdBuffers<TElem> buffers,
+        Caching.KernelDiskCache? disk)
         where TElem : unmanaged
         where TCodec : struct, IElementCodec<TElem>
     {
@@ -76,9 +77,9 @@ internal static class ForwardLauncher
         var cache = KernelCache.For(accelerator);
         var kernel = cache.GetOrAdd(
             ("portable-fwd", typeof(TElem), typeof(TCodec)),
-            acc => acc.LoadStreamKernel<ArrayView<TElem>, ArrayView<TElem>, ArrayView<TElem>, ArrayView<TElem>,
-                ArrayView<TElem>, ArrayView<byte>, ArrayView<float>, ArrayView<int>, KernelArgs>(
-                PortableForwardKernel.Run<TElem, TCodec>));
+            acc => Caching.CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<TElem>, ArrayView<TElem>, ArrayView<TElem>,
+                ArrayView<TElem>, ArrayView<TElem>, ArrayView<byte>, ArrayView<float>, ArrayView<int>, KernelArgs>>(
+                acc, disk, PortableForwardKernel.Run<TElem, TCodec>));
         ArrayView<byte> dummy = cache.Dummy.View;
         var bias = buffers.Bias.IsValid && buffers.Bias.Length > 0 ? buffers.Bias : dummy.Cast<TElem>();
         var mask = buffers.Mask.IsValid && buffers.Mask.Length > 0 ? buffers.Mask : dummy;
@@ -87,7 +88,7 @@ internal static class ForwardLauncher
         var config = new KernelConfig(
             new Index3D(plan.Grid.X, plan.Grid.Y, plan.Grid.Z), new Index3D(plan.GroupSize, 1, 1),
             SharedMemoryConfig.RequestDynamic<float>(plan.SharedBytes / sizeof(float)));
-        kernel(config, buffers.Q, buffers.K, buffers.V, buffers.O, bias, mask, lse, seq, args);
+        kernel(accelerator.DefaultStream, config, buffers.Q, buffers.K, buffers.V, buffers.O, bias, mask, lse, seq, args);
     }
 
     private static ElemKind ElemOf<TCodec>() where TCodec : struct

@@ -49,7 +49,8 @@ internal static class KeyGatherKernel
     /// call's <paramref name="seqInfo"/> (cu_seqlens, block table) copied into a scratch buffer of the accelerator,
     /// followed by the lists. From then on the lists are the mask: <paramref name="p"/> has no mask bytes to read.
     /// </summary>
-    public static ArrayView<int> BuildTable(Accelerator accelerator, GatherPlan g, ref KernelArgs p, ArrayView<byte> mask, ArrayView<int> seqInfo)
+    public static ArrayView<int> BuildTable(Accelerator accelerator, GatherPlan g, ref KernelArgs p, ArrayView<byte> mask, ArrayView<int> seqInfo,
+        Caching.KernelDiskCache? disk)
     {
         p.GatherHeads = g.Heads;
         p.GatherBatchStride = g.BatchStride;
@@ -61,9 +62,9 @@ internal static class KeyGatherKernel
         var table = cache.Scratch(checked((int)total));
         if (prefixLength > 0) seqInfo.CopyTo(table.SubView(0, prefixLength));
         var kernel = cache.GetOrAdd("key-gather",
-            acc => acc.LoadStreamKernel<ArrayView<byte>, ArrayView<int>, KernelArgs>(Run));
+            acc => Caching.CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<byte>, ArrayView<int>, KernelArgs>>(acc, disk, Run));
         int group = accelerator.AcceleratorType == AcceleratorType.CPU ? Math.Min(accelerator.MaxNumThreadsPerGroup, 16) : 256;
-        kernel(new KernelConfig(p.GatherRows, group), mask, table, p);
+        kernel(accelerator.DefaultStream, new KernelConfig(p.GatherRows, group), mask, table, p);
         // From here on the lists are the mask: kernels read no mask bytes.
         p.GatherKeys = 1;
         p.HasMask = 0;

@@ -97,15 +97,17 @@ internal static class TopKMaskKernel
         }
     }
 
-    public static void Launch<TElem, TCodec>(Accelerator accelerator, ArrayView<TElem> bias, ArrayView<byte> mask, TopKParams p, int rows)
+    public static void Launch<TElem, TCodec>(Accelerator accelerator, ArrayView<TElem> bias, ArrayView<byte> mask, TopKParams p, int rows,
+        Caching.KernelDiskCache? disk)
         where TElem : unmanaged
         where TCodec : struct, IElementCodec<TElem>
     {
         if (rows == 0 || p.SeqK == 0) return;
         var kernel = KernelCache.For(accelerator).GetOrAdd(
             ("topk-mask", typeof(TElem), typeof(TCodec)),
-            acc => acc.LoadStreamKernel<ArrayView<TElem>, ArrayView<byte>, TopKParams>(Run<TElem, TCodec>));
+            acc => Caching.CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<TElem>, ArrayView<byte>, TopKParams>>(
+                acc, disk, Run<TElem, TCodec>));
         int group = accelerator.AcceleratorType == AcceleratorType.CPU ? Math.Min(accelerator.MaxNumThreadsPerGroup, 16) : 256;
-        kernel(new KernelConfig(rows, group), bias, mask, p);
+        kernel(accelerator.DefaultStream, new KernelConfig(rows, group), bias, mask, p);
     }
 }
