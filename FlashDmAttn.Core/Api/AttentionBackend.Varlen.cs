@@ -1,6 +1,7 @@
 using ILGPU;
 using ILGPU.Runtime;
 using FlashDmAttn.Api;
+using FlashDmAttn.Kernels.Forward;
 using FlashDmAttn.Validation;
 
 namespace FlashDmAttn;
@@ -22,6 +23,46 @@ public sealed partial class AttentionBackend
         DeviceMask? attnMask = null, DeviceTensor<T>? attnBias = null, float? scale = null, bool isCausal = false,
         float? softcap = null, bool deterministic = false, int[,]? blockTable = null,
         DeviceTensor<T>? output = null, DeviceTensor<float>? softmaxLse = null)
+        where T : unmanaged
+    {
+        var v = ResolveVarlen(ref query, ref key, ref value, cuSeqlensQ, cuSeqlensK, maxSeqlenQ, maxSeqlenK,
+            attnMask, attnBias, scale, isCausal, softcap, blockTable);
+        var (p, rows) = (v.P, v.Rows);
+        long totalQ = v.TotalQ, h = p.Heads, d = p.HeadDim;
+        if (output is not null)
+        {
+            Check.Rank(output.Shape, 3, "(total_q, heads, head_dim)", nameof(output));
+            if (output.Shape[0] != totalQ || output.Shape[1] != h || output.Shape[2] != d)
+                throw new ArgumentException($"output: expected shape [{totalQ}, {h}, {d}], got {Check.Dims(output.Shape)}", nameof(output));
+            CheckTensor(output, nameof(output));
+            Check.NoOverlap(output.Shape, output.Strides, nameof(output));
+        }
+        else
+        {
+            Check.Allocation<T>(Accelerator, [totalQ, h, d], "output (total_q, heads, head_dim)", nameof(query));
+        }
+        if (softmaxLse is not null)
+        {
+            CheckLse(softmaxLse, [h, totalQ]);
+            (p.WriteLse, p.LseStrideB, p.LseStrideH) = (1, 0, totalQ);
+        }
+
+        var o = output?.Alias() ?? DeviceTensor<T>.Allocate(Accelerator, totalQ, h, d);
+        (p.OStrideB, p.OStrideL, p.OStrideH) = (0, o.Strides[0], o.Strides[1]);
+        using var seqInfo = Accelerator.Allocate1D(v.SeqInfo);
+        Launch(p, rows, query, key, value, o, attnMask, attnBias, softmaxLse, seqInfo.View);
+        Accelerator.Synchronize();
+        return o;
+    }
+
+    /// <summary>A validated variable-length problem: its parameters, row operands, sequence table
+    /// ([cu_q | cu_k | block table]) and total query rows.</summary>
+    private readonly record struct VarlenProblem(FwdParams P, RowOperands Rows, int[] SeqInfo, long TotalQ);
+
+    /// <summary>Validates the operands of a variable-length call; q, k and v come back flattened to (total, H, D).</summary>
+    private VarlenProblem ResolveVarlen<T>(ref DeviceTensor<T> query, ref DeviceTensor<T> key, ref DeviceTensor<T> value,
+        int[] cuSeqlensQ, int[] cuSeqlensK, int maxSeqlenQ, int maxSeqlenK,
+        DeviceMask? attnMask, DeviceTensor<T>? attnBias, float? scale, bool isCausal, float? softcap, int[,]? blockTable)
         where T : unmanaged
     {
         Check.DType<T>(nameof(query));
@@ -113,36 +154,13 @@ public sealed partial class AttentionBackend
             (p.VStrideB, p.VStrideL, p.VStrideH) = (0, value.Strides[0], value.Strides[1]);
         }
         var rows = ResolveMaskBias(ref p, attnMask, attnBias, batch, h, hkv, maxSeqlenQ, maxSeqlenK, 2L * (batch + 1) + (long)batch * maxPages);
-        if (output is not null)
-        {
-            Check.Rank(output.Shape, 3, "(total_q, heads, head_dim)", nameof(output));
-            if (output.Shape[0] != totalQ || output.Shape[1] != h || output.Shape[2] != d)
-                throw new ArgumentException($"output: expected shape [{totalQ}, {h}, {d}], got {Check.Dims(output.Shape)}", nameof(output));
-            CheckTensor(output, nameof(output));
-            Check.NoOverlap(output.Shape, output.Strides, nameof(output));
-        }
-        else
-        {
-            Check.Allocation<T>(Accelerator, [totalQ, h, d], "output (total_q, heads, head_dim)", nameof(query));
-        }
-        if (softmaxLse is not null)
-        {
-            CheckLse(softmaxLse, [h, totalQ]);
-            (p.WriteLse, p.LseStrideB, p.LseStrideH) = (1, 0, totalQ);
-        }
-
-        var o = output?.Alias() ?? DeviceTensor<T>.Allocate(Accelerator, totalQ, h, d);
-        (p.OStrideB, p.OStrideL, p.OStrideH) = (0, o.Strides[0], o.Strides[1]);
         var info = new int[2 * (batch + 1) + batch * maxPages];
         cuSeqlensQ.CopyTo(info, 0);
         cuSeqlensK.CopyTo(info, batch + 1);
         for (int s = 0; s < batch; s++)
             for (int j = 0; j < maxPages; j++)
                 info[2 * (batch + 1) + s * maxPages + j] = blockTable![s, j];
-        using var seqInfo = Accelerator.Allocate1D(info);
-        Launch(p, rows, query, key, value, o, attnMask, attnBias, softmaxLse, seqInfo.View);
-        Accelerator.Synchronize();
-        return o;
+        return new VarlenProblem(p, rows, info, totalQ);
     }
 
     /// <summary>(B, L, H, D) with batch-major rows → (B·L, H, D); other ranks pass through.</summary>

@@ -58,6 +58,36 @@ public sealed partial class AttentionBackend
         float? softcap = null, bool deterministic = false, DeviceTensor<T>? output = null, DeviceTensor<float>? softmaxLse = null)
         where T : unmanaged
     {
+        var (p, rows) = ResolveDense(query, key, value, attnMask, attnBias, scale, isCausal, softcap);
+        long b = p.Batch, lq = p.SeqQ, h = p.Heads, d = p.HeadDim;
+        if (output is not null)
+        {
+            Check.Rank(output.Shape, 4, "(batch, seqlen_q, heads, head_dim)", nameof(output));
+            Check.Lengths(nameof(output), output.Shape, b, lq, h, d);
+            CheckTensor(output, nameof(output));
+            Check.NoOverlap(output.Shape, output.Strides, nameof(output));
+        }
+        else
+        {
+            Check.Allocation<T>(Accelerator, [b, lq, h, d], "output (batch, seqlen_q, heads, head_dim)", nameof(query));
+        }
+        if (softmaxLse is not null)
+        {
+            CheckLse(softmaxLse, [b, h, lq]);
+            (p.WriteLse, p.LseStrideB, p.LseStrideH) = (1, h * lq, lq);
+        }
+
+        // Everything is valid: only now allocate and launch.
+        var o = output?.Alias() ?? DeviceTensor<T>.Allocate(Accelerator, b, lq, h, d);
+        (p.OStrideB, p.OStrideL, p.OStrideH) = (o.Strides[0], o.Strides[1], o.Strides[2]);
+        Launch(p, rows, query, key, value, o, attnMask, attnBias, softmaxLse, default);
+        return o;
+    }
+
+    /// <summary>Validates the operands of a dense call (q, k, v, mask, bias, score options) into a problem.</summary>
+    private (FwdParams P, RowOperands Rows) ResolveDense<T>(DeviceTensor<T> query, DeviceTensor<T> key, DeviceTensor<T> value,
+        DeviceMask? attnMask, DeviceTensor<T>? attnBias, float? scale, bool isCausal, float? softcap) where T : unmanaged
+    {
         Check.DType<T>(nameof(query));
         Check.NotNull(query, nameof(query));
         Check.NotNull(key, nameof(key));
@@ -81,28 +111,7 @@ public sealed partial class AttentionBackend
         (p.KStrideB, p.KStrideL, p.KStrideH) = (key.Strides[0], key.Strides[1], key.Strides[2]);
         (p.VStrideB, p.VStrideL, p.VStrideH) = (value.Strides[0], value.Strides[1], value.Strides[2]);
         var rows = ResolveMaskBias(ref p, attnMask, attnBias, b, h, hkv, lq, lk, 0);
-        if (output is not null)
-        {
-            Check.Rank(output.Shape, 4, "(batch, seqlen_q, heads, head_dim)", nameof(output));
-            Check.Lengths(nameof(output), output.Shape, b, lq, h, d);
-            CheckTensor(output, nameof(output));
-            Check.NoOverlap(output.Shape, output.Strides, nameof(output));
-        }
-        else
-        {
-            Check.Allocation<T>(Accelerator, [b, lq, h, d], "output (batch, seqlen_q, heads, head_dim)", nameof(query));
-        }
-        if (softmaxLse is not null)
-        {
-            CheckLse(softmaxLse, [b, h, lq]);
-            (p.WriteLse, p.LseStrideB, p.LseStrideH) = (1, h * lq, lq);
-        }
-
-        // Everything is valid: only now allocate and launch.
-        var o = output?.Alias() ?? DeviceTensor<T>.Allocate(Accelerator, b, lq, h, d);
-        (p.OStrideB, p.OStrideL, p.OStrideH) = (o.Strides[0], o.Strides[1], o.Strides[2]);
-        Launch(p, rows, query, key, value, o, attnMask, attnBias, softmaxLse, default);
-        return o;
+        return (p, rows);
     }
 
     /// <summary>Self-attention on a packed qkv of shape (B, L, 3, H, D).</summary>

@@ -33,6 +33,34 @@ internal static class Dispatch
         }
     }
 
+    public static void Backward<T>(Accelerator accelerator, LaunchOptions options, in Kernels.Backward.BwdParams p,
+        ArrayView<T> q, ArrayView<T> k, ArrayView<T> v, ArrayView<T> o, ArrayView<T> dO, ArrayView<T> bias,
+        ArrayView<byte> mask, ArrayView<float> lse, ArrayView<int> seqInfo,
+        ArrayView<T> dq, ArrayView<T> dk, ArrayView<T> dv, ArrayView<T> dbias) where T : unmanaged
+    {
+        switch (DTypes.Of<T>())
+        {
+            case DType.Float32:
+                BackwardLauncher.Launch<float, Fp32Codec>(accelerator, options, p, Buffers<T, float>(q, k, v, o, dO, bias, mask, lse, seqInfo, dq, dk, dv, dbias));
+                break;
+            case DType.Float16:
+                BackwardLauncher.Launch<ushort, Fp16Codec>(accelerator, options, p, Buffers<T, ushort>(q, k, v, o, dO, bias, mask, lse, seqInfo, dq, dk, dv, dbias));
+                break;
+            case DType.BFloat16:
+                BackwardLauncher.Launch<ushort, Bf16Codec>(accelerator, options, p, Buffers<T, ushort>(q, k, v, o, dO, bias, mask, lse, seqInfo, dq, dk, dv, dbias));
+                break;
+            default:
+                throw new ArgumentException($"query: expected dtype {DTypes.Supported}, got {typeof(T).Name}", "query");
+        }
+    }
+
+    private static BwdBuffers<TOut> Buffers<TIn, TOut>(ArrayView<TIn> q, ArrayView<TIn> k, ArrayView<TIn> v, ArrayView<TIn> o,
+        ArrayView<TIn> dO, ArrayView<TIn> bias, ArrayView<byte> mask, ArrayView<float> lse, ArrayView<int> seqInfo,
+        ArrayView<TIn> dq, ArrayView<TIn> dk, ArrayView<TIn> dv, ArrayView<TIn> dbias)
+        where TIn : unmanaged where TOut : unmanaged
+        => new(Cast<TIn, TOut>(q), Cast<TIn, TOut>(k), Cast<TIn, TOut>(v), Cast<TIn, TOut>(o), Cast<TIn, TOut>(dO), Cast<TIn, TOut>(bias),
+            mask, lse, seqInfo, Cast<TIn, TOut>(dq), Cast<TIn, TOut>(dk), Cast<TIn, TOut>(dv), Cast<TIn, TOut>(dbias));
+
     private static ArrayView<TOut> Cast<TIn, TOut>(ArrayView<TIn> view) where TIn : unmanaged where TOut : unmanaged
         => view.IsValid && view.Length > 0 ? view.Cast<TOut>() : ArrayView<TOut>.Empty;
 }

@@ -19,10 +19,13 @@ internal static class MaskBias
 
     /// <summary>Mask element j of a row starting at <paramref name="rowIndex"/>; any nonzero magnitude is visible.</summary>
     public static bool MaskVisible(in KernelArgs p, ArrayView<byte> mask, long rowIndex, int j)
+        => ElementVisible(mask, (rowIndex + j) * p.MaskElemBytes, p.MaskElemBytes);
+
+    /// <summary>The mask element of <paramref name="elemBytes"/> bytes at byte <paramref name="a"/>: nonzero magnitude.</summary>
+    public static bool ElementVisible(ArrayView<byte> mask, long a, int elemBytes)
     {
-        long a = (rowIndex + j) * p.MaskElemBytes;
-        if (p.MaskElemBytes == 1) return mask[a] != 0;
-        if (p.MaskElemBytes == 2) return (mask[a] | (mask[a + 1] & 0x7F)) != 0;
+        if (elemBytes == 1) return mask[a] != 0;
+        if (elemBytes == 2) return (mask[a] | (mask[a + 1] & 0x7F)) != 0;
         return (mask[a] | mask[a + 1] | mask[a + 2] | (mask[a + 3] & 0x7F)) != 0;
     }
 
@@ -36,6 +39,24 @@ internal static class MaskBias
     {
         float s = dot * p.Scale;
         if (p.Softcap > 0f) s = p.Softcap * XMath.Tanh(s / p.Softcap);
+        if (p.HasBias != 0) s += TCodec.ToFloat(bias[biasRow + j]);
+        return s;
+    }
+
+    /// <summary><see cref="Score{TElem, TCodec}"/> and its slope ds/d(dot): the scale, times 1 − tanh² under softcap
+    /// (the backward's chain rule through the same order).</summary>
+    public static float ScoreWithSlope<TElem, TCodec>(in KernelArgs p, float dot, ArrayView<TElem> bias, long biasRow, int j, out float slope)
+        where TElem : unmanaged
+        where TCodec : struct, IElementCodec<TElem>
+    {
+        float s = dot * p.Scale;
+        slope = p.Scale;
+        if (p.Softcap > 0f)
+        {
+            float t = XMath.Tanh(s / p.Softcap);
+            s = p.Softcap * t;
+            slope = p.Scale * (1f - t * t);
+        }
         if (p.HasBias != 0) s += TCodec.ToFloat(bias[biasRow + j]);
         return s;
     }

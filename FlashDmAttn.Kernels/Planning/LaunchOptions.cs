@@ -33,4 +33,7 @@ internal sealed record LaunchOptions
 
     /// <summary>Called with each plan just before the launcher executes it (tests, bench).</summary>
     public Action<ForwardPlan>? Observer { get; init; }
+
+    /// <summary>Called with each backward plan just before the launcher executes it (tests, bench).</summary>
+    public Action<BackwardPlan>? BackwardObserver { get; init; }
 }

@@ -1,0 +1,100 @@
+using ILGPU;
+using FlashDmAttn.Kernels.Forward;
+using FlashDmAttn.Kernels.Numerics;
+
+namespace FlashDmAttn.Kernels.Backward;
+
+/// <summary>
+/// The element-wise steps around the backward's tile kernels: D = rowsum(dO∘O) before them (FlashAttention-2's
+/// preprocessing), and after them the sums over broadcast dimensions, in a fixed order: dk and dv over a kv head's
+/// query heads (GQA), the bias gradient over every dimension the bias was broadcast along. Each thread strides over
+/// the elements by the grid's size.
+/// </summary>
+internal static class BackwardReduce
+{
+    /// <summary>D of every (batch, head, row) in the LSE's layout; rows past a sequence's end are left alone.</summary>
+    public static void RowDot<TElem, TCodec>(ArrayView<TElem> o, ArrayView<TElem> dO, ArrayView<int> seqInfo, ArrayView<float> dvec, BwdArgs a)
+        where TElem : unmanaged
+        where TCodec : struct, IElementCodec<TElem>
+    {
+        var p = a.F;
+        long total = (long)p.Batch * p.Heads * p.SeqQ;
+        for (long w = Grid.GlobalIndex.X; w < total; w += (long)Grid.DimX * Group.DimX)
+        {
+            long bh = w / p.SeqQ;
+            int i = (int)(w - bh * p.SeqQ);
+            int b = (int)(bh / p.Heads), h = (int)(bh - (long)b * p.Heads);
+            var blk = BlockInfo.Create(p, seqInfo, b);
+            if (i >= blk.SeqQ) continue;
+            long ro = blk.QOffset(p.OStrideB, p.OStrideL, p.OStrideH, i, h);
+            long rd = blk.QOffset(a.DoStrideB, a.DoStrideL, a.DoStrideH, i, h);
+            float acc = 0f;
+            for (int x = 0; x < p.HeadDim; x++)
+                acc += TCodec.ToFloat(o[ro + x]) * TCodec.ToFloat(dO[rd + x]);
+            dvec[b * p.LseStrideB + h * p.LseStrideH + blk.RowQ0 + i] = acc;
+        }
+    }
+
+    /// <summary>dk and dv of each (batch, key, kv head): the sum of the query heads' fp32 scratch rows, in head order,
+    /// stored in the input dtype at the key's place in k's layout (through the block table when paged).</summary>
+    public static void KeyHeads<TElem, TCodec>(ArrayView<float> dkh, ArrayView<float> dvh, ArrayView<int> seqInfo,
+        ArrayView<TElem> dk, ArrayView<TElem> dv, BwdArgs a)
+        where TElem : unmanaged
+        where TCodec : struct, IElementCodec<TElem>
+    {
+        var p = a.F;
+        int d = p.HeadDim, g = p.HeadGroup;
+        long total = (long)p.Batch * p.SeqK * p.KvHeads * d;
+        for (long w = Grid.GlobalIndex.X; w < total; w += (long)Grid.DimX * Group.DimX)
+        {
+            int x = (int)(w % d);
+            long row = w / d;
+            int hk = (int)(row % p.KvHeads);
+            long bj = row / p.KvHeads;
+            int j = (int)(bj % p.SeqK), b = (int)(bj / p.SeqK);
+            var blk = BlockInfo.Create(p, seqInfo, b);
+            if (j >= blk.SeqK) continue;
+            long src = ((long)b * p.SeqK + j) * p.Heads * d + (long)hk * g * d + x;
+            float sk = 0f, sv = 0f;
+            for (int u = 0; u < g; u++)
+            {
+                sk += dkh[src + (long)u * d];
+                sv += dvh[src + (long)u * d];
+            }
+            dk[blk.KOffset(p, seqInfo, a.DkStrideB, a.DkStrideL, a.DkStrideH, j, hk) + x] = TCodec.FromFloat(sk);
+            dv[blk.KOffset(p, seqInfo, a.DvStrideB, a.DvStrideL, a.DvStrideH, j, hk) + x] = TCodec.FromFloat(sv);
+        }
+    }
+
+    /// <summary>
+    /// Each element (bb, hb, qb, kb) of the bias gradient, in the bias's shape: the sum of the scratch (B, H, rows, cols)
+    /// over the batches, heads and rows that the bias broadcast to it (batch-major, fixed order).
+    /// Scratch rows are SeqQ or 1 and columns SeqK or 1, matching the bias's own query and key dims unless the bias is
+    /// broadcast over queries while the scratch is not (then every row adds in).
+    /// </summary>
+    public static void BiasBroadcast<TElem, TCodec>(ArrayView<float> scratch, ArrayView<TElem> dbias, BwdArgs a, int rows, int cols)
+        where TElem : unmanaged
+        where TCodec : struct, IElementCodec<TElem>
+    {
+        var p = a.F;
+        long total = (long)a.DbB * a.DbH * a.DbQ * a.DbK;
+        int headsPer = p.Heads / a.DbH;
+        for (long w = Grid.GlobalIndex.X; w < total; w += (long)Grid.DimX * Group.DimX)
+        {
+            int kb = (int)(w % a.DbK);
+            long t = w / a.DbK;
+            int qb = (int)(t % a.DbQ);
+            t /= a.DbQ;
+            int hb = (int)(t % a.DbH);
+            int bb = (int)(t / a.DbH);
+            int b0 = a.DbB == 1 ? 0 : bb, b1 = a.DbB == 1 ? p.Batch : bb + 1;
+            int r0 = rows == a.DbQ ? qb : 0, r1 = rows == a.DbQ ? qb + 1 : rows;
+            float acc = 0f;
+            for (int b = b0; b < b1; b++)
+                for (int h = hb * headsPer; h < (hb + 1) * headsPer; h++)
+                    for (int r = r0; r < r1; r++)
+                        acc += scratch[(((long)b * p.Heads + h) * rows + r) * cols + kb];
+            dbias[bb * a.DbStrideB + hb * a.DbStrideH + qb * a.DbStrideQ + kb * a.DbStrideK] = TCodec.FromFloat(acc);
+        }
+    }
+}

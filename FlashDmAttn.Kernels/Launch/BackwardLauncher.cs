@@ -1,0 +1,128 @@
+using ILGPU;
+using ILGPU.Runtime;
+using FlashDmAttn.Kernels.Backward;
+using FlashDmAttn.Kernels.Caching;
+using FlashDmAttn.Kernels.Masking;
+using FlashDmAttn.Kernels.Numerics;
+using FlashDmAttn.Kernels.Planning;
+
+namespace FlashDmAttn.Kernels.Launch;
+
+/// <summary>The buffers of one backward call; absent optional ones are empty views. Mask and bias are the call's
+/// (also when broadcast over keys: the row fields of <see cref="BwdParams"/> say so).</summary>
+internal readonly record struct BwdBuffers<TElem>(
+    ArrayView<TElem> Q, ArrayView<TElem> K, ArrayView<TElem> V, ArrayView<TElem> O, ArrayView<TElem> DO,
+    ArrayView<TElem> Bias, ArrayView<byte> Mask, ArrayView<float> Lse, ArrayView<int> SeqInfo,
+    ArrayView<TElem> DQ, ArrayView<TElem> DK, ArrayView<TElem> DV, ArrayView<TElem> DBias)
+    where TElem : unmanaged;
+
+/// <summary>Plans a validated backward problem (<see cref="BackwardPlanner"/>) and executes the plan: D = rowsum(dO∘O),
+/// the key lists when keys are gathered, the query-block and key-block kernels, then the reductions. Synchronises
+/// before returning (its fp32 scratch is released).</summary>
+internal static class BackwardLauncher
+{
+    public static BackwardPlan Plan<TElem>(Accelerator accelerator, in BwdParams p, in BwdBuffers<TElem> buffers) where TElem : unmanaged
+    {
+        var device = KernelCache.For(accelerator).Device(() => DeviceInfo.Of(accelerator, null));
+        var facts = new BufferFacts(ElemKind.Float32, false, buffers.SeqInfo.IsValid ? checked((int)buffers.SeqInfo.Length) : 0);
+        return BackwardPlanner.Plan(p, facts, device);
+    }
+
+    public static void Launch<TElem, TCodec>(Accelerator accelerator, LaunchOptions options, in BwdParams p, in BwdBuffers<TElem> buffers)
+        where TElem : unmanaged
+        where TCodec : struct, IElementCodec<TElem>
+    {
+        var cache = KernelCache.For(accelerator);
+        var disk = options.DiskCache;
+        var plan = Plan(accelerator, p, buffers);
+        options.BackwardObserver?.Invoke(plan);
+        var a = BwdArgs.From(p);
+        a.F.TileQ = plan.Shape.TileQ;
+        a.F.TileK = plan.Shape.TileK;
+        a.DBias = (int)plan.DBias;
+        a.DbRows = plan.DbRows;
+        var f = p.Forward;
+        long rowsTotal = (long)f.Batch * f.Heads * f.SeqQ;
+
+        ArrayView<byte> dummy = cache.Dummy.View;
+        var b = buffers;
+        var bias = Or(b.Bias, dummy.Cast<TElem>());
+        var lse = Or(b.Lse, dummy.Cast<float>());
+        using var dvec = accelerator.Allocate1D<float>(Math.Max(1, b.Lse.Length));
+        using var dkh = accelerator.Allocate1D<float>(Math.Max(1, plan.KeyScratch));
+        using var dvh = accelerator.Allocate1D<float>(Math.Max(1, plan.KeyScratch));
+        long dbLength = plan.DBias == DBiasMode.None ? 1 : (long)f.Batch * f.Heads * plan.DbRows * plan.DbCols;
+        using var dbs = accelerator.Allocate1D<float>(Math.Max(1, dbLength));
+        dkh.MemSetToZero();
+        dvh.MemSetToZero();
+        dbs.MemSetToZero();
+        dvec.MemSetToZero();
+
+        lock (cache.LaunchLock)
+        {
+            var seq = b.SeqInfo;
+            var mask = b.Mask;
+            if (plan.Gather is { } g)
+            {
+                seq = KeyGatherKernel.BuildTable(accelerator, g, ref a.F, b.Mask, b.SeqInfo, disk);
+            }
+            seq = Or(seq, dummy.Cast<int>());
+            mask = Or(mask, dummy);
+            int group = plan.Shape.GroupSize;
+
+            if (rowsTotal > 0)
+            {
+                var rowDot = cache.GetOrAdd(("bwd-rowdot", typeof(TElem), typeof(TCodec)),
+                    acc => CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<TElem>, ArrayView<TElem>,
+                        ArrayView<int>, ArrayView<float>, BwdArgs>>(acc, disk, BackwardReduce.RowDot<TElem, TCodec>));
+                rowDot(accelerator.DefaultStream, Linear(rowsTotal, group), b.O, b.DO, seq, dvec.View, a);
+            }
+
+            if (plan.QueryGrid.X > 0)
+            {
+                var qk = cache.GetOrAdd(("bwd-query", typeof(TElem), typeof(TCodec)),
+                    acc => CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<TElem>, ArrayView<TElem>, ArrayView<TElem>,
+                        ArrayView<TElem>, ArrayView<TElem>, ArrayView<byte>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
+                        ArrayView<TElem>, ArrayView<float>, BwdArgs>>(acc, disk, PortableBackwardKernels.QueryBlock<TElem, TCodec>));
+                qk(accelerator.DefaultStream, Config(plan.QueryGrid, group, plan.QuerySharedBytes),
+                    b.Q, b.K, b.V, b.DO, bias, mask, lse, dvec.View, seq, b.DQ, dbs.View, a);
+
+                var kk = cache.GetOrAdd(("bwd-key", typeof(TElem), typeof(TCodec)),
+                    acc => CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<TElem>, ArrayView<TElem>, ArrayView<TElem>,
+                        ArrayView<TElem>, ArrayView<TElem>, ArrayView<byte>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
+                        ArrayView<float>, ArrayView<float>, ArrayView<float>, BwdArgs>>(acc, disk, PortableBackwardKernels.KeyBlock<TElem, TCodec>));
+                kk(accelerator.DefaultStream, Config(plan.KeyGrid, group, plan.KeySharedBytes),
+                    b.Q, b.K, b.V, b.DO, bias, mask, lse, dvec.View, seq, dkh.View, dvh.View, dbs.View, a);
+            }
+
+            long keyElems = (long)f.Batch * f.SeqK * f.KvHeads * f.HeadDim;
+            if (keyElems > 0)
+            {
+                var heads = cache.GetOrAdd(("bwd-keyheads", typeof(TElem), typeof(TCodec)),
+                    acc => CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>,
+                        ArrayView<int>, ArrayView<TElem>, ArrayView<TElem>, BwdArgs>>(acc, disk, BackwardReduce.KeyHeads<TElem, TCodec>));
+                heads(accelerator.DefaultStream, Linear(keyElems, group), dkh.View, dvh.View, seq, b.DK, b.DV, a);
+            }
+
+            long dbElems = (long)p.DbB * p.DbH * p.DbQ * p.DbK;
+            if (plan.DBias != DBiasMode.None && dbElems > 0)
+            {
+                var red = cache.GetOrAdd(("bwd-dbias", typeof(TElem), typeof(TCodec)),
+                    acc => CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<TElem>,
+                        BwdArgs, int, int>>(acc, disk, BackwardReduce.BiasBroadcast<TElem, TCodec>));
+                red(accelerator.DefaultStream, Linear(dbElems, group), dbs.View, b.DBias, a, plan.DbRows, plan.DbCols);
+            }
+        }
+        accelerator.Synchronize();
+    }
+
+    private static ArrayView<T> Or<T>(ArrayView<T> view, ArrayView<T> dummy) where T : unmanaged
+        => view.IsValid && view.Length > 0 ? view : dummy;
+
+    private static KernelConfig Config((int X, int Y, int Z) grid, int group, int sharedBytes)
+        => new(new Index3D(grid.X, grid.Y, grid.Z), new Index3D(group, 1, 1), SharedMemoryConfig.RequestDynamic<float>(sharedBytes / sizeof(float)));
+
+    /// <summary>A 1-D grid striding over <paramref name="elements"/>: at most 4096 groups.</summary>
+    private static KernelConfig Linear(long elements, int group)
+        => new((int)Math.Min(4096, (elements + group - 1) / group), group);
+}
