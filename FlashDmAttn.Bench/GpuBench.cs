@@ -16,20 +16,32 @@ public static class GpuBench
 {
     private const long L2Bytes = 50L << 20;
 
-    public static int Run(string cases, int reps, AttentionOptions options)
+    /// <param name="backward">Time forward + backward (dq, dk, dv, and dbias where the case has a bias), as peers.py
+    /// --backward does (its peers form no dbias); also report the device memory in use at the backward's peak.</param>
+    public static int Run(string cases, int reps, AttentionOptions options, bool backward = false)
     {
         var attn = FlashDmAttention.Auto().WithOptions(options);
-        Console.WriteLine($"# FlashDmAttn GPU bench on {attn}");
+        Console.WriteLine($"# FlashDmAttn GPU bench on {attn}{(backward ? ", forward + backward" : "")}");
         using var flush = attn.Accelerator.Allocate1D<int>(64L << 20); // 256 MB, as do_bench's cache clearing
         foreach (var c in cases.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
-            RunCase(attn, c, reps, flush.View);
+            RunCase(attn, c, reps, flush.View, backward);
         return 0;
     }
 
-    private static void RunCase(AttentionBackend attn, string caseString, int reps, ArrayView<int> flush)
+    private static void RunCase(AttentionBackend attn, string caseString, int reps, ArrayView<int> flush, bool backward)
     {
         ForwardPlan? plan = null;
-        attn = attn.WithLaunch(o => o with { Observer = p => plan = p });
+        BackwardPlan? bplan = null;
+        long freeAtStart = FreeBytes(attn.Accelerator), peakUsed = 0;
+        attn = attn.WithLaunch(o => o with
+        {
+            Observer = p => plan = p,
+            BackwardObserver = p =>
+            {
+                bplan = p;
+                peakUsed = Math.Max(peakUsed, freeAtStart - FreeBytes(attn.Accelerator));
+            },
+        });
         var acc = attn.Accelerator;
         var (kind, p) = Parse(caseString);
         int B = p["B"], H = p["H"], L = p["L"], D = p["D"], w = p.GetValueOrDefault("w", L);
@@ -67,12 +79,36 @@ public static class GpuBench
                 return;
             }
             var outputs = inputs.Select(_ => Own(owned, DeviceTensor<BFloat16>.Allocate(acc, B, L, H, D))).ToList();
+            // Backward: dO, LSE and the gradients of each input set.
+            var grads = new List<(DeviceTensor<BFloat16> DO, DeviceTensor<float> Lse, DeviceTensor<BFloat16> DQ,
+                DeviceTensor<BFloat16> DK, DeviceTensor<BFloat16> DV, DeviceTensor<BFloat16>? DB)>();
+            if (backward)
+            {
+                for (int s = 0; s < sets; s++)
+                {
+                    var dO = Own(owned, DeviceTensor<BFloat16>.Allocate(acc, B, L, H, D));
+                    DeviceRandom.Normal(acc, dO.Data, (ulong)(100 + s));
+                    grads.Add((dO, Own(owned, DeviceTensor<float>.Allocate(acc, B, H, L)),
+                        Own(owned, DeviceTensor<BFloat16>.Allocate(acc, B, L, H, D)), Own(owned, DeviceTensor<BFloat16>.Allocate(acc, B, L, H, D)),
+                        Own(owned, DeviceTensor<BFloat16>.Allocate(acc, B, L, H, D)),
+                        bias is null ? null : Own(owned, DeviceTensor<BFloat16>.Allocate(acc, bias.Shape.ToArray()))));
+                }
+            }
             acc.Synchronize();
 
             void Launch(int i)
             {
                 var (q, k, v) = inputs[i % sets];
-                attn.Forward(q, k, v, mask is null ? null : (DeviceMask)mask, bias, isCausal: causal, output: outputs[i % sets]);
+                var m = mask is null ? null : (DeviceMask)mask;
+                if (!backward)
+                {
+                    attn.Forward(q, k, v, m, bias, isCausal: causal, output: outputs[i % sets]);
+                    return;
+                }
+                var g = grads[i % sets];
+                using var o = attn.Forward(q, k, v, m, bias, isCausal: causal, output: outputs[i % sets], softmaxLse: g.Lse);
+                using var _ = attn.Backward(g.DO, q, k, v, o, g.Lse, m, bias, isCausal: causal,
+                    gradQuery: g.DQ, gradKey: g.DK, gradValue: g.DV, gradBias: g.DB);
             }
             for (int i = 0; i < 3; i++) Launch(i);
             acc.Synchronize();
@@ -108,9 +144,11 @@ public static class GpuBench
             }
             hostTimes.Sort();
             double idleMs = hostTimes[hostTimes.Count / 2];
-            double flops = 4.0 * B * H * L * (double)L * D * (causal ? 0.5 : 1.0);
+            // Dense-equivalent FLOPs, as peers.py counts them (x3.5 for forward + backward).
+            double flops = 4.0 * B * H * L * (double)L * D * (causal ? 0.5 : 1.0) * (backward ? 3.5 : 1.0);
+            string bwd = backward ? $"|peak_mb={peakUsed / 1048576.0:F0}|bplan={bplan?.Describe()}" : "";
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"FlashDmAttn|{caseString}|ms={ms:F4}|tflops={flops / ms / 1e9:F1}|idle_start_ms={idleMs:F4}|plan={plan?.Describe()}"));
+                $"FlashDmAttn|{caseString}|ms={ms:F4}|tflops={flops / ms / 1e9:F1}|idle_start_ms={idleMs:F4}|plan={plan?.Describe()}{bwd}"));
         }
         finally
         {
@@ -159,6 +197,10 @@ public static class GpuBench
             $"first_call|{caseString}|first_ms={callMs:F1}|second_ms={warmMs:F2}|setup_ms={setupMs:F0}|since_process_start_ms={sinceStart:F0}|disk_hit={(hit ? 1 : 0)}|plan={plan?.Describe()}"));
         return 0;
     }
+
+    /// <summary>Free device memory (CUDA; 0 elsewhere).</summary>
+    private static long FreeBytes(Accelerator acc)
+        => acc.AcceleratorType == AcceleratorType.Cuda ? FlashDmAttn.Kernels.Launch.CudaDriver.MemoryInfo().Free : 0;
 
     private static T Own<T>(List<IDisposable> owned, T t) where T : IDisposable { owned.Add(t); return t; }
 

@@ -95,6 +95,30 @@ public static class Examples
     }
     // endregion
 
+    // region: training
+    public static AttentionGradients<BFloat16> TrainingStep(int B = 2, int L = 256, int H = 8, int D = 64, int keepWindowSize = 64)
+    {
+        var attn = FlashDmAttention.Auto();
+        var acc = attn.Accelerator;
+        using var q = DeviceTensor<BFloat16>.Random(acc, B, L, H, D);
+        using var k = DeviceTensor<BFloat16>.Random(acc, B, L, H, D);
+        using var v = DeviceTensor<BFloat16>.Random(acc, B, L, H, D);
+        using var perKeyBias = DeviceTensor<BFloat16>.Random(acc, B, H, 1, L);   // learned; broadcast over queries
+        using var mask = attn.TopK(perKeyBias, keepWindowSize);                   // the top keys of each (b, h)
+
+        // The forward keeps its log-sum-exp for the backward.
+        using var lse = DeviceTensor<float>.Allocate(acc, B, H, L);
+        using var output = attn.Forward(q, k, v, attnMask: mask, attnBias: perKeyBias, isCausal: true, softmaxLse: lse);
+
+        using var gradOutput = DeviceTensor<BFloat16>.Random(acc, B, L, H, D);    // dLoss/dOutput from the layers above
+        var grads = attn.Backward(gradOutput, q, k, v, output, lse,
+            attnMask: mask, attnBias: perKeyBias, isCausal: true);
+        // dq, dk, dv, and dbias in the bias's own shape: no L x L buffer anywhere.
+        Console.WriteLine($"dbias [{string.Join(", ", grads.DBias!.Shape.ToArray())}]");   // [2, 8, 1, 256]
+        return grads;
+    }
+    // endregion
+
     // region: warm-up
     public static int WarmUp(string? cacheDirectory = null, int H = 32, int Hkv = 8, int D = 128)
     {

@@ -15,7 +15,9 @@
 #   test [PART...]                     the GPU test category in 7 processes at once (PART: 0..6, default all)
 #   ptx [--sass [NAME]]                ptxas -v (registers, spills, stack) over the carried PTX; --sass: the SASS
 #                                      around each local-memory access of tc_fwd_NAME*.ptx (default bf16_d128_dense)
-#   bench [CASES] [--reps N] [--peers P|--no-peers]
+#   bench [CASES] [--reps N] [--peers P|--no-peers] [--backward]
+#                                      (--backward: forward + backward, ours with dbias where a case has a bias; the
+#                                      peers' without: peers.py --backward)
 #                                      our bench, then peers.py on the same cases (default sdpa-flash,sdpa-cudnn,flex),
 #                                      then compare.py's ratio table; default CASES: the list `default`
 #   sanitize [CASES]                   compute-sanitizer memcheck and racecheck (default list `small`)
@@ -170,7 +172,7 @@ ptx_step() {
 
 # Parses [CASES] [--reps N] [--repeat N] [--peers P|--no-peers] [--times] into globals.
 step_args() {
-  list=$1; shift; reps=""; repeat=2; peers="sdpa-flash,sdpa-cudnn,flex"; times=0
+  list=$1; shift; reps=""; repeat=2; peers="sdpa-flash,sdpa-cudnn,flex"; times=0; backward=""
   while [ $# -gt 0 ]; do
     case $1 in
       --reps) reps=${2:?--reps N}; shift ;;
@@ -178,6 +180,7 @@ step_args() {
       --peers) peers=${2:?--peers P}; shift ;;
       --no-peers) peers="" ;;
       --times) times=1 ;;
+      --backward) backward=--backward ;;
       -*) die "unknown option $1" ;;
       *) list=$1 ;;
     esac
@@ -188,13 +191,13 @@ step_args() {
 
 peers_run() { # CASES -> $LOG/peers.txt
   [ -n "$peers" ] || { : > "$LOG/peers.txt"; return; }
-  PYTHONUNBUFFERED=1 python3 "$G"/peers.py --cases "$1" --peers "$peers" > "$LOG/peers.txt" 2> "$LOG/peers.err"
+  PYTHONUNBUFFERED=1 python3 "$G"/peers.py --cases "$1" --peers "$peers" $backward > "$LOG/peers.txt" 2> "$LOG/peers.err"
   echo "peers rc=$? ($peers)"
 }
 
 bench_step() {
   step_args default "$@"
-  app FlashDmAttn.Bench --gpu --cases "$cs" ${reps:+--reps "$reps"} > "$LOG/ours.txt" 2>&1
+  app FlashDmAttn.Bench --gpu --cases "$cs" ${reps:+--reps "$reps"} $backward > "$LOG/ours.txt" 2>&1
   grep -v '^FlashDmAttn|' "$LOG/ours.txt"
   peers_run "$cs"
   python3 FlashDmAttn.Bench/compare.py "$LOG/ours.txt" "$LOG/peers.txt" | tee "$LOG/compare.txt"

@@ -35,7 +35,6 @@ internal static class BackwardLauncher
         var cache = KernelCache.For(accelerator);
         var disk = options.DiskCache;
         var plan = Plan(accelerator, p, buffers);
-        options.BackwardObserver?.Invoke(plan);
         var a = BwdArgs.From(p);
         a.F.TileQ = plan.Shape.TileQ;
         a.F.TileK = plan.Shape.TileK;
@@ -57,6 +56,8 @@ internal static class BackwardLauncher
         dvh.MemSetToZero();
         dbs.MemSetToZero();
         dvec.MemSetToZero();
+        // After the scratch is allocated: an observer that reads the device's memory sees the call's peak.
+        options.BackwardObserver?.Invoke(plan);
 
         lock (cache.LaunchLock)
         {

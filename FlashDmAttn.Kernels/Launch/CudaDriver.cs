@@ -4,8 +4,8 @@ using ILGPU.Runtime.Cuda;
 
 namespace FlashDmAttn.Kernels.Launch;
 
-/// <summary>The two CUDA driver calls ILGPU does not wrap: the opt-in shared-memory limit, and opting a kernel in to
-/// more than 48 KiB of dynamic shared memory.</summary>
+/// <summary>The CUDA driver calls ILGPU does not wrap: the opt-in shared-memory limit, opting a kernel in to more than
+/// 48 KiB of dynamic shared memory, and the device's free memory.</summary>
 internal static class CudaDriver
 {
     private const int FuncAttributeMaxDynamicSharedSizeBytes = 8;
@@ -30,6 +30,17 @@ internal static class CudaDriver
         int rc = fn(kernel.FunctionPtr, FuncAttributeMaxDynamicSharedSizeBytes, bytes);
         if (rc != 0)
             throw new InvalidOperationException($"cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES, {bytes}) failed: CUresult {rc}");
+    }
+
+    /// <summary>Free and total device memory of the current context (cuMemGetInfo), for the bench's memory reports.</summary>
+    public static unsafe (long Free, long Total) MemoryInfo()
+    {
+        var fn = (delegate* unmanaged<nuint*, nuint*, int>)Symbol("cuMemGetInfo_v2");
+        nuint free, total;
+        int rc = fn(&free, &total);
+        if (rc != 0)
+            throw new InvalidOperationException($"cuMemGetInfo failed: CUresult {rc}");
+        return ((long)free, (long)total);
     }
 
     private static IntPtr Symbol(string name)

@@ -30,6 +30,7 @@ public class ReadmeExamplesTests
     [TestCase("gqa")]
     [TestCase("varlen")]
     [TestCase("host-tensors")]
+    [TestCase("training")]
     [TestCase("warm-up")]
     public void ReadmeShowsTheExampleVerbatim(string name)
     {
@@ -107,5 +108,16 @@ public class ReadmeExamplesTests
         var flat = new float[(int)o.FlattenedLength];
         o.FlattenTo(flat);
         Assert.That(flat.All(float.IsFinite), "finite output");
+    }
+
+    [Test]
+    public void TrainingRuns()
+    {
+        using var g = Examples.TrainingStep(B: 1, L: 24, H: 2, D: 32, keepWindowSize: 8);
+        Assert.That(g.DQuery.Shape.ToArray(), Is.EqualTo(new long[] { 1, 24, 2, 32 }));
+        Assert.That(g.DBias!.Shape.ToArray(), Is.EqualTo(new long[] { 1, 2, 1, 24 }));
+        foreach (var t in new[] { g.DQuery, g.DKey, g.DValue, g.DBias })
+            Assert.That(t.ToHost().All(x => float.IsFinite((float)x)), "finite gradients");
+        Assert.That(g.DValue.ToHost().Any(x => (float)x != 0f), "a nonzero dv");
     }
 }
