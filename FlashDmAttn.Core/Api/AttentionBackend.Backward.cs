@@ -39,6 +39,30 @@ public sealed partial class AttentionBackend
         return RunBackward(job, gradQuery, gradKey, gradValue, gradBias, null);
     }
 
+    /// <summary>
+    /// <see cref="Forward{T}"/> that keeps what its backward needs: the output, the log-sum-exp and the arguments
+    /// (<see cref="SavedAttention{T}.Backward"/> then takes only dO). The arguments are referenced, not copied.
+    /// </summary>
+    public SavedAttention<T> ForwardForBackward<T>(DeviceTensor<T> query, DeviceTensor<T> key, DeviceTensor<T> value,
+        DeviceMask? attnMask = null, DeviceTensor<T>? attnBias = null, float? scale = null, bool isCausal = false,
+        float? softcap = null)
+        where T : unmanaged
+    {
+        var (p, _) = ResolveDense(query, key, value, attnMask, attnBias, scale, isCausal, softcap);
+        Check.Allocation<float>(Accelerator, [p.Batch, p.Heads, p.SeqQ], "softmaxLse (batch, heads, seqlen_q)", nameof(query));
+        var lse = DeviceTensor<float>.Allocate(Accelerator, p.Batch, p.Heads, p.SeqQ);
+        try
+        {
+            var o = Forward(query, key, value, attnMask, attnBias, scale, isCausal, softcap, softmaxLse: lse);
+            return new SavedAttention<T>(this, query, key, value, attnMask, attnBias, scale, isCausal, softcap, o, lse);
+        }
+        catch
+        {
+            lse.Dispose();
+            throw;
+        }
+    }
+
     /// <summary>Gradients of <see cref="ForwardQkvPacked{T}"/>: dq, dk, dv as slices of one packed (B, L, 3, H, D)
     /// gradient (<paramref name="gradQkv"/>, or allocated), plus dbias. See <see cref="Backward{T}"/>.</summary>
     public AttentionGradients<T> BackwardQkvPacked<T>(DeviceTensor<T> gradOutput, DeviceTensor<T> qkv, DeviceTensor<T> output,
