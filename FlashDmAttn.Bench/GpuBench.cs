@@ -165,7 +165,16 @@ public static class GpuBench
     {
         var total = System.Diagnostics.Stopwatch.StartNew();
         ForwardPlan? plan = null;
-        var attn = FlashDmAttention.Auto().WithOptions(options).WithLaunch(o => o with { Observer = p => plan = p });
+        var call = new System.Diagnostics.Stopwatch();
+        double planMs = -1;
+        var attn = FlashDmAttention.Auto().WithOptions(options).WithLaunch(o => o with
+        {
+            Observer = p =>
+            {
+                plan = p;
+                if (planMs < 0) planMs = call.Elapsed.TotalMilliseconds;
+            },
+        });
         var acc = attn.Accelerator;
         var (kind, p) = Parse(caseString);
         int B = p["B"], H = p["H"], L = p["L"], D = p["D"], w = p.GetValueOrDefault("w", L);
@@ -183,9 +192,12 @@ public static class GpuBench
         }
         acc.Synchronize();
         double setupMs = total.Elapsed.TotalMilliseconds;
-        var call = System.Diagnostics.Stopwatch.StartNew();
+        FlashDmAttn.Kernels.Caching.CachedKernels.LoadMs = 0;
+        FlashDmAttn.Kernels.Caching.CachedKernels.ModuleLoadMs = 0;
+        call.Start();
         using (attn.Forward(q, k, v, mask is null ? null : (DeviceMask)mask, bias, isCausal: causal)) acc.Synchronize();
         double callMs = call.Elapsed.TotalMilliseconds;
+        double loadMs = FlashDmAttn.Kernels.Caching.CachedKernels.LoadMs, moduleMs = FlashDmAttn.Kernels.Caching.CachedKernels.ModuleLoadMs;
         bool hit = FlashDmAttn.Kernels.Caching.CachedKernels.LastWasHit;
         var warm = System.Diagnostics.Stopwatch.StartNew();
         using (attn.Forward(q, k, v, mask is null ? null : (DeviceMask)mask, bias, isCausal: causal)) acc.Synchronize();
@@ -194,7 +206,7 @@ public static class GpuBench
         bias?.Dispose();
         mask?.Dispose();
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"first_call|{caseString}|first_ms={callMs:F1}|second_ms={warmMs:F2}|setup_ms={setupMs:F0}|since_process_start_ms={sinceStart:F0}|disk_hit={(hit ? 1 : 0)}|plan={plan?.Describe()}"));
+            $"first_call|{caseString}|first_ms={callMs:F1}|second_ms={warmMs:F2}|plan_ms={planMs:F1}|portable_load_ms={loadMs:F1}|module_load_ms={moduleMs:F1}|setup_ms={setupMs:F0}|since_process_start_ms={sinceStart:F0}|disk_hit={(hit ? 1 : 0)}|plan={plan?.Describe()}"));
         return 0;
     }
 

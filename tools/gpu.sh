@@ -20,7 +20,8 @@
 #                                      peers' without: peers.py --backward)
 #                                      our bench, then peers.py on the same cases (default sdpa-flash,sdpa-cudnn,flex),
 #                                      then compare.py's ratio table; default CASES: the list `default`
-#   sanitize [CASES]                   compute-sanitizer memcheck and racecheck (default list `small`)
+#   sanitize [CASES] [--backward]      compute-sanitizer memcheck and racecheck (default list `small`); --backward: the
+#                                      forward + backward of each case
 #   ncu [CASES] [--times]              Nsight Compute, full set, one tensor-core launch per case after the warm-ups
 #                                      (default list `profile`); --times: every kernel's duration in one forward
 #                                      (default list `ktime`)
@@ -208,7 +209,7 @@ sanitize_step() {
   step_args small "$@"
   local tool
   for tool in memcheck racecheck; do
-    compute-sanitizer --tool "$tool" --print-limit 20 bash "$G"/run.sh FlashDmAttn.Bench --gpu --cases "$cs" --reps 1 \
+    compute-sanitizer --tool "$tool" --print-limit 20 bash "$G"/run.sh FlashDmAttn.Bench --gpu --cases "$cs" --reps 1 $backward \
       > "$LOG/sanitize-$tool.txt" 2>&1
     echo "$tool rc=$?"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Hazard|Invalid" "$LOG/sanitize-$tool.txt" | sort | uniq -c | head -5
   done

@@ -124,6 +124,23 @@ internal static class CachedKernels
     /// <summary>Whether the last load on this thread came from the disk cache (for tests and the bench).</summary>
     [ThreadStatic] public static bool LastWasHit;
 
+    /// <summary>Milliseconds that loads on this thread took since the bench last reset it (read, rebuild or compile,
+    /// module load, launcher): where a process's first call spends besides the launch.</summary>
+    [ThreadStatic] public static double LoadMs;
+
+    /// <summary>Milliseconds of that in the driver's module load (cuModuleLoadData: its JIT, or its JIT cache).</summary>
+    [ThreadStatic] public static double ModuleLoadMs;
+
+    /// <summary>As <see cref="Load"/>, with the time it took added to <see cref="LoadMs"/>; then the launcher.</summary>
+    public static TLauncher Launcher<TLauncher>(Accelerator accelerator, KernelDiskCache? cache, Delegate kernel,
+        KernelSpecialization specialization = default) where TLauncher : Delegate
+    {
+        long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+        var launcher = Load(accelerator, cache, kernel.Method, specialization).CreateLauncherDelegate<TLauncher>();
+        LoadMs += System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+        return launcher;
+    }
+
     public static Kernel Load(Accelerator accelerator, KernelDiskCache? cache, MethodInfo method, KernelSpecialization specialization)
     {
         LastWasHit = false;
@@ -135,7 +152,10 @@ internal static class CachedKernels
         {
             try
             {
-                var kernel = accelerator.LoadKernel(hit.Rebuild(accelerator.Context, method));
+                var rebuilt = hit.Rebuild(accelerator.Context, method);
+                long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+                var kernel = accelerator.LoadKernel(rebuilt);
+                ModuleLoadMs += System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
                 LastWasHit = true;
                 return kernel;
             }
@@ -149,12 +169,4 @@ internal static class CachedKernels
         cache.Write(key, PtxEntry.From(compiled).Encode());
         return loaded;
     }
-
-    /// <summary>
-    /// An explicitly grouped kernel through the disk cache (as <see cref="Load"/>), as a launcher of type
-    /// <typeparamref name="TLauncher"/>: an Action whose parameters are the stream, the KernelConfig and the kernel's own.
-    /// </summary>
-    public static TLauncher Launcher<TLauncher>(Accelerator accelerator, KernelDiskCache? cache, Delegate kernel,
-        KernelSpecialization specialization = default) where TLauncher : Delegate
-        => Load(accelerator, cache, kernel.Method, specialization).CreateLauncherDelegate<TLauncher>();
 }
