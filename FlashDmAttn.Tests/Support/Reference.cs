@@ -8,7 +8,8 @@ public sealed record HostOperand(double[] Data, int[] Shape)
         int hb = Shape[1] == heads ? h : Shape[1] == 1 ? 0 : h / (heads / Shape[1]);
         int bb = Shape[0] == 1 ? 0 : b;
         int ii = Shape[2] == 1 ? 0 : i;
-        return Data[(((long)bb * Shape[1] + hb) * Shape[2] + ii) * Shape[3] + j];
+        int jj = Shape[3] == 1 ? 0 : j;
+        return Data[(((long)bb * Shape[1] + hb) * Shape[2] + ii) * Shape[3] + jj];
     }
 }
 
