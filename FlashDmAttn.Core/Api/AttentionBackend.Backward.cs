@@ -231,24 +231,24 @@ public sealed partial class AttentionBackend
         var f = job.P;
         (f.OStrideB, f.OStrideL, f.OStrideH) = Strides3(job.O);
         var p = new BwdParams { Forward = f };
-        (p.DoStrideB, p.DoStrideL, p.DoStrideH) = Strides3(job.DO);
-        (p.DqStrideB, p.DqStrideL, p.DqStrideH) = Strides3(gq);
-        (p.DkStrideB, p.DkStrideL, p.DkStrideH) = Strides3(gk);
-        (p.DvStrideB, p.DvStrideL, p.DvStrideH) = Strides3(gv);
+        (p.L.DoStrideB, p.L.DoStrideL, p.L.DoStrideH) = Strides3(job.DO);
+        (p.L.DqStrideB, p.L.DqStrideL, p.L.DqStrideH) = Strides3(gq);
+        (p.L.DkStrideB, p.L.DkStrideL, p.L.DkStrideH) = Strides3(gk);
+        (p.L.DvStrideB, p.L.DvStrideL, p.L.DvStrideH) = Strides3(gv);
         if (job.Rows.Mask is { } m)
         {
-            (p.HasRowMask, p.RowMaskElemBytes, p.RowMaskHeadDiv) = (1, job.Rows.MaskElemBytes, m.HeadDiv);
-            (p.RowMaskStrideB, p.RowMaskStrideH, p.RowMaskStrideQ) = (m.StrideB, m.StrideH, m.StrideQ);
+            (p.L.HasRowMask, p.L.RowMaskElemBytes, p.L.RowMaskHeadDiv) = (1, job.Rows.MaskElemBytes, m.HeadDiv);
+            (p.L.RowMaskStrideB, p.L.RowMaskStrideH, p.L.RowMaskStrideQ) = (m.StrideB, m.StrideH, m.StrideQ);
         }
         if (job.Rows.Bias is { } rb)
         {
-            (p.HasRowBias, p.RowBiasHeadDiv) = (1, rb.HeadDiv);
-            (p.RowBiasStrideB, p.RowBiasStrideH, p.RowBiasStrideQ) = (rb.StrideB, rb.StrideH, rb.StrideQ);
+            (p.L.HasRowBias, p.L.RowBiasHeadDiv) = (1, rb.HeadDiv);
+            (p.L.RowBiasStrideB, p.L.RowBiasStrideH, p.L.RowBiasStrideQ) = (rb.StrideB, rb.StrideH, rb.StrideQ);
         }
         if (gb is not null)
         {
-            (p.DbB, p.DbH, p.DbQ, p.DbK) = ((int)gb.Shape[0], (int)gb.Shape[1], (int)gb.Shape[2], (int)gb.Shape[3]);
-            (p.DbStrideB, p.DbStrideH, p.DbStrideQ, p.DbStrideK) = (gb.Strides[0], gb.Strides[1], gb.Strides[2], gb.Strides[3]);
+            (p.L.DbB, p.L.DbH, p.L.DbQ, p.L.DbK) = ((int)gb.Shape[0], (int)gb.Shape[1], (int)gb.Shape[2], (int)gb.Shape[3]);
+            (p.L.DbStrideB, p.L.DbStrideH, p.L.DbStrideQ, p.L.DbStrideK) = (gb.Strides[0], gb.Strides[1], gb.Strides[2], gb.Strides[3]);
         }
         if (f.Paged != 0)
         {

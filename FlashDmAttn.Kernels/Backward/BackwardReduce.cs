@@ -27,7 +27,7 @@ internal static class BackwardReduce
             var blk = BlockInfo.Create(p, seqInfo, b);
             if (i >= blk.SeqQ) continue;
             long ro = blk.QOffset(p.OStrideB, p.OStrideL, p.OStrideH, i, h);
-            long rd = blk.QOffset(a.DoStrideB, a.DoStrideL, a.DoStrideH, i, h);
+            long rd = blk.QOffset(a.L.DoStrideB, a.L.DoStrideL, a.L.DoStrideH, i, h);
             float acc = 0f;
             for (int x = 0; x < p.HeadDim; x++)
                 acc += TCodec.ToFloat(o[ro + x]) * TCodec.ToFloat(dO[rd + x]);
@@ -61,8 +61,8 @@ internal static class BackwardReduce
                 sk += dkh[src + (long)u * d];
                 sv += dvh[src + (long)u * d];
             }
-            dk[blk.KOffset(p, seqInfo, a.DkStrideB, a.DkStrideL, a.DkStrideH, j, hk) + x] = TCodec.FromFloat(sk);
-            dv[blk.KOffset(p, seqInfo, a.DvStrideB, a.DvStrideL, a.DvStrideH, j, hk) + x] = TCodec.FromFloat(sv);
+            dk[blk.KOffset(p, seqInfo, a.L.DkStrideB, a.L.DkStrideL, a.L.DkStrideH, j, hk) + x] = TCodec.FromFloat(sk);
+            dv[blk.KOffset(p, seqInfo, a.L.DvStrideB, a.L.DvStrideL, a.L.DvStrideH, j, hk) + x] = TCodec.FromFloat(sv);
         }
     }
 
@@ -77,24 +77,24 @@ internal static class BackwardReduce
         where TCodec : struct, IElementCodec<TElem>
     {
         var p = a.F;
-        long total = (long)a.DbB * a.DbH * a.DbQ * a.DbK;
-        int headsPer = p.Heads / a.DbH;
+        long total = (long)a.L.DbB * a.L.DbH * a.L.DbQ * a.L.DbK;
+        int headsPer = p.Heads / a.L.DbH;
         for (long w = Grid.GlobalIndex.X; w < total; w += (long)Grid.DimX * Group.DimX)
         {
-            int kb = (int)(w % a.DbK);
-            long t = w / a.DbK;
-            int qb = (int)(t % a.DbQ);
-            t /= a.DbQ;
-            int hb = (int)(t % a.DbH);
-            int bb = (int)(t / a.DbH);
-            int b0 = a.DbB == 1 ? 0 : bb, b1 = a.DbB == 1 ? p.Batch : bb + 1;
-            int r0 = rows == a.DbQ ? qb : 0, r1 = rows == a.DbQ ? qb + 1 : rows;
+            int kb = (int)(w % a.L.DbK);
+            long t = w / a.L.DbK;
+            int qb = (int)(t % a.L.DbQ);
+            t /= a.L.DbQ;
+            int hb = (int)(t % a.L.DbH);
+            int bb = (int)(t / a.L.DbH);
+            int b0 = a.L.DbB == 1 ? 0 : bb, b1 = a.L.DbB == 1 ? p.Batch : bb + 1;
+            int r0 = rows == a.L.DbQ ? qb : 0, r1 = rows == a.L.DbQ ? qb + 1 : rows;
             float acc = 0f;
             for (int b = b0; b < b1; b++)
                 for (int h = hb * headsPer; h < (hb + 1) * headsPer; h++)
                     for (int r = r0; r < r1; r++)
                         acc += scratch[(((long)b * p.Heads + h) * rows + r) * cols + kb];
-            dbias[bb * a.DbStrideB + hb * a.DbStrideH + qb * a.DbStrideQ + kb * a.DbStrideK] = TCodec.FromFloat(acc);
+            dbias[bb * a.L.DbStrideB + hb * a.L.DbStrideH + qb * a.L.DbStrideQ + kb * a.L.DbStrideK] = TCodec.FromFloat(acc);
         }
     }
 }

@@ -33,13 +33,13 @@ internal static class BackwardTile
                 long at = b * a.F.LseStrideB + h * a.F.LseStrideH + blk.RowQ0 + i;
                 l = lse[at];
                 dv = dvec[at];
-                if (a.HasRowMask != 0)
+                if (a.L.HasRowMask != 0)
                 {
-                    long mi = b * a.RowMaskStrideB + (h / a.RowMaskHeadDiv) * a.RowMaskStrideH + i * a.RowMaskStrideQ;
-                    if (!MaskBias.ElementVisible(mask, mi * a.RowMaskElemBytes, a.RowMaskElemBytes)) l = float.NegativeInfinity;
+                    long mi = b * a.L.RowMaskStrideB + (h / a.L.RowMaskHeadDiv) * a.L.RowMaskStrideH + i * a.L.RowMaskStrideQ;
+                    if (!MaskBias.ElementVisible(mask, mi * a.L.RowMaskElemBytes, a.L.RowMaskElemBytes)) l = float.NegativeInfinity;
                 }
-                if (a.HasRowBias != 0 && l != float.NegativeInfinity)
-                    l -= TCodec.ToFloat(bias[b * a.RowBiasStrideB + (h / a.RowBiasHeadDiv) * a.RowBiasStrideH + i * a.RowBiasStrideQ]);
+                if (a.L.HasRowBias != 0 && l != float.NegativeInfinity)
+                    l -= TCodec.ToFloat(bias[b * a.L.RowBiasStrideB + (h / a.L.RowBiasHeadDiv) * a.L.RowBiasStrideH + i * a.L.RowBiasStrideQ]);
             }
             smem[lseAt + r] = l;
             smem[dAt + r] = dv;
@@ -104,6 +104,22 @@ internal static class BackwardTile
             any |= vis;
         }
         return any;
+    }
+
+    /// <summary>
+    /// The tile's P (<paramref name="pAt"/>), dS (<paramref name="dsAt"/>) and dS∘slope (<paramref name="gAt"/>) from the
+    /// visibility marks in <paramref name="pAt"/>, the Q/dO rows and K/V slots in shared memory and the row state:
+    /// <see cref="Probabilities{TElem, TCodec}"/>, a barrier, <see cref="ScoreGradients"/>. The caller's barrier follows.
+    /// </summary>
+    public static void Gradients<TElem, TCodec>(ArrayView<float> smem, int pAt, int gAt, int dsAt, int qAt, int kAt, int doAt, int vAt,
+        int lseAt, int dAt, in KernelArgs p, ArrayView<TElem> bias, ArrayView<int> seqInfo, int b, int h, int i0, int gRow, int k0,
+        int d, int br, int bc)
+        where TElem : unmanaged
+        where TCodec : struct, IElementCodec<TElem>
+    {
+        Probabilities<TElem, TCodec>(smem, pAt, gAt, qAt, kAt, lseAt, p, bias, seqInfo, b, h, i0, gRow, k0, d, br, bc);
+        Group.Barrier();
+        ScoreGradients(smem, pAt, gAt, dsAt, doAt, vAt, dAt, d, br, bc);
     }
 
     /// <summary>

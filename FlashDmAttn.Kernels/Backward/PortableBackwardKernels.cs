@@ -51,7 +51,7 @@ internal static class PortableBackwardKernels
         int rows = blk.SeqQ - i0 < br ? blk.SeqQ - i0 : br;
 
         BackwardTile.LoadRows<TElem, TCodec>(smem, qs, q, p.QStrideB, p.QStrideL, p.QStrideH, blk, i0, rows, h, d, br);
-        BackwardTile.LoadRows<TElem, TCodec>(smem, dos, dO, a.DoStrideB, a.DoStrideL, a.DoStrideH, blk, i0, rows, h, d, br);
+        BackwardTile.LoadRows<TElem, TCodec>(smem, dos, dO, a.L.DoStrideB, a.L.DoStrideL, a.L.DoStrideH, blk, i0, rows, h, d, br);
         BackwardTile.LoadRowState<TElem, TCodec>(smem, lseS, dS, a, lse, dvec, mask, bias, blk, b, h, i0, rows, br);
         for (int e = tid; e < br * d; e += nt) smem[dqs + e] = 0f;
         for (int r = tid; r < br; r += nt) smem[dbR + r] = 0f;
@@ -72,9 +72,7 @@ internal static class PortableBackwardKernels
             BackwardTile.LoadKeys<TElem, TCodec>(smem, ks, k, p.KStrideB, p.KStrideL, p.KStrideH, p, seqInfo, blk, gRow, k0, cols, hk, d, bc);
             BackwardTile.LoadKeys<TElem, TCodec>(smem, vs, v, p.VStrideB, p.VStrideL, p.VStrideH, p, seqInfo, blk, gRow, k0, cols, hk, d, bc);
             Group.Barrier();
-            BackwardTile.Probabilities<TElem, TCodec>(smem, pt, gt, qs, ks, lseS, p, bias, seqInfo, b, h, i0, gRow, k0, d, br, bc);
-            Group.Barrier();
-            BackwardTile.ScoreGradients(smem, pt, gt, dst, dos, vs, dS, d, br, bc);
+            BackwardTile.Gradients<TElem, TCodec>(smem, pt, gt, dst, qs, ks, dos, vs, lseS, dS, p, bias, seqInfo, b, h, i0, gRow, k0, d, br, bc);
             Group.Barrier();
 
             // dQ += (dS∘slope)·K
@@ -101,7 +99,7 @@ internal static class PortableBackwardKernels
         for (int e = tid; e < rows * d; e += nt)
         {
             int r = e / d, x = e - r * d;
-            dq[blk.QOffset(a.DqStrideB, a.DqStrideL, a.DqStrideH, i0 + r, h) + x] = TCodec.FromFloat(smem[dqs + e]);
+            dq[blk.QOffset(a.L.DqStrideB, a.L.DqStrideL, a.L.DqStrideH, i0 + r, h) + x] = TCodec.FromFloat(smem[dqs + e]);
         }
         if (a.DBias == (int)DBiasMode.Rows)
         {
@@ -160,12 +158,10 @@ internal static class PortableBackwardKernels
                 continue;
 
             BackwardTile.LoadRows<TElem, TCodec>(smem, qs, q, p.QStrideB, p.QStrideL, p.QStrideH, blk, i0, rows, h, d, br);
-            BackwardTile.LoadRows<TElem, TCodec>(smem, dos, dO, a.DoStrideB, a.DoStrideL, a.DoStrideH, blk, i0, rows, h, d, br);
+            BackwardTile.LoadRows<TElem, TCodec>(smem, dos, dO, a.L.DoStrideB, a.L.DoStrideL, a.L.DoStrideH, blk, i0, rows, h, d, br);
             BackwardTile.LoadRowState<TElem, TCodec>(smem, lseS, dS, a, lse, dvec, mask, bias, blk, b, h, i0, rows, br);
             Group.Barrier();
-            BackwardTile.Probabilities<TElem, TCodec>(smem, pt, gt, qs, ks, lseS, p, bias, seqInfo, b, h, i0, gRow, k0, d, br, bc);
-            Group.Barrier();
-            BackwardTile.ScoreGradients(smem, pt, gt, dst, dos, vs, dS, d, br, bc);
+            BackwardTile.Gradients<TElem, TCodec>(smem, pt, gt, dst, qs, ks, dos, vs, lseS, dS, p, bias, seqInfo, b, h, i0, gRow, k0, d, br, bc);
             Group.Barrier();
 
             // dV += Pᵀ·dO, dK += (dS∘slope)ᵀ·Q

@@ -105,7 +105,7 @@ internal static class BackwardLauncher
                 heads(accelerator.DefaultStream, Linear(keyElems, group), dkh.View, dvh.View, seq, b.DK, b.DV, a);
             }
 
-            long dbElems = (long)p.DbB * p.DbH * p.DbQ * p.DbK;
+            long dbElems = (long)p.L.DbB * p.L.DbH * p.L.DbQ * p.L.DbK;
             if (plan.DBias != DBiasMode.None && dbElems > 0)
             {
                 var red = cache.GetOrAdd(("bwd-dbias", typeof(TElem), typeof(TCodec)),

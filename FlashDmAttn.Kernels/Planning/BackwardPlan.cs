@@ -60,7 +60,7 @@ internal static class BackwardPlanner
         long pairs = (long)f.Batch * f.Heads;
         int gridY = (int)Math.Min(pairs, TcBlockOrder.MaxGridYz), gridZ = gridY == 0 ? 0 : (int)((pairs + gridY - 1) / gridY);
         int qx = (f.SeqQ + shape.TileQ - 1) / shape.TileQ, kx = (f.SeqK + shape.TileK - 1) / shape.TileK;
-        var mode = p.DbB == 0 ? DBiasMode.None : p.DbK == 1 && f.SeqK != 1 ? DBiasMode.Rows : DBiasMode.Keys;
+        var mode = p.L.DbB == 0 ? DBiasMode.None : p.L.DbK == 1 && f.SeqK != 1 ? DBiasMode.Rows : DBiasMode.Keys;
         bool empty = gridY == 0 || qx == 0 || kx == 0;
         return new BackwardPlan
         {
@@ -71,7 +71,7 @@ internal static class BackwardPlanner
             QuerySharedBytes = PortableBackwardKernels.QueryBlockFloats(shape.TileQ, shape.TileK, f.HeadDim) * sizeof(float),
             KeySharedBytes = PortableBackwardKernels.KeyBlockFloats(shape.TileQ, shape.TileK, f.HeadDim) * sizeof(float),
             DBias = mode,
-            DbRows = mode switch { DBiasMode.Keys => p.DbQ == 1 ? 1 : f.SeqQ, DBiasMode.Rows => f.SeqQ, _ => 0 },
+            DbRows = mode switch { DBiasMode.Keys => p.L.DbQ == 1 ? 1 : f.SeqQ, DBiasMode.Rows => f.SeqQ, _ => 0 },
             DbCols = mode switch { DBiasMode.Keys => f.SeqK, DBiasMode.Rows => 1, _ => 0 },
             KeyScratch = (long)f.Batch * f.SeqK * f.Heads * f.HeadDim,
             Reason = "the backward has a portable kernel only (every accelerator, dtype and head dim)",

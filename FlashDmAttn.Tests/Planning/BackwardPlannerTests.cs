@@ -33,9 +33,9 @@ public class BackwardPlannerTests
     private static BwdParams WithBias(BwdParams p, int bb, int bh, int bq, int bk)
     {
         var f = p.Forward;
-        (p.DbB, p.DbH, p.DbQ, p.DbK) = (bb, bh, bq, bk);
+        (p.L.DbB, p.L.DbH, p.L.DbQ, p.L.DbK) = (bb, bh, bq, bk);
         if (bk == 1 && f.SeqK != 1)
-            p.HasRowBias = 1;
+            p.L.HasRowBias = 1;
         else
         {
             f.HasBias = 1;
