@@ -287,6 +287,6 @@ public sealed partial class AttentionBackend
             (rp.BiasStrideB, rp.BiasStrideH, rp.BiasStrideQ) = (bb.StrideB, bb.StrideH, bb.StrideQ);
         }
         RowBroadcast.Apply(Accelerator, rp, o.Data, rows.Mask is null ? default : mask!.Bytes,
-            rp.HasBias != 0 ? bias!.Data : default, lse?.Data ?? default, seqInfo);
+            rp.HasBias != 0 ? bias!.Data : default, lse?.Data ?? default, seqInfo, LaunchOptions.DiskCache);
     }
 }

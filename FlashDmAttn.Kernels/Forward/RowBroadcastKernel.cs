@@ -15,13 +15,13 @@ namespace FlashDmAttn.Kernels.Forward;
 /// </summary>
 internal static class RowBroadcastKernel
 {
-    public static void Run<TElem, TCodec>(Index1D index, ArrayView<TElem> o, ArrayView<byte> mask, ArrayView<TElem> bias,
-        ArrayView<float> lse, ArrayView<int> seqInfo, KernelArgs p, int stride)
+    public static void Run<TElem, TCodec>(ArrayView<TElem> o, ArrayView<byte> mask, ArrayView<TElem> bias,
+        ArrayView<float> lse, ArrayView<int> seqInfo, KernelArgs p)
         where TElem : unmanaged
         where TCodec : struct, IElementCodec<TElem>
     {
         long total = (long)p.Batch * p.Heads * p.SeqQ;
-        for (long w = index; w < total; w += stride)
+        for (long w = Grid.GlobalIndex.X; w < total; w += (long)Grid.DimX * Group.DimX)
         {
             long bh = w / p.SeqQ;
             int i = (int)(w - bh * p.SeqQ);
@@ -51,7 +51,7 @@ internal static class RowBroadcastKernel
     /// empty views; <paramref name="p"/> must have HasMask or HasBias set.
     /// </summary>
     public static void Launch<TElem, TCodec>(Accelerator accelerator, in FwdParams p, ArrayView<TElem> o, ArrayView<byte> mask,
-        ArrayView<TElem> bias, ArrayView<float> lse, ArrayView<int> seqInfo)
+        ArrayView<TElem> bias, ArrayView<float> lse, ArrayView<int> seqInfo, Caching.KernelDiskCache? disk)
         where TElem : unmanaged
         where TCodec : struct, IElementCodec<TElem>
     {
@@ -59,15 +59,14 @@ internal static class RowBroadcastKernel
         if (total == 0) return;
         var cache = KernelCache.For(accelerator);
         var kernel = cache.GetOrAdd(("row-broadcast", typeof(TElem), typeof(TCodec)),
-            acc => acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<TElem>, ArrayView<byte>, ArrayView<TElem>,
-                ArrayView<float>, ArrayView<int>, KernelArgs, int>(Run<TElem, TCodec>));
+            acc => Caching.CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<TElem>, ArrayView<byte>,
+                ArrayView<TElem>, ArrayView<float>, ArrayView<int>, KernelArgs>>(acc, disk, Run<TElem, TCodec>));
         ArrayView<byte> dummy = cache.Dummy.View;
-        int threads = (int)Math.Min(total, 1 << 20);
-        kernel(threads, o,
+        kernel(accelerator.DefaultStream, KernelCache.Linear(accelerator, total), o,
             mask.IsValid && mask.Length > 0 ? mask : dummy,
             bias.IsValid && bias.Length > 0 ? bias : dummy.Cast<TElem>(),
             lse.IsValid && lse.Length > 0 ? lse : dummy.Cast<float>(),
             seqInfo.IsValid && seqInfo.Length > 0 ? seqInfo : dummy.Cast<int>(),
-            KernelArgs.From(p), threads);
+            KernelArgs.From(p));
     }
 }

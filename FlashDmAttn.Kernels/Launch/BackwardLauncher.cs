@@ -76,7 +76,7 @@ internal static class BackwardLauncher
                 var rowDot = cache.GetOrAdd(("bwd-rowdot", typeof(TElem), typeof(TCodec)),
                     acc => CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<TElem>, ArrayView<TElem>,
                         ArrayView<int>, ArrayView<float>, BwdArgs>>(acc, disk, BackwardReduce.RowDot<TElem, TCodec>));
-                rowDot(accelerator.DefaultStream, Linear(rowsTotal, group), b.O, b.DO, seq, dvec.View, a);
+                rowDot(accelerator.DefaultStream, KernelCache.Linear(accelerator, rowsTotal), b.O, b.DO, seq, dvec.View, a);
             }
 
             if (plan.QueryGrid.X > 0)
@@ -102,7 +102,7 @@ internal static class BackwardLauncher
                 var heads = cache.GetOrAdd(("bwd-keyheads", typeof(TElem), typeof(TCodec)),
                     acc => CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>,
                         ArrayView<int>, ArrayView<TElem>, ArrayView<TElem>, BwdArgs>>(acc, disk, BackwardReduce.KeyHeads<TElem, TCodec>));
-                heads(accelerator.DefaultStream, Linear(keyElems, group), dkh.View, dvh.View, seq, b.DK, b.DV, a);
+                heads(accelerator.DefaultStream, KernelCache.Linear(accelerator, keyElems), dkh.View, dvh.View, seq, b.DK, b.DV, a);
             }
 
             long dbElems = (long)p.L.DbB * p.L.DbH * p.L.DbQ * p.L.DbK;
@@ -111,7 +111,7 @@ internal static class BackwardLauncher
                 var red = cache.GetOrAdd(("bwd-dbias", typeof(TElem), typeof(TCodec)),
                     acc => CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<TElem>,
                         BwdArgs, int, int>>(acc, disk, BackwardReduce.BiasBroadcast<TElem, TCodec>));
-                red(accelerator.DefaultStream, Linear(dbElems, group), dbs.View, b.DBias, a, plan.DbRows, plan.DbCols);
+                red(accelerator.DefaultStream, KernelCache.Linear(accelerator, dbElems), dbs.View, b.DBias, a, plan.DbRows, plan.DbCols);
             }
         }
         accelerator.Synchronize();
@@ -122,8 +122,4 @@ internal static class BackwardLauncher
 
     private static KernelConfig Config((int X, int Y, int Z) grid, int group, int sharedBytes)
         => new(new Index3D(grid.X, grid.Y, grid.Z), new Index3D(group, 1, 1), SharedMemoryConfig.RequestDynamic<float>(sharedBytes / sizeof(float)));
-
-    /// <summary>A 1-D grid striding over <paramref name="elements"/>: at most 4096 groups.</summary>
-    private static KernelConfig Linear(long elements, int group)
-        => new((int)Math.Min(4096, (elements + group - 1) / group), group);
 }

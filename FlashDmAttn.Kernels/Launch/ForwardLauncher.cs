@@ -51,7 +51,7 @@ internal static class ForwardLauncher
         if (plan.Gather is { } g)
         {
             var table = KeyGatherKernel.BuildTable(accelerator, g, ref args, b.Mask, b.SeqInfo, disk);
-            var bias = g.GatherBias ? KeyGatherKernel.GatherBias(accelerator, ref args, b.Bias, table) : b.Bias;
+            var bias = g.GatherBias ? KeyGatherKernel.GatherBias(accelerator, ref args, b.Bias, table, disk) : b.Bias;
             b = b with { SeqInfo = table, Bias = bias };
         }
         if (plan.Family == KernelFamily.TensorCore)

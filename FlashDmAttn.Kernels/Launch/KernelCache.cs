@@ -1,3 +1,4 @@
+using ILGPU;
 using System.Runtime.CompilerServices;
 using ILGPU.Runtime;
 using FlashDmAttn.Kernels.Planning;
@@ -62,6 +63,14 @@ internal sealed class KernelCache
     public DeviceInfo Device(Func<DeviceInfo> make)
     {
         lock (_entries) return _device ??= make();
+    }
+
+    /// <summary>A 1-D launch for kernels that stride over <paramref name="elements"/> by the grid's size: at most 4096
+    /// groups of 256 threads (16 on the CPU accelerator, one thread per core there).</summary>
+    public static KernelConfig Linear(Accelerator accelerator, long elements)
+    {
+        int group = accelerator.AcceleratorType == AcceleratorType.CPU ? Math.Min(accelerator.MaxNumThreadsPerGroup, 16) : 256;
+        return new KernelConfig((int)Math.Clamp((elements + group - 1) / group, 1, 4096), group);
     }
 
     public static KernelCache For(Accelerator accelerator) => Caches.GetValue(accelerator, a => new KernelCache(a));

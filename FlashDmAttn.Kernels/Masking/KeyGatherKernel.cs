@@ -72,11 +72,11 @@ internal static class KeyGatherKernel
     }
 
     /// <summary>The bias of (b, h) at slot n of its key list: a (B, H, 1, SeqK) table in key-slot order.</summary>
-    public static void GatherBiasKernel<TElem>(Index1D index, ArrayView<TElem> bias, ArrayView<int> info, ArrayView<TElem> gathered, KernelArgs p, int stride)
+    public static void GatherBiasKernel<TElem>(ArrayView<TElem> bias, ArrayView<int> info, ArrayView<TElem> gathered, KernelArgs p)
         where TElem : unmanaged
     {
         long total = (long)p.Batch * p.Heads * p.SeqK;
-        for (long e = index; e < total; e += stride)
+        for (long e = Grid.GlobalIndex.X; e < total; e += (long)Grid.DimX * Group.DimX)
         {
             int n = (int)(e % p.SeqK);
             int bh = (int)(e / p.SeqK);
@@ -92,7 +92,8 @@ internal static class KeyGatherKernel
     /// For a bias broadcast over queries: copies it into key-slot order, (B, H, 1, SeqK), and points p at the copy,
     /// so kernels read the bias of consecutive slots from consecutive addresses.
     /// </summary>
-    public static ArrayView<TElem> GatherBias<TElem>(Accelerator accelerator, ref KernelArgs p, ArrayView<TElem> bias, ArrayView<int> info)
+    public static ArrayView<TElem> GatherBias<TElem>(Accelerator accelerator, ref KernelArgs p, ArrayView<TElem> bias, ArrayView<int> info,
+        Caching.KernelDiskCache? disk)
         where TElem : unmanaged
     {
         long total = (long)p.Batch * p.Heads * p.SeqK;
@@ -100,9 +101,9 @@ internal static class KeyGatherKernel
         var cache = KernelCache.For(accelerator);
         var gathered = cache.Scratch(checked((int)((total * elem + 3) / 4)), slot: 1).Cast<TElem>().SubView(0, total);
         var kernel = cache.GetOrAdd(("bias-gather", typeof(TElem)),
-            acc => acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<TElem>, ArrayView<int>, ArrayView<TElem>, KernelArgs, int>(GatherBiasKernel));
-        int threads = (int)Math.Min(total, 1 << 20);
-        kernel(threads, bias, info, gathered, p, threads);
+            acc => Caching.CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<TElem>, ArrayView<int>,
+                ArrayView<TElem>, KernelArgs>>(acc, disk, GatherBiasKernel<TElem>));
+        kernel(accelerator.DefaultStream, KernelCache.Linear(accelerator, total), bias, info, gathered, p);
         p.BiasStrideB = (long)p.Heads * p.SeqK;
         p.BiasStrideH = p.SeqK;
         p.BiasStrideQ = 0;
