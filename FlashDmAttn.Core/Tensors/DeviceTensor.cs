@@ -114,11 +114,12 @@ public sealed class DeviceTensor<T> : IDisposable where T : unmanaged
     public long ElementCount { get { long n = 1; foreach (var s in _shape) n *= s; return n; } }
     public Accelerator Accelerator => Data.GetAccelerator();
 
-    /// <summary>True when the strides are row-major contiguous.</summary>
+    /// <summary>True when the strides are row-major contiguous (an empty tensor always is: it has no element to place).</summary>
     public bool IsContiguous
     {
         get
         {
+            if (ElementCount == 0) return true;
             long expect = 1;
             for (int i = _shape.Length - 1; i >= 0; i--)
             {
@@ -129,8 +130,8 @@ public sealed class DeviceTensor<T> : IDisposable where T : unmanaged
         }
     }
 
-    /// <summary>A view of the same memory with another shape/strides, starting <paramref name="offset"/> elements in.</summary>
-    /// <summary>The view shares the buffer and never releases it; it stops working when the buffer's owner is disposed.</summary>
+    /// <summary>A view of the same memory with another shape/strides, starting <paramref name="offset"/> elements in. The
+    /// view shares the buffer and never releases it; it stops working when the buffer's owner is disposed.</summary>
     public DeviceTensor<T> View(long offset, ReadOnlySpan<long> shape, ReadOnlySpan<long> strides)
         => new(Data.SubView(offset), shape, strides, _storage, false);
 

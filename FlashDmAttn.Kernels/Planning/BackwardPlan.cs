@@ -61,13 +61,14 @@ internal static class BackwardPlanner
         int gridY = (int)Math.Min(pairs, TcBlockOrder.MaxGridYz), gridZ = gridY == 0 ? 0 : (int)((pairs + gridY - 1) / gridY);
         int qx = (f.SeqQ + shape.TileQ - 1) / shape.TileQ, kx = (f.SeqK + shape.TileK - 1) / shape.TileK;
         var mode = p.L.DbB == 0 ? DBiasMode.None : p.L.DbK == 1 && f.SeqK != 1 ? DBiasMode.Rows : DBiasMode.Keys;
-        bool empty = gridY == 0 || qx == 0 || kx == 0;
+        // Without keys the query-block kernel still writes dq = 0; without queries the key blocks' zeros come from the
+        // cleared scratch.
         return new BackwardPlan
         {
             Shape = shape,
             Gather = gather,
-            QueryGrid = empty ? (0, 0, 0) : (qx, gridY, gridZ),
-            KeyGrid = empty ? (0, 0, 0) : (kx, gridY, gridZ),
+            QueryGrid = gridY == 0 || qx == 0 ? (0, 0, 0) : (qx, gridY, gridZ),
+            KeyGrid = gridY == 0 || qx == 0 || kx == 0 ? (0, 0, 0) : (kx, gridY, gridZ),
             QuerySharedBytes = PortableBackwardKernels.QueryBlockFloats(shape.TileQ, shape.TileK, f.HeadDim) * sizeof(float),
             KeySharedBytes = PortableBackwardKernels.KeyBlockFloats(shape.TileQ, shape.TileK, f.HeadDim) * sizeof(float),
             DBias = mode,

@@ -91,7 +91,9 @@ public class BackwardPlannerTests
     public void EmptyProblemHasNoGrid()
     {
         Assert.That(Plan(Problem(lq: 0)).QueryGrid, Is.EqualTo((0, 0, 0)));
+        Assert.That(Plan(Problem(lq: 0)).KeyGrid, Is.EqualTo((0, 0, 0)));
         Assert.That(Plan(Problem(lk: 0)).KeyGrid, Is.EqualTo((0, 0, 0)));
+        Assert.That(Plan(Problem(lk: 0)).QueryGrid.X, Is.GreaterThan(0), "no keys: dq is still written (zeros)");
     }
 
     // mode: 1 key blocks, 2 query blocks (DBiasMode, internal)
