@@ -15,7 +15,9 @@ public sealed partial class AttentionBackend
     /// derivative of the forward as defined there: scale, softcap, bias after softcap, causal bottom-right, masks; masked
     /// entries and rows with no visible key get zero gradient. dk and dv are summed over the query heads of each kv head;
     /// dbias comes in the bias's own shape, summed over every dim it was broadcast along (a per-key bias (B, H, 1, Lk)
-    /// gets its gradient without any Lq×Lk buffer). A mask broadcast over queries walks only its visible keys, as the
+    /// gets its gradient without any Lq×Lk buffer); a bias broadcast over keys (key dim 1) shifts a row's scores alike,
+    /// which the softmax ignores, and gets exactly 0. Gradient buffers must not share memory with the inputs or with each
+    /// other (compared as byte ranges). A mask broadcast over queries walks only its visible keys, as the
     /// forward does. Blocks until the gradients are written.
     /// </summary>
     /// <param name="gradOutput">dO, (B, Lq, H, D).</param>
@@ -75,8 +77,9 @@ public sealed partial class AttentionBackend
         if (gradQkv is not null) CheckLike(gradQkv, qkv.Shape, nameof(gradQkv));
         var job = PrepareDense(gradOutput, Unpack(qkv, 0), Unpack(qkv, 1), Unpack(qkv, 2), output, softmaxLse, attnMask, attnBias,
             scale, isCausal, softcap, null, null, null, gradBias);
+        CheckPackedGradient(job, gradQkv, nameof(gradQkv), gradBias);
         var packed = gradQkv?.Alias() ?? DeviceTensor<T>.Allocate(Accelerator, qkv.Shape.ToArray());
-        return RunBackward(job, Unpack(packed, 0), Unpack(packed, 1), Unpack(packed, 2), gradBias, packed);
+        return RunOwning(packed, gradQkv is null, () => RunBackward(job, Unpack(packed, 0), Unpack(packed, 1), Unpack(packed, 2), gradBias, packed));
     }
 
     /// <summary>Gradients of <see cref="ForwardKvPacked{T}"/>: dq, and dk, dv as slices of one packed (B, Lk, 2, Hkv, D)
@@ -91,8 +94,9 @@ public sealed partial class AttentionBackend
         if (gradKv is not null) CheckLike(gradKv, kv.Shape, nameof(gradKv));
         var job = PrepareDense(gradOutput, query, Unpack(kv, 0), Unpack(kv, 1), output, softmaxLse, attnMask, attnBias,
             scale, isCausal, softcap, gradQuery, null, null, gradBias);
+        CheckPackedGradient(job, gradKv, nameof(gradKv), gradQuery, gradBias);
         var packed = gradKv?.Alias() ?? DeviceTensor<T>.Allocate(Accelerator, kv.Shape.ToArray());
-        return RunBackward(job, gradQuery, Unpack(packed, 0), Unpack(packed, 1), gradBias, packed);
+        return RunOwning(packed, gradKv is null, () => RunBackward(job, gradQuery, Unpack(packed, 0), Unpack(packed, 1), gradBias, packed));
     }
 
     /// <summary>
@@ -175,13 +179,19 @@ public sealed partial class AttentionBackend
         Check1(dq, job.Q, nameof(dq), "gradQuery", "query");
         Check1(dk, job.K, nameof(dk), "gradKey", "key");
         Check1(dv, job.V, nameof(dv), "gradValue", "value");
-        if (job.Bias is null)
-        {
-            if (dbias is not null)
-                throw new ArgumentException("gradBias: expected null when no attnBias is given, got a tensor", "gradBias");
-            return;
-        }
-        Check1(dbias, job.Bias, nameof(dbias), "gradBias", "attnBias");
+        if (job.Bias is null && dbias is not null)
+            throw new ArgumentException("gradBias: expected null when no attnBias is given, got a tensor", "gradBias");
+        if (job.Bias is not null)
+            Check1(dbias, job.Bias, nameof(dbias), "gradBias", "attnBias");
+        CheckApart(job, ("gradQuery", dq), ("gradKey", dk), ("gradValue", dv), ("gradBias", dbias));
+
+        // The backward's fp32 scratch (dk/dv per query head, the bias gradient before its broadcast sums, D).
+        var shape = new BwdParams { Forward = job.P };
+        if (job.Bias is { } b)
+            (shape.L.DbB, shape.L.DbH, shape.L.DbQ, shape.L.DbK) = ((int)b.Shape[0], (int)b.Shape[1], (int)b.Shape[2], (int)b.Shape[3]);
+        Check.Allocation<float>(Accelerator, [Kernels.Planning.BackwardPlanner.ScratchFloats(shape, job.Lse.ElementCount)],
+            "the backward's fp32 scratch (B, Lk, H, D) x 2 + the bias gradient's (B, H, rows, Lk)", "query");
+        return;
 
         void Check1(DeviceTensor<T>? grad, DeviceTensor<T> of, string _, string name, string ofName)
         {
@@ -192,6 +202,56 @@ public sealed partial class AttentionBackend
             }
             CheckLike(grad, of.Shape, name);
             Check.NoOverlap(grad.Shape, grad.Strides, name);
+        }
+    }
+
+    /// <summary>A packed gradient given by the caller: whole elements, apart from every input and from the other gradients.</summary>
+    private void CheckPackedGradient<T>(BackwardJob<T> job, DeviceTensor<T>? packed, string name, params DeviceTensor<T>?[] others)
+        where T : unmanaged
+    {
+        if (packed is null) return;
+        Check.NoOverlap(packed.Shape, packed.Strides, name);
+        CheckApart(job, (name, packed), ("gradQuery", others.Length > 1 ? others[0] : null), ("gradBias", others[^1]));
+    }
+
+    /// <summary>
+    /// Gradients are written while the inputs are read: a gradient's memory must be apart from q, k, v, the output, dO,
+    /// the LSE, mask and bias, and from the other gradients (compared as byte ranges: gradients that interleave with an
+    /// input inside one buffer are refused too).
+    /// </summary>
+    private static void CheckApart<T>(BackwardJob<T> job, params (string Name, DeviceTensor<T>? Tensor)[] writes) where T : unmanaged
+    {
+        int size = System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
+        (long, long)? Of(DeviceTensor<T> t) => Check.Extent(t.Data.Cast<byte>(), t.Shape, t.Strides, size);
+        var reads = new List<(string, (long, long)?)>
+        {
+            ("query", Of(job.Q)), ("key", Of(job.K)), ("value", Of(job.V)), ("output", Of(job.O)), ("gradOutput", Of(job.DO)),
+            ("softmaxLse", Check.Extent(job.Lse.Data.Cast<byte>(), job.Lse.Shape, job.Lse.Strides, sizeof(float))),
+        };
+        if (job.Mask is { } m) reads.Add(("attnMask", Check.Extent(m.Bytes, m.Shape, m.Strides, m.ElementBytes)));
+        if (job.Bias is { } b) reads.Add(("attnBias", Of(b)));
+        var written = new List<(string, (long, long)?)>();
+        foreach (var (name, t) in writes)
+        {
+            if (t is null) continue;
+            var extent = Of(t);
+            foreach (var (otherName, other) in reads) Check.Apart(extent, name, other, otherName);
+            foreach (var (otherName, other) in written) Check.Apart(extent, name, other, otherName);
+            written.Add((name, extent));
+        }
+    }
+
+    /// <summary>Runs <paramref name="run"/>; if it throws, disposes <paramref name="packed"/> when this call allocated it.</summary>
+    private static AttentionGradients<T> RunOwning<T>(DeviceTensor<T> packed, bool owned, Func<AttentionGradients<T>> run) where T : unmanaged
+    {
+        try
+        {
+            return run();
+        }
+        catch
+        {
+            if (owned) packed.Dispose();
+            throw;
         }
     }
 
@@ -223,11 +283,34 @@ public sealed partial class AttentionBackend
     private AttentionGradients<T> RunBackward<T>(BackwardJob<T> job, DeviceTensor<T>? dq, DeviceTensor<T>? dk, DeviceTensor<T>? dv,
         DeviceTensor<T>? dbias, DeviceTensor<T>? packed) where T : unmanaged
     {
-        var gq = dq?.Alias() ?? DeviceTensor<T>.Allocate(Accelerator, job.Q.Shape.ToArray());
-        var gk = dk?.Alias() ?? DeviceTensor<T>.Allocate(Accelerator, job.K.Shape.ToArray());
-        var gv = dv?.Alias() ?? DeviceTensor<T>.Allocate(Accelerator, job.V.Shape.ToArray());
-        var gb = job.Bias is null ? null : dbias?.Alias() ?? DeviceTensor<T>.Allocate(Accelerator, job.Bias.Shape.ToArray());
+        var made = new List<DeviceTensor<T>>();
+        try
+        {
+            var gq = dq?.Alias() ?? Own(made, job.Q.Shape);
+            var gk = dk?.Alias() ?? Own(made, job.K.Shape);
+            var gv = dv?.Alias() ?? Own(made, job.V.Shape);
+            var gb = job.Bias is null ? null : dbias?.Alias() ?? Own(made, job.Bias.Shape);
+            LaunchBackward(job, gq, gk, gv, gb);
+            return new AttentionGradients<T>(gq, gk, gv, gb, packed);
+        }
+        catch
+        {
+            foreach (var t in made) t.Dispose();
+            throw;
+        }
+    }
 
+    private DeviceTensor<T> Own<T>(List<DeviceTensor<T>> made, ReadOnlySpan<long> shape) where T : unmanaged
+    {
+        var t = DeviceTensor<T>.Allocate(Accelerator, shape.ToArray());
+        made.Add(t);
+        return t;
+    }
+
+    /// <summary>Fills in the gradients' strides and launches.</summary>
+    private void LaunchBackward<T>(BackwardJob<T> job, DeviceTensor<T> gq, DeviceTensor<T> gk, DeviceTensor<T> gv, DeviceTensor<T>? gb)
+        where T : unmanaged
+    {
         var f = job.P;
         (f.OStrideB, f.OStrideL, f.OStrideH) = Strides3(job.O);
         var p = new BwdParams { Forward = f };
@@ -262,7 +345,6 @@ public sealed partial class AttentionBackend
         using var seqInfo = job.SeqInfo is null ? null : UploadInts(job.SeqInfo);
         Dispatch.Backward(Accelerator, LaunchOptions, p, job.Q.Data, job.K.Data, job.V.Data, job.O.Data, job.DO.Data, biasData,
             maskBytes, job.Lse.Data, seqInfo?.View ?? default, gq.Data, gk.Data, gv.Data, gb?.Data ?? default);
-        return new AttentionGradients<T>(gq, gk, gv, gb, packed);
     }
 
     private ILGPU.Runtime.MemoryBuffer1D<int, Stride1D.Dense> UploadInts(int[] data) => Accelerator.Allocate1D(data);

@@ -93,6 +93,37 @@ internal static class Check
                 throw new ArgumentException($"{name}: expected an output whose elements do not overlap, got stride 0 on dim {i} of shape {Dims(shape)}", name);
     }
 
+    /// <summary>
+    /// The bytes a strided view can touch, [first, last], from the view's device address; null for an empty view or
+    /// where the accelerator gives no address (then memory checks are skipped).
+    /// </summary>
+    public static (long First, long Last)? Extent(ILGPU.ArrayView<byte> data, ReadOnlySpan<long> shape, ReadOnlySpan<long> strides, int elemBytes)
+    {
+        long span = 0;
+        for (int i = 0; i < shape.Length; i++)
+        {
+            if (shape[i] == 0) return null;
+            span += (shape[i] - 1) * Math.Abs(strides[i]);
+        }
+        if (!data.IsValid || data.Length == 0) return null;
+        try
+        {
+            long first = data.LoadEffectiveAddressAsPtr().ToInt64();
+            return (first, first + (span + 1) * elemBytes - 1);
+        }
+        catch (Exception e) when (e is NotSupportedException or InvalidOperationException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>A written tensor's bytes must be apart from a read (or another written) one's.</summary>
+    public static void Apart((long First, long Last)? written, string name, (long First, long Last)? other, string otherName)
+    {
+        if (written is { } w && other is { } o && w.First <= o.Last && o.First <= w.Last)
+            throw new ArgumentException($"{name}: expected memory apart from {otherName}, got overlapping ranges (bytes {w.First:X}..{w.Last:X} and {o.First:X}..{o.Last:X})", name);
+    }
+
     public static void NotNullArray(object? value, string name)
     {
         if (value is null) throw new ArgumentNullException(name, $"{name}: expected an int[] of batch + 1 cumulative lengths, got null");

@@ -39,7 +39,10 @@ internal static class BackwardTile
                     if (!MaskBias.ElementVisible(mask, mi * a.L.RowMaskElemBytes, a.L.RowMaskElemBytes)) l = float.NegativeInfinity;
                 }
                 if (a.L.HasRowBias != 0 && l != float.NegativeInfinity)
+                {
                     l -= TCodec.ToFloat(bias[b * a.L.RowBiasStrideB + (h / a.L.RowBiasHeadDiv) * a.L.RowBiasStrideH + i * a.L.RowBiasStrideQ]);
+                    if (float.IsNaN(l)) l = float.NegativeInfinity; // an infinite shift (+∞ − +∞): the row's softmax is lost, its gradient 0
+                }
             }
             smem[lseAt + r] = l;
             smem[dAt + r] = dv;

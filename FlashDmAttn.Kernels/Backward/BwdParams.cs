@@ -10,7 +10,9 @@ internal enum DBiasMode
     /// <summary>A bias with a key dim: the key-block kernel writes dS per (b, h, row, key) into the fp32 scratch
     /// (B, H, DbRows, SeqK), summing over queries in the block when the bias is broadcast over them (DbRows = 1).</summary>
     Keys = 1,
-    /// <summary>A bias broadcast over keys: the query-block kernel sums dS over each row's keys into (B, H, SeqQ).</summary>
+    /// <summary>A bias broadcast over keys: it shifts every score of a row alike, which the softmax ignores (the forward
+    /// adds it to the LSE only, and the LSE has no gradient input), so its gradient is exactly 0: the zeroed scratch
+    /// (B, H, SeqQ) summed into the bias's shape.</summary>
     Rows = 2,
 }
 

@@ -6,7 +6,7 @@ namespace FlashDmAttn.Kernels.Backward;
 
 /// <summary>
 /// The portable backward (every accelerator, dtype and head dim), FlashAttention-2's algorithm in two passes that
-/// need no atomics: a query-block kernel forms dq (and the gradient of a bias broadcast over keys), a key-block kernel
+/// need no atomics: a query-block kernel forms dq, a key-block kernel
 /// forms dk and dv per query head (and the gradient of a bias with a key dim). Each recomputes P from the forward's
 /// LSE. Every output element is written by one thread of one group, in a fixed order: the result is deterministic.
 /// Grid: (tiles, Batch·Heads along y then z); one group per tile of one (batch, head).
@@ -14,7 +14,7 @@ namespace FlashDmAttn.Kernels.Backward;
 internal static class PortableBackwardKernels
 {
     /// <summary>Shared floats of the query-block kernel: Q, dO, dQ rows; K, V slots; P, dS, slope tiles; row state.</summary>
-    public static int QueryBlockFloats(int br, int bc, int d) => 3 * br * d + 2 * bc * d + 3 * br * bc + 3 * br;
+    public static int QueryBlockFloats(int br, int bc, int d) => 3 * br * d + 2 * bc * d + 3 * br * bc + 2 * br;
 
     /// <summary>Shared floats of the key-block kernel: K, V, dK, dV slots; Q, dO rows; P, dS, slope tiles; row state; dbias columns.</summary>
     public static int KeyBlockFloats(int br, int bc, int d) => 4 * bc * d + 2 * br * d + 3 * br * bc + 2 * br + bc;
@@ -28,11 +28,11 @@ internal static class PortableBackwardKernels
         return bh < p.Batch * p.Heads;
     }
 
-    /// <summary>dq of TileQ query rows of one (batch, head); with a key-broadcast bias, its per-row gradient sum.</summary>
+    /// <summary>dq of TileQ query rows of one (batch, head).</summary>
     public static void QueryBlock<TElem, TCodec>(
         ArrayView<TElem> q, ArrayView<TElem> k, ArrayView<TElem> v, ArrayView<TElem> dO, ArrayView<TElem> bias,
         ArrayView<byte> mask, ArrayView<float> lse, ArrayView<float> dvec, ArrayView<int> seqInfo,
-        ArrayView<TElem> dq, ArrayView<float> dbias, BwdArgs a)
+        ArrayView<TElem> dq, BwdArgs a)
         where TElem : unmanaged
         where TCodec : struct, IElementCodec<TElem>
     {
@@ -41,7 +41,7 @@ internal static class PortableBackwardKernels
         int tid = Group.IdxX, nt = Group.DimX;
         int d = p.HeadDim, br = p.TileQ, bc = p.TileK;
         int qs = 0, dos = qs + br * d, dqs = dos + br * d, ks = dqs + br * d, vs = ks + bc * d;
-        int pt = vs + bc * d, dst = pt + br * bc, gt = dst + br * bc, lseS = gt + br * bc, dS = lseS + br, dbR = dS + br;
+        int pt = vs + bc * d, dst = pt + br * bc, gt = dst + br * bc, lseS = gt + br * bc, dS = lseS + br;
 
         if (!Pair(p, out int b, out int h)) return;
         int hk = h / p.HeadGroup;
@@ -54,7 +54,6 @@ internal static class PortableBackwardKernels
         BackwardTile.LoadRows<TElem, TCodec>(smem, dos, dO, a.L.DoStrideB, a.L.DoStrideL, a.L.DoStrideH, blk, i0, rows, h, d, br);
         BackwardTile.LoadRowState<TElem, TCodec>(smem, lseS, dS, a, lse, dvec, mask, bias, blk, b, h, i0, rows, br);
         for (int e = tid; e < br * d; e += nt) smem[dqs + e] = 0f;
-        for (int r = tid; r < br; r += nt) smem[dbR + r] = 0f;
         Group.Barrier();
 
         int kEnd = blk.KeyEnd(p, i0 + rows);
@@ -75,23 +74,17 @@ internal static class PortableBackwardKernels
             BackwardTile.Gradients<TElem, TCodec>(smem, pt, gt, dst, qs, ks, dos, vs, lseS, dS, p, bias, seqInfo, b, h, i0, gRow, k0, d, br, bc);
             Group.Barrier();
 
-            // dQ += (dS∘slope)·K
+            // dQ += (dS∘slope)·K over the visible keys (an invisible key's K is never multiplied, even by 0).
             for (int e = tid; e < br * d; e += nt)
             {
                 int r = e / d, x = e - r * d;
                 float acc = smem[dqs + e];
                 for (int c = 0; c < cols; c++)
-                    acc += smem[gt + r * bc + c] * smem[ks + c * d + x];
-                smem[dqs + e] = acc;
-            }
-            if (a.DBias == (int)DBiasMode.Rows)
-            {
-                for (int r = tid; r < br; r += nt)
                 {
-                    float acc = smem[dbR + r];
-                    for (int c = 0; c < cols; c++) acc += smem[dst + r * bc + c];
-                    smem[dbR + r] = acc;
+                    float g = smem[gt + r * bc + c];
+                    if (g != 0f) acc += g * smem[ks + c * d + x];
                 }
+                smem[dqs + e] = acc;
             }
             Group.Barrier();
         }
@@ -100,11 +93,6 @@ internal static class PortableBackwardKernels
         {
             int r = e / d, x = e - r * d;
             dq[blk.QOffset(a.L.DqStrideB, a.L.DqStrideL, a.L.DqStrideH, i0 + r, h) + x] = TCodec.FromFloat(smem[dqs + e]);
-        }
-        if (a.DBias == (int)DBiasMode.Rows)
-        {
-            for (int r = tid; r < rows; r += nt)
-                dbias[((long)b * p.Heads + h) * p.SeqQ + i0 + r] = smem[dbR + r];
         }
     }
 
@@ -164,15 +152,17 @@ internal static class PortableBackwardKernels
             BackwardTile.Gradients<TElem, TCodec>(smem, pt, gt, dst, qs, ks, dos, vs, lseS, dS, p, bias, seqInfo, b, h, i0, gRow, k0, d, br, bc);
             Group.Barrier();
 
-            // dV += Pᵀ·dO, dK += (dS∘slope)ᵀ·Q
+            // dV += Pᵀ·dO, dK += (dS∘slope)ᵀ·Q over the visible entries (an invisible row's q and dO are never
+            // multiplied, even by 0).
             for (int e = tid; e < bc * d; e += nt)
             {
                 int c = e / d, x = e - c * d;
                 float accV = smem[dvs + e], accK = smem[dks + e];
                 for (int r = 0; r < rows; r++)
                 {
-                    accV += smem[pt + r * bc + c] * smem[dos + r * d + x];
-                    accK += smem[gt + r * bc + c] * smem[qs + r * d + x];
+                    float pr = smem[pt + r * bc + c], g = smem[gt + r * bc + c];
+                    if (pr != 0f) accV += pr * smem[dos + r * d + x];
+                    if (g != 0f) accK += g * smem[qs + r * d + x];
                 }
                 smem[dvs + e] = accV;
                 smem[dks + e] = accK;

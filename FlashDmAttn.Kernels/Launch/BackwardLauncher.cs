@@ -84,9 +84,9 @@ internal static class BackwardLauncher
                 var qk = cache.GetOrAdd(("bwd-query", typeof(TElem), typeof(TCodec)),
                     acc => CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<TElem>, ArrayView<TElem>, ArrayView<TElem>,
                         ArrayView<TElem>, ArrayView<TElem>, ArrayView<byte>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
-                        ArrayView<TElem>, ArrayView<float>, BwdArgs>>(acc, disk, PortableBackwardKernels.QueryBlock<TElem, TCodec>));
+                        ArrayView<TElem>, BwdArgs>>(acc, disk, PortableBackwardKernels.QueryBlock<TElem, TCodec>));
                 qk(accelerator.DefaultStream, Config(plan.QueryGrid, group, plan.QuerySharedBytes),
-                    b.Q, b.K, b.V, b.DO, bias, mask, lse, dvec.View, seq, b.DQ, dbs.View, a);
+                    b.Q, b.K, b.V, b.DO, bias, mask, lse, dvec.View, seq, b.DQ, a);
             }
             if (plan.KeyGrid.X > 0)
             {

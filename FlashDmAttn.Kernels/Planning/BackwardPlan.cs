@@ -38,7 +38,7 @@ internal sealed record BackwardPlan
         string db = DBias switch
         {
             DBiasMode.Keys => $", dbias from key blocks ({DbRows} x {DbCols} per head)",
-            DBiasMode.Rows => ", dbias from query blocks (per row)",
+            DBiasMode.Rows => ", dbias 0 (a bias broadcast over keys shifts a row's scores alike: softmax ignores it)",
             _ => "",
         };
         return $"portable backward {Shape.TileQ}x{Shape.TileK}; dq grid {QueryGrid.X}x{QueryGrid.Y}x{QueryGrid.Z}, " +
@@ -60,7 +60,7 @@ internal static class BackwardPlanner
         long pairs = (long)f.Batch * f.Heads;
         int gridY = (int)Math.Min(pairs, TcBlockOrder.MaxGridYz), gridZ = gridY == 0 ? 0 : (int)((pairs + gridY - 1) / gridY);
         int qx = (f.SeqQ + shape.TileQ - 1) / shape.TileQ, kx = (f.SeqK + shape.TileK - 1) / shape.TileK;
-        var mode = p.L.DbB == 0 ? DBiasMode.None : p.L.DbK == 1 && f.SeqK != 1 ? DBiasMode.Rows : DBiasMode.Keys;
+        var mode = ModeOf(p);
         // Without keys the query-block kernel still writes dq = 0; without queries the key blocks' zeros come from the
         // cleared scratch.
         return new BackwardPlan
@@ -72,11 +72,29 @@ internal static class BackwardPlanner
             QuerySharedBytes = PortableBackwardKernels.QueryBlockFloats(shape.TileQ, shape.TileK, f.HeadDim) * sizeof(float),
             KeySharedBytes = PortableBackwardKernels.KeyBlockFloats(shape.TileQ, shape.TileK, f.HeadDim) * sizeof(float),
             DBias = mode,
-            DbRows = mode switch { DBiasMode.Keys => p.L.DbQ == 1 ? 1 : f.SeqQ, DBiasMode.Rows => f.SeqQ, _ => 0 },
+            DbRows = DbRows(p, mode),
             DbCols = mode switch { DBiasMode.Keys => f.SeqK, DBiasMode.Rows => 1, _ => 0 },
-            KeyScratch = (long)f.Batch * f.SeqK * f.Heads * f.HeadDim,
+            KeyScratch = KeyScratchOf(f),
             Reason = "the backward has a portable kernel only (every accelerator, dtype and head dim)",
         };
+    }
+
+    private static DBiasMode ModeOf(in BwdParams p)
+        => p.L.DbB == 0 ? DBiasMode.None : p.L.DbK == 1 && p.Forward.SeqK != 1 ? DBiasMode.Rows : DBiasMode.Keys;
+
+    private static int DbRows(in BwdParams p, DBiasMode mode)
+        => mode switch { DBiasMode.Keys => p.L.DbQ == 1 ? 1 : p.Forward.SeqQ, DBiasMode.Rows => p.Forward.SeqQ, _ => 0 };
+
+    private static long KeyScratchOf(in FwdParams f) => (long)f.Batch * f.SeqK * f.Heads * f.HeadDim;
+
+    /// <summary>Floats of fp32 scratch a plan of this problem allocates (dk and dv per query head, the bias gradient
+    /// before its broadcast sums, D in the LSE's layout of <paramref name="lseLength"/> floats); needs only the shapes.</summary>
+    public static long ScratchFloats(in BwdParams p, long lseLength)
+    {
+        var f = p.Forward;
+        var mode = ModeOf(p);
+        long db = mode == DBiasMode.None ? 0 : (long)f.Batch * f.Heads * DbRows(p, mode) * (mode == DBiasMode.Keys ? f.SeqK : 1);
+        return 2 * KeyScratchOf(f) + db + lseLength;
     }
 
     /// <summary>Square tiles of at most 32 rows whose larger kernel fits the shared-memory budget, no longer than the

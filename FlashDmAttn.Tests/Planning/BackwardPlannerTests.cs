@@ -109,7 +109,7 @@ public class BackwardPlannerTests
         var plan = Plan(WithBias(Problem(), bb, bh, bq, bk));
         Assert.That(plan.DBias, Is.EqualTo(mode));
         Assert.That((plan.DbRows, plan.DbCols), Is.EqualTo((rows, cols)));
-        Assert.That(plan.Describe(), Does.Contain("dbias from " + (mode == DBiasMode.Rows ? "query" : "key")));
+        Assert.That(plan.Describe(), Does.Contain(mode == DBiasMode.Rows ? "dbias 0" : "dbias from key blocks"));
     }
 
     [Test]
