@@ -10,7 +10,7 @@ namespace FlashDmAttn.Tests.Backward;
 /// the gradients releases what the call allocated and leaves the caller's buffers usable.
 /// </summary>
 [TestFixture("cpu")]
-[TestFixture("cuda", Category = "GPU")]
+[CudaFixture("cuda")]
 public class BackwardBehaviourTests(string backendName)
 {
     private AttentionBackend _backend = null!;

@@ -12,7 +12,7 @@ namespace FlashDmAttn.Tests.Backward;
 /// output and LSE, then the backward, and compares dq, dk, dv and dbias with float64.
 /// </summary>
 [TestFixture("cpu")]
-[TestFixture("cuda", Category = "GPU")]
+[CudaFixture("cuda")]
 public class BackwardCoverage(string backendName)
 {
     private static readonly string[] DTypes = ["fp32", "fp16", "bf16"];

@@ -9,7 +9,7 @@ namespace FlashDmAttn.Tests.Caching;
 
 /// <summary>The disk cache on CUDA: a fresh accelerator (as a new process has: no kernel in memory) fills a cache, the
 /// next fresh one runs from it and matches the float64 reference, and a disabled cache writes nothing.</summary>
-[TestFixture, Category("GPU")]
+[CudaFixture]
 public class KernelCacheGpuTests
 {
     private string _dir = "";

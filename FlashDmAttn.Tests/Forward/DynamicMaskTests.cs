@@ -5,7 +5,7 @@ namespace FlashDmAttn.Tests.Forward;
 
 /// <summary>The device top-k mask against a host selection, then attention with it against float64.</summary>
 [TestFixture("cpu")]
-[TestFixture("cuda", Category = "GPU")]
+[CudaFixture("cuda")]
 public class DynamicMaskTests(string backendName)
 {
     [TestCase("bf16", 2, 3, 33, 70, 16, true)]

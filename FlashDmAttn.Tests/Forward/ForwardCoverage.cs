@@ -11,7 +11,7 @@ namespace FlashDmAttn.Tests.Forward;
 /// Each case draws fresh random inputs, poisons its outputs, and compares output and LSE with float64.
 /// </summary>
 [TestFixture("cpu")]
-[TestFixture("cuda", Category = "GPU")]
+[CudaFixture("cuda")]
 public class ForwardCoverage(string backendName)
 {
     private static readonly string[] DTypes = ["fp32", "fp16", "bf16"];

@@ -11,7 +11,7 @@ namespace FlashDmAttn.Tests.Forward;
 /// </summary>
 [TestFixture("cpu", false)]
 [TestFixture("cpu", true)]
-[TestFixture("cuda", false, Category = "GPU")]
+[CudaFixture("cuda", false)]
 public class KeyGatherTests(string backendName, bool tensorCore)
 {
     [TestCase("bf16", 2, 3, 1, 70, 150, 32, true, 1, 0)]    // mask (B, H, 1, Lk): per head

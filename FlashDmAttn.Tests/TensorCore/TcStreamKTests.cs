@@ -137,7 +137,7 @@ public class TcStreamKTests
 
 /// <summary>Stream-K on the GPU: every head dim with more blocks than the resident groups (264 or 132 on an H100) and a
 /// partly empty last wave, ragged lengths, GQA, softcap.</summary>
-[TestFixture, Category("GPU")]
+[CudaFixture]
 public class TcStreamKGpuTests
 {
     [SetUp]

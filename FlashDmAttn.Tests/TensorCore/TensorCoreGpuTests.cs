@@ -4,7 +4,7 @@ using NUnit.Framework;
 namespace FlashDmAttn.Tests.TensorCore;
 
 /// <summary>The tensor-core kernel on the CUDA device (sm_80+), larger shapes; skipped without CUDA.</summary>
-[TestFixture, Category("GPU")]
+[CudaFixture]
 public class TensorCoreGpuTests
 {
     [SetUp]
