@@ -33,7 +33,7 @@ public class TensorCorePtxTests
     /// <see cref="TensorCorePtx.ExtraSpecializations"/>) for ptxas -v on a GPU host, into the directory of the test
     /// parameter ptx-dir (default: tc-ptx-all in the work directory). Explicit: about a minute of compiling.
     /// </summary>
-    [Test, Explicit("writes PTX for ptxas; run by tools/gpu.sh ptx-dump")]
+    [Test, Explicit("writes PTX for ptxas; run by tools/gpu.sh bundle --ptx")]
     public void DumpLaunchedKernels()
     {
         string dir = TestContext.Parameters.Get("ptx-dir", Path.Combine(TestContext.CurrentContext.WorkDirectory, "tc-ptx-all"));
