@@ -30,23 +30,42 @@ internal static class BackwardTile
             if (r < rows)
             {
                 int i = i0 + r;
-                long at = b * a.F.LseStrideB + h * a.F.LseStrideH + blk.RowQ0 + i;
-                l = lse[at];
-                dv = dvec[at];
-                if (a.L.HasRowMask != 0)
-                {
-                    long mi = b * a.L.RowMaskStrideB + (h / a.L.RowMaskHeadDiv) * a.L.RowMaskStrideH + i * a.L.RowMaskStrideQ;
-                    if (!MaskBias.ElementVisible(mask, mi * a.L.RowMaskElemBytes, a.L.RowMaskElemBytes)) l = float.NegativeInfinity;
-                }
-                if (a.L.HasRowBias != 0 && l != float.NegativeInfinity)
-                {
-                    l -= TCodec.ToFloat(bias[b * a.L.RowBiasStrideB + (h / a.L.RowBiasHeadDiv) * a.L.RowBiasStrideH + i * a.L.RowBiasStrideQ]);
-                    if (float.IsNaN(l)) l = float.NegativeInfinity; // an infinite shift (+∞ − +∞): the row's softmax is lost, its gradient 0
-                }
+                dv = dvec[LseAt(a, blk, b, h, i)];
+                float rowBias = a.L.HasRowBias != 0 ? TCodec.ToFloat(bias[RowBiasIndex(a, b, h, i)]) : 0f;
+                l = RowLse(a, lse, mask, blk, b, h, i, rowBias);
             }
             smem[lseAt + r] = l;
             smem[dAt + r] = dv;
         }
+    }
+
+    /// <summary>Where row i of (b, h) sits in the LSE's layout (and in D's).</summary>
+    public static long LseAt(in BwdArgs a, in BlockInfo blk, int b, int h, int i)
+        => b * a.F.LseStrideB + h * a.F.LseStrideH + blk.RowQ0 + i;
+
+    /// <summary>Element index of row i's key-broadcast bias (when <see cref="BwdLayout.HasRowBias"/>).</summary>
+    public static long RowBiasIndex(in BwdArgs a, int b, int h, int i)
+        => b * a.L.RowBiasStrideB + (h / a.L.RowBiasHeadDiv) * a.L.RowBiasStrideH + i * a.L.RowBiasStrideQ;
+
+    /// <summary>
+    /// The LSE the probabilities of row i (inside the sequence) are recomputed from: the forward's, less the row's
+    /// key-broadcast bias <paramref name="rowBias"/> (the forward added it after the softmax); a row that sees no key
+    /// (LSE −∞, a row mask) gives −∞: all its P are 0.
+    /// </summary>
+    public static float RowLse(in BwdArgs a, ArrayView<float> lse, ArrayView<byte> mask, in BlockInfo blk, int b, int h, int i, float rowBias)
+    {
+        float l = lse[LseAt(a, blk, b, h, i)];
+        if (a.L.HasRowMask != 0)
+        {
+            long mi = b * a.L.RowMaskStrideB + (h / a.L.RowMaskHeadDiv) * a.L.RowMaskStrideH + i * a.L.RowMaskStrideQ;
+            if (!MaskBias.ElementVisible(mask, mi * a.L.RowMaskElemBytes, a.L.RowMaskElemBytes)) l = float.NegativeInfinity;
+        }
+        if (a.L.HasRowBias != 0 && l != float.NegativeInfinity)
+        {
+            l -= rowBias;
+            if (float.IsNaN(l)) l = float.NegativeInfinity; // an infinite shift (+∞ − +∞): the row's softmax is lost, its gradient 0
+        }
+        return l;
     }
 
     /// <summary>Query-side rows i0.. of q or dO (head h) → shared, fp32, zero past <paramref name="rows"/>.</summary>

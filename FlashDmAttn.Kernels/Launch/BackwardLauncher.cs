@@ -21,11 +21,24 @@ internal readonly record struct BwdBuffers<TElem>(
 /// before returning (its fp32 scratch is released).</summary>
 internal static class BackwardLauncher
 {
-    public static BackwardPlan Plan<TElem>(Accelerator accelerator, in BwdParams p, in BwdBuffers<TElem> buffers) where TElem : unmanaged
+    public static BackwardPlan Plan<TElem, TCodec>(Accelerator accelerator, LaunchOptions options, in BwdParams p, in BwdBuffers<TElem> buffers)
+        where TElem : unmanaged
+        where TCodec : struct, IElementCodec<TElem>
     {
         var device = KernelCache.For(accelerator).Device(() => DeviceInfo.Of(accelerator, null));
-        var facts = new BufferFacts(ElemKind.Float32, false, buffers.SeqInfo.IsValid ? checked((int)buffers.SeqInfo.Length) : 0);
-        return BackwardPlanner.Plan(p, facts, device);
+        var elem = typeof(TCodec) == typeof(Bf16Codec) ? ElemKind.BFloat16 : typeof(TCodec) == typeof(Fp16Codec) ? ElemKind.Float16 : ElemKind.Float32;
+        var facts = new BufferFacts(elem, Aligned16(accelerator, buffers), buffers.SeqInfo.IsValid ? checked((int)buffers.SeqInfo.Length) : 0);
+        return BackwardPlanner.Plan(p, facts, device, options);
+    }
+
+    /// <summary>q, k, v and dO start 16-byte aligned (asked only where the tensor-core backward may run: CUDA and CPU).</summary>
+    private static bool Aligned16<TElem>(Accelerator accelerator, in BwdBuffers<TElem> b) where TElem : unmanaged
+    {
+        if (accelerator.AcceleratorType is not (AcceleratorType.Cuda or AcceleratorType.CPU)) return false;
+        return Aligned(b.Q.Cast<byte>()) && Aligned(b.K.Cast<byte>()) && Aligned(b.V.Cast<byte>()) && Aligned(b.DO.Cast<byte>());
+
+        static bool Aligned(ArrayView<byte> view)
+            => view.IsValid && view.Length > 0 && (view.LoadEffectiveAddressAsPtr().ToInt64() & 15) == 0;
     }
 
     public static void Launch<TElem, TCodec>(Accelerator accelerator, LaunchOptions options, in BwdParams p, in BwdBuffers<TElem> buffers)
@@ -34,7 +47,7 @@ internal static class BackwardLauncher
     {
         var cache = KernelCache.For(accelerator);
         var disk = options.DiskCache;
-        var plan = Plan(accelerator, p, buffers);
+        var plan = Plan<TElem, TCodec>(accelerator, options, p, buffers);
         var a = BwdArgs.From(p);
         a.F.TileQ = plan.Shape.TileQ;
         a.F.TileK = plan.Shape.TileK;
@@ -79,7 +92,16 @@ internal static class BackwardLauncher
                 rowDot(accelerator.DefaultStream, KernelCache.Linear(accelerator, rowsTotal), b.O, b.DO, seq, dvec.View, a);
             }
 
-            if (plan.QueryGrid.X > 0)
+            if (plan.TensorCore is not null)
+            {
+                var tcBias = bias.Cast<ushort>();
+                if (plan.Gather is { GatherBias: true } && b.Bias.IsValid && b.Bias.Length > 0)
+                    tcBias = KeyGatherKernel.GatherBias(accelerator, ref a.F, b.Bias, seq, disk).Cast<ushort>();
+                TcBackwardLauncher.Execute(accelerator, plan, a, new TcBwdBuffers(
+                    b.Q.Cast<ushort>(), b.K.Cast<ushort>(), b.V.Cast<ushort>(), b.DO.Cast<ushort>(), tcBias, mask, lse, dvec.View, seq,
+                    b.DQ.Cast<ushort>(), dkh.View, dvh.View, dbs.View), disk);
+            }
+            else if (plan.QueryGrid.X > 0)
             {
                 var qk = cache.GetOrAdd(("bwd-query", typeof(TElem), typeof(TCodec)),
                     acc => CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<TElem>, ArrayView<TElem>, ArrayView<TElem>,
@@ -88,7 +110,7 @@ internal static class BackwardLauncher
                 qk(accelerator.DefaultStream, Config(plan.QueryGrid, group, plan.QuerySharedBytes),
                     b.Q, b.K, b.V, b.DO, bias, mask, lse, dvec.View, seq, b.DQ, a);
             }
-            if (plan.KeyGrid.X > 0)
+            if (plan.TensorCore is null && plan.KeyGrid.X > 0)
             {
                 var kk = cache.GetOrAdd(("bwd-key", typeof(TElem), typeof(TCodec)),
                     acc => CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<TElem>, ArrayView<TElem>, ArrayView<TElem>,

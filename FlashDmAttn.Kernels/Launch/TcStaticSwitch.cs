@@ -32,6 +32,10 @@ internal static class TcStaticSwitch
             TcShape.D128R64Gather => Causal<TE, Hd128R64Gather, TV, TResult>(s, v),
             TcShape.D192 => Causal<TE, Hd192, TV, TResult>(s, v),
             TcShape.D256 => Causal<TE, Hd256, TV, TResult>(s, v),
+            TcShape.D32Bwd => Causal<TE, Hd32Bwd, TV, TResult>(s, v),
+            TcShape.D64Bwd => Causal<TE, Hd64Bwd, TV, TResult>(s, v),
+            TcShape.D96Bwd => Causal<TE, Hd96Bwd, TV, TResult>(s, v),
+            TcShape.D128Bwd => Causal<TE, Hd128Bwd, TV, TResult>(s, v),
             _ => throw new ArgumentOutOfRangeException(nameof(s), s.Shape, "unknown tensor-core shape"),
         };
 

@@ -12,7 +12,14 @@ namespace FlashDmAttn.Kernels.Planning;
 /// </summary>
 internal sealed record BackwardPlan
 {
+    /// <summary>The portable kernels' tiles and group (used when <see cref="TensorCore"/> is null).</summary>
     public required PortableShape Shape { get; init; }
+
+    /// <summary>The tensor-core backward's specialization (<see cref="TcBackwardKernels"/>), or null for the portable kernels.</summary>
+    public TcKernelSpec? TensorCore { get; init; }
+
+    /// <summary>Threads per group of the kernels the plan launches.</summary>
+    public int GroupSize => TensorCore is null ? Shape.GroupSize : TcBackwardKernels.Threads;
     public GatherPlan? Gather { get; init; }
 
     /// <summary>Grids in groups of (query tiles | key tiles, batch·heads along y then z); zero when there is nothing to do.</summary>
@@ -41,42 +48,92 @@ internal sealed record BackwardPlan
             DBiasMode.Rows => ", dbias 0 (a bias broadcast over keys shifts a row's scores alike: softmax ignores it)",
             _ => "",
         };
-        return $"portable backward {Shape.TileQ}x{Shape.TileK}; dq grid {QueryGrid.X}x{QueryGrid.Y}x{QueryGrid.Z}, " +
-               $"dk/dv grid {KeyGrid.X}x{KeyGrid.Y}x{KeyGrid.Z} of {Shape.GroupSize}, {QuerySharedBytes}/{KeySharedBytes} B shared{gather}{db}; {Reason}";
+        string kernels = TensorCore is { } tc
+            ? $"tensor-core backward {tc} 64x64"
+            : $"portable backward {Shape.TileQ}x{Shape.TileK}";
+        return $"{kernels}; dq grid {QueryGrid.X}x{QueryGrid.Y}x{QueryGrid.Z}, " +
+               $"dk/dv grid {KeyGrid.X}x{KeyGrid.Y}x{KeyGrid.Z} of {GroupSize}, {QuerySharedBytes}/{KeySharedBytes} B shared{gather}{db}; {Reason}";
     }
 }
 
 /// <summary>
-/// Turns a validated backward problem into a <see cref="BackwardPlan"/>, a pure function of its arguments. Every
-/// problem takes the portable backward today (deterministic by construction: no atomics).
+/// Turns a validated backward problem into a <see cref="BackwardPlan"/>, a pure function of its arguments: the
+/// tensor-core backward where it covers the problem on the device (bf16/fp16, D ≤ 128, 16-byte aligned rows), else
+/// the portable one, with the reason. Both are deterministic by construction (no atomics).
 /// </summary>
 internal static class BackwardPlanner
 {
-    public static BackwardPlan Plan(in BwdParams p, BufferFacts facts, DeviceInfo device)
+    public static BackwardPlan Plan(in BwdParams p, BufferFacts facts, DeviceInfo device, LaunchOptions? options = null)
     {
         var f = p.Forward;
         var gather = ForwardPlanner.PlanGather(f, facts.SeqInfoLength);
         var shape = ShapeFor(device, f.HeadDim, Math.Max(f.SeqQ, f.SeqK));
+        string? refusal = TensorCoreRefusal(p, facts, device, options ?? LaunchOptions.Default);
+        TcKernelSpec? spec = null;
+        int tileQ = shape.TileQ, tileK = shape.TileK;
+        int qBytes = PortableBackwardKernels.QueryBlockFloats(shape.TileQ, shape.TileK, f.HeadDim) * sizeof(float);
+        int kBytes = PortableBackwardKernels.KeyBlockFloats(shape.TileQ, shape.TileK, f.HeadDim) * sizeof(float);
+        string why = refusal ?? "";
+        if (refusal is null)
+        {
+            var tcShape = TcShapes.Backward(f.HeadDim);
+            // A scale ≤ 0 goes to the softcap specialization, as in the forward (scores scaled before use).
+            spec = new TcKernelSpec(facts.Elem == ElemKind.BFloat16 ? TcElemKind.Bf16 : TcElemKind.Fp16, tcShape,
+                f.Causal != 0, f.HasMask != 0 || gather is not null, f.HasBias != 0, f.Softcap > 0f || f.Scale <= 0f, false);
+            tileQ = tileK = TcBackwardTile.Rows;
+            (qBytes, kBytes) = TcBackwardShared(tcShape);
+            why = $"tensor-core: {facts.Elem} D={f.HeadDim}";
+        }
         long pairs = (long)f.Batch * f.Heads;
         int gridY = (int)Math.Min(pairs, TcBlockOrder.MaxGridYz), gridZ = gridY == 0 ? 0 : (int)((pairs + gridY - 1) / gridY);
-        int qx = (f.SeqQ + shape.TileQ - 1) / shape.TileQ, kx = (f.SeqK + shape.TileK - 1) / shape.TileK;
+        int qx = (f.SeqQ + tileQ - 1) / tileQ, kx = (f.SeqK + tileK - 1) / tileK;
         var mode = ModeOf(p);
         // Without keys the query-block kernel still writes dq = 0; without queries the key blocks' zeros come from the
         // cleared scratch.
         return new BackwardPlan
         {
             Shape = shape,
+            TensorCore = spec,
             Gather = gather,
             QueryGrid = gridY == 0 || qx == 0 ? (0, 0, 0) : (qx, gridY, gridZ),
             KeyGrid = gridY == 0 || qx == 0 || kx == 0 ? (0, 0, 0) : (kx, gridY, gridZ),
-            QuerySharedBytes = PortableBackwardKernels.QueryBlockFloats(shape.TileQ, shape.TileK, f.HeadDim) * sizeof(float),
-            KeySharedBytes = PortableBackwardKernels.KeyBlockFloats(shape.TileQ, shape.TileK, f.HeadDim) * sizeof(float),
+            QuerySharedBytes = qBytes,
+            KeySharedBytes = kBytes,
             DBias = mode,
             DbRows = DbRows(p, mode),
             DbCols = mode switch { DBiasMode.Keys => f.SeqK, DBiasMode.Rows => 1, _ => 0 },
             KeyScratch = KeyScratchOf(f),
-            Reason = "the backward has a portable kernel only (every accelerator, dtype and head dim)",
+            Reason = why,
         };
+    }
+
+    /// <summary>Shared bytes of the tensor-core backward's query-block and key-block kernels of a shape.</summary>
+    public static (int Query, int Key) TcBackwardShared(TcShape shape) => shape switch
+    {
+        TcShape.D32Bwd => (TcBackwardKernels.QuerySharedBytes<Hd32Bwd>(), TcBackwardKernels.KeySharedBytes<Hd32Bwd>()),
+        TcShape.D64Bwd => (TcBackwardKernels.QuerySharedBytes<Hd64Bwd>(), TcBackwardKernels.KeySharedBytes<Hd64Bwd>()),
+        TcShape.D96Bwd => (TcBackwardKernels.QuerySharedBytes<Hd96Bwd>(), TcBackwardKernels.KeySharedBytes<Hd96Bwd>()),
+        TcShape.D128Bwd => (TcBackwardKernels.QuerySharedBytes<Hd128Bwd>(), TcBackwardKernels.KeySharedBytes<Hd128Bwd>()),
+        _ => throw new ArgumentOutOfRangeException(nameof(shape), shape, "not a backward shape"),
+    };
+
+    /// <summary>Why the tensor-core backward cannot take this problem here, or null when it can: the forward's reasons
+    /// (dtype, device, alignment of q, k, v and dO, which <paramref name="facts"/> covers), its head dims, its shared
+    /// memory, and dO's strides.</summary>
+    public static string? TensorCoreRefusal(in BwdParams p, BufferFacts facts, DeviceInfo device, LaunchOptions options)
+    {
+        var f = p.Forward;
+        if (options.ForcePortable) return "portable: requested by the options";
+        if (facts.Elem == ElemKind.Float32) return "portable: fp32 has no tensor-core kernel (bf16 and fp16 have)";
+        if (Array.IndexOf(TcShapes.BackwardHeadDims, f.HeadDim) < 0)
+            return $"portable: head dim {f.HeadDim} has no tensor-core backward ({string.Join(", ", TcShapes.BackwardHeadDims)})";
+        var (qb, kb) = TcBackwardShared(TcShapes.Backward(f.HeadDim));
+        if (device.Type == AcceleratorType.Cuda && Math.Max(qb, kb) > device.OptInSharedBytes)
+            return $"portable: the D={f.HeadDim} tensor-core backward needs {Math.Max(qb, kb)} B of shared memory, the device allows {device.OptInSharedBytes} B";
+        if (((p.L.DoStrideB | p.L.DoStrideL | p.L.DoStrideH) & 7) != 0)
+            return "portable: a dO stride is not a multiple of 8 elements (rows must be 16-byte aligned for cp.async)";
+        string? forward = ForwardPlanner.TensorCoreRefusal(f, facts, device, options);
+        return forward?.Replace("tensor-core kernel", "tensor-core backward");
     }
 
     private static DBiasMode ModeOf(in BwdParams p)

@@ -1,3 +1,4 @@
+using FlashDmAttn.Kernels.Backward;
 using FlashDmAttn.Kernels.TensorCore;
 
 namespace FlashDmAttn.Kernels.Planning;
@@ -7,9 +8,10 @@ internal enum TcElemKind { Bf16, Fp16 }
 
 /// <summary>
 /// The tensor-core head-dim policies (<see cref="ITcHeadDim"/>): a head dim and its rows per group. The R64 shapes run
-/// 64 query rows per group (one m-tile per warp); the others 128 for D ≤ 128, 64 for D = 192 and 256.
+/// 64 query rows per group (one m-tile per warp); the others 128 for D ≤ 128, 64 for D = 192 and 256. The Bwd shapes
+/// are the backward kernels' (<see cref="TcBackwardKernels"/>).
 /// </summary>
-internal enum TcShape { D32, D32R64, D64, D64R64, D96, D96R64, D128, D128R64, D128R64Gather, D192, D256 }
+internal enum TcShape { D32, D32R64, D64, D64R64, D96, D96R64, D128, D128R64, D128R64Gather, D192, D256, D32Bwd, D64Bwd, D96Bwd, D128Bwd }
 
 /// <summary>
 /// One compiled tensor-core kernel: element type, head-dim policy and the features compiled in (the static switch).
@@ -53,6 +55,10 @@ internal static class TcShapes
     public static string Name(TcShape shape) => shape switch
     {
         TcShape.D128R64Gather => "d128r64-gather",
+        TcShape.D32Bwd => "d32-bwd",
+        TcShape.D64Bwd => "d64-bwd",
+        TcShape.D96Bwd => "d96-bwd",
+        TcShape.D128Bwd => "d128-bwd",
         _ => shape.ToString().ToLowerInvariant(),
     };
 
@@ -71,6 +77,19 @@ internal static class TcShapes
         _ => Math.Max(SharedBytes(For(headDim, false, false), true), SharedBytes(For(headDim, true, false), true)),
     };
 
+    /// <summary>Head dims with a tensor-core backward (the others take the portable one).</summary>
+    public static readonly int[] BackwardHeadDims = [32, 64, 96, 128];
+
+    /// <summary>The backward's shape for a head dim in <see cref="BackwardHeadDims"/>.</summary>
+    public static TcShape Backward(int headDim) => headDim switch
+    {
+        32 => TcShape.D32Bwd,
+        64 => TcShape.D64Bwd,
+        96 => TcShape.D96Bwd,
+        128 => TcShape.D128Bwd,
+        _ => throw new ArgumentOutOfRangeException(nameof(headDim), headDim, "no tensor-core backward policy"),
+    };
+
     private readonly record struct Facts(int D, int Rows, int Bc, int Tune, int Shared, int SharedBias);
 
     private static Facts Of(TcShape shape) => shape switch
@@ -86,6 +105,10 @@ internal static class TcShapes
         TcShape.D128R64Gather => Get<Hd128R64Gather>(),
         TcShape.D192 => Get<Hd192>(),
         TcShape.D256 => Get<Hd256>(),
+        TcShape.D32Bwd => Get<Hd32Bwd>(),
+        TcShape.D64Bwd => Get<Hd64Bwd>(),
+        TcShape.D96Bwd => Get<Hd96Bwd>(),
+        TcShape.D128Bwd => Get<Hd128Bwd>(),
         _ => throw new ArgumentOutOfRangeException(nameof(shape)),
     };
 

@@ -212,6 +212,14 @@ internal static class Ptx
         return new U4(x[0], x[1], x[2], x[3]);
     }
 
+    /// <summary>st.shared.u32 through a 32-bit shared-window byte address (4-byte aligned).</summary>
+    [IntrinsicImplementation]
+    public static unsafe void StSharedU32(uint addr, uint value) => *(uint*)CpuShared(addr) = value;
+
+    /// <summary>ld.shared.u32 through a 32-bit shared-window byte address (4-byte aligned).</summary>
+    [IntrinsicImplementation]
+    public static unsafe uint LdSharedU32(uint addr) => *(uint*)CpuShared(addr);
+
     // ---------------- cp.async ----------------
     /// <summary>cp.async.cg.shared.global 16 bytes with src-size: copies srcBytes (0 or 16) bytes, zero-fills the rest.
     /// With srcBytes = 0 nothing is read from gaddr. CPU twin: synchronous copy.</summary>
@@ -260,6 +268,8 @@ internal static class PtxIntrinsics
         Reg(nameof(Ptx.LdGlobalNcV4U32), nameof(PtxGen.LdGlobalNcV4U32));
         Reg(nameof(Ptx.LdGlobalNcV2U32), nameof(PtxGen.LdGlobalNcV2U32));
         Reg(nameof(Ptx.LdSharedV4U32), nameof(PtxGen.LdSharedV4U32));
+        Reg(nameof(Ptx.StSharedU32), nameof(PtxGen.StSharedU32));
+        Reg(nameof(Ptx.LdSharedU32), nameof(PtxGen.LdSharedU32));
         Reg(nameof(Ptx.CpAsyncCommit), nameof(PtxGen.Commit));
         Reg(nameof(Ptx.CpAsyncWait), nameof(PtxGen.Wait));
         return builder;
@@ -393,6 +403,18 @@ internal static class PtxGen
         cmd.AppendArgumentValue(a);
         cmd.AppendArgument(v);
     }
+
+    public static void StSharedU32(PTXBackend backend, PTXCodeGenerator cg, Value value)
+    {
+        var call = (MethodCall)value;
+        var a = Hw(cg, cg.Load(call[0]));
+        var v = Hw(cg, cg.Load(call[1]));
+        using var cmd = cg.BeginCommand("st.shared.u32");
+        cmd.AppendArgumentValue(a);
+        cmd.AppendArgument(v);
+    }
+
+    public static void LdSharedU32(PTXBackend backend, PTXCodeGenerator cg, Value value) => LdGlobal(cg, value, "ld.shared.u32");
 
     private static void LdGlobal(PTXCodeGenerator cg, Value value, string instr)
     {

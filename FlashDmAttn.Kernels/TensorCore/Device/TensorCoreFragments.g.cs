@@ -648,4 +648,168 @@ internal static class Frag
         if (THd.D > 248) o.O31 = new F4(o.O31.X * a + x.O31.X * c, o.O31.Y * a + x.O31.Y * c, o.O31.Z * b + x.O31.Z * d, o.O31.W * b + x.O31.W * d);
         return o;
     }
+
+    /// <summary>Backward: P = 2^(s·c − m) per element in fp32 (the forward's exponent without the row sums; m = +∞ for a row with no visible key gives 0).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static SAcc Probs<THd>(SAcc s, float c, float ma, float mb) where THd : struct, ITcHeadDim
+    {
+        if (THd.Bc > 0) s.S0 = new F4(Ptx.Ex2(s.S0.X * c - ma), Ptx.Ex2(s.S0.Y * c - ma), Ptx.Ex2(s.S0.Z * c - mb), Ptx.Ex2(s.S0.W * c - mb));
+        if (THd.Bc > 8) s.S1 = new F4(Ptx.Ex2(s.S1.X * c - ma), Ptx.Ex2(s.S1.Y * c - ma), Ptx.Ex2(s.S1.Z * c - mb), Ptx.Ex2(s.S1.W * c - mb));
+        if (THd.Bc > 16) s.S2 = new F4(Ptx.Ex2(s.S2.X * c - ma), Ptx.Ex2(s.S2.Y * c - ma), Ptx.Ex2(s.S2.Z * c - mb), Ptx.Ex2(s.S2.W * c - mb));
+        if (THd.Bc > 24) s.S3 = new F4(Ptx.Ex2(s.S3.X * c - ma), Ptx.Ex2(s.S3.Y * c - ma), Ptx.Ex2(s.S3.Z * c - mb), Ptx.Ex2(s.S3.W * c - mb));
+        if (THd.Bc > 32) s.S4 = new F4(Ptx.Ex2(s.S4.X * c - ma), Ptx.Ex2(s.S4.Y * c - ma), Ptx.Ex2(s.S4.Z * c - mb), Ptx.Ex2(s.S4.W * c - mb));
+        if (THd.Bc > 40) s.S5 = new F4(Ptx.Ex2(s.S5.X * c - ma), Ptx.Ex2(s.S5.Y * c - ma), Ptx.Ex2(s.S5.Z * c - mb), Ptx.Ex2(s.S5.W * c - mb));
+        if (THd.Bc > 48) s.S6 = new F4(Ptx.Ex2(s.S6.X * c - ma), Ptx.Ex2(s.S6.Y * c - ma), Ptx.Ex2(s.S6.Z * c - mb), Ptx.Ex2(s.S6.W * c - mb));
+        if (THd.Bc > 56) s.S7 = new F4(Ptx.Ex2(s.S7.X * c - ma), Ptx.Ex2(s.S7.Y * c - ma), Ptx.Ex2(s.S7.Z * c - mb), Ptx.Ex2(s.S7.W * c - mb));
+        return s;
+    }
+
+    /// <summary>Backward: dS = P∘(dP − D) per element (da, db: D of the lane's rows g and g + 8); an element whose P is 0 gives 0 whatever dP is.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static SAcc ScoreGrad<THd>(SAcc pr, SAcc dp, float da, float db) where THd : struct, ITcHeadDim
+    {
+        if (THd.Bc > 0) dp.S0 = new F4(TcScore.Grad(pr.S0.X, dp.S0.X, da), TcScore.Grad(pr.S0.Y, dp.S0.Y, da), TcScore.Grad(pr.S0.Z, dp.S0.Z, db), TcScore.Grad(pr.S0.W, dp.S0.W, db));
+        if (THd.Bc > 8) dp.S1 = new F4(TcScore.Grad(pr.S1.X, dp.S1.X, da), TcScore.Grad(pr.S1.Y, dp.S1.Y, da), TcScore.Grad(pr.S1.Z, dp.S1.Z, db), TcScore.Grad(pr.S1.W, dp.S1.W, db));
+        if (THd.Bc > 16) dp.S2 = new F4(TcScore.Grad(pr.S2.X, dp.S2.X, da), TcScore.Grad(pr.S2.Y, dp.S2.Y, da), TcScore.Grad(pr.S2.Z, dp.S2.Z, db), TcScore.Grad(pr.S2.W, dp.S2.W, db));
+        if (THd.Bc > 24) dp.S3 = new F4(TcScore.Grad(pr.S3.X, dp.S3.X, da), TcScore.Grad(pr.S3.Y, dp.S3.Y, da), TcScore.Grad(pr.S3.Z, dp.S3.Z, db), TcScore.Grad(pr.S3.W, dp.S3.W, db));
+        if (THd.Bc > 32) dp.S4 = new F4(TcScore.Grad(pr.S4.X, dp.S4.X, da), TcScore.Grad(pr.S4.Y, dp.S4.Y, da), TcScore.Grad(pr.S4.Z, dp.S4.Z, db), TcScore.Grad(pr.S4.W, dp.S4.W, db));
+        if (THd.Bc > 40) dp.S5 = new F4(TcScore.Grad(pr.S5.X, dp.S5.X, da), TcScore.Grad(pr.S5.Y, dp.S5.Y, da), TcScore.Grad(pr.S5.Z, dp.S5.Z, db), TcScore.Grad(pr.S5.W, dp.S5.W, db));
+        if (THd.Bc > 48) dp.S6 = new F4(TcScore.Grad(pr.S6.X, dp.S6.X, da), TcScore.Grad(pr.S6.Y, dp.S6.Y, da), TcScore.Grad(pr.S6.Z, dp.S6.Z, db), TcScore.Grad(pr.S6.W, dp.S6.W, db));
+        if (THd.Bc > 56) dp.S7 = new F4(TcScore.Grad(pr.S7.X, dp.S7.X, da), TcScore.Grad(pr.S7.Y, dp.S7.Y, da), TcScore.Grad(pr.S7.Z, dp.S7.Z, db), TcScore.Grad(pr.S7.W, dp.S7.W, db));
+        return dp;
+    }
+
+    /// <summary>Backward under softcap: the score's slope scale·(1 − tanh²(dot·scale/cap)) per element from the raw dot products (cap ≤ 0: the scale).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static SAcc CapSlope<THd>(SAcc s, float scale, float cap) where THd : struct, ITcHeadDim
+    {
+        if (THd.Bc > 0) s.S0 = new F4(TcScore.Slope(s.S0.X, scale, cap), TcScore.Slope(s.S0.Y, scale, cap), TcScore.Slope(s.S0.Z, scale, cap), TcScore.Slope(s.S0.W, scale, cap));
+        if (THd.Bc > 8) s.S1 = new F4(TcScore.Slope(s.S1.X, scale, cap), TcScore.Slope(s.S1.Y, scale, cap), TcScore.Slope(s.S1.Z, scale, cap), TcScore.Slope(s.S1.W, scale, cap));
+        if (THd.Bc > 16) s.S2 = new F4(TcScore.Slope(s.S2.X, scale, cap), TcScore.Slope(s.S2.Y, scale, cap), TcScore.Slope(s.S2.Z, scale, cap), TcScore.Slope(s.S2.W, scale, cap));
+        if (THd.Bc > 24) s.S3 = new F4(TcScore.Slope(s.S3.X, scale, cap), TcScore.Slope(s.S3.Y, scale, cap), TcScore.Slope(s.S3.Z, scale, cap), TcScore.Slope(s.S3.W, scale, cap));
+        if (THd.Bc > 32) s.S4 = new F4(TcScore.Slope(s.S4.X, scale, cap), TcScore.Slope(s.S4.Y, scale, cap), TcScore.Slope(s.S4.Z, scale, cap), TcScore.Slope(s.S4.W, scale, cap));
+        if (THd.Bc > 40) s.S5 = new F4(TcScore.Slope(s.S5.X, scale, cap), TcScore.Slope(s.S5.Y, scale, cap), TcScore.Slope(s.S5.Z, scale, cap), TcScore.Slope(s.S5.W, scale, cap));
+        if (THd.Bc > 48) s.S6 = new F4(TcScore.Slope(s.S6.X, scale, cap), TcScore.Slope(s.S6.Y, scale, cap), TcScore.Slope(s.S6.Z, scale, cap), TcScore.Slope(s.S6.W, scale, cap));
+        if (THd.Bc > 56) s.S7 = new F4(TcScore.Slope(s.S7.X, scale, cap), TcScore.Slope(s.S7.Y, scale, cap), TcScore.Slope(s.S7.Z, scale, cap), TcScore.Slope(s.S7.W, scale, cap));
+        return s;
+    }
+
+    /// <summary>Element-wise product of two score tiles.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static SAcc Mul<THd>(SAcc a, SAcc b) where THd : struct, ITcHeadDim
+    {
+        if (THd.Bc > 0) a.S0 = new F4(a.S0.X * b.S0.X, a.S0.Y * b.S0.Y, a.S0.Z * b.S0.Z, a.S0.W * b.S0.W);
+        if (THd.Bc > 8) a.S1 = new F4(a.S1.X * b.S1.X, a.S1.Y * b.S1.Y, a.S1.Z * b.S1.Z, a.S1.W * b.S1.W);
+        if (THd.Bc > 16) a.S2 = new F4(a.S2.X * b.S2.X, a.S2.Y * b.S2.Y, a.S2.Z * b.S2.Z, a.S2.W * b.S2.W);
+        if (THd.Bc > 24) a.S3 = new F4(a.S3.X * b.S3.X, a.S3.Y * b.S3.Y, a.S3.Z * b.S3.Z, a.S3.W * b.S3.W);
+        if (THd.Bc > 32) a.S4 = new F4(a.S4.X * b.S4.X, a.S4.Y * b.S4.Y, a.S4.Z * b.S4.Z, a.S4.W * b.S4.W);
+        if (THd.Bc > 40) a.S5 = new F4(a.S5.X * b.S5.X, a.S5.Y * b.S5.Y, a.S5.Z * b.S5.Z, a.S5.W * b.S5.W);
+        if (THd.Bc > 48) a.S6 = new F4(a.S6.X * b.S6.X, a.S6.Y * b.S6.Y, a.S6.Z * b.S6.Z, a.S6.W * b.S6.W);
+        if (THd.Bc > 56) a.S7 = new F4(a.S7.X * b.S7.X, a.S7.Y * b.S7.Y, a.S7.Z * b.S7.Z, a.S7.W * b.S7.W);
+        return a;
+    }
+
+    /// <summary>Backward: a score tile times <paramref name="mul"/> as 16-bit A fragments (the forward's P packing), one per 16-key k step.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static PFrag PackA<TE, THd>(SAcc s, float mul) where TE : struct, ITcElem where THd : struct, ITcHeadDim
+    {
+        PFrag p = default;
+        if (THd.Bc > 0) p.P0 = new U4(TE.Pack(s.S0.X * mul, s.S0.Y * mul), TE.Pack(s.S0.Z * mul, s.S0.W * mul), TE.Pack(s.S1.X * mul, s.S1.Y * mul), TE.Pack(s.S1.Z * mul, s.S1.W * mul));
+        if (THd.Bc > 16) p.P1 = new U4(TE.Pack(s.S2.X * mul, s.S2.Y * mul), TE.Pack(s.S2.Z * mul, s.S2.W * mul), TE.Pack(s.S3.X * mul, s.S3.Y * mul), TE.Pack(s.S3.Z * mul, s.S3.W * mul));
+        if (THd.Bc > 32) p.P2 = new U4(TE.Pack(s.S4.X * mul, s.S4.Y * mul), TE.Pack(s.S4.Z * mul, s.S4.W * mul), TE.Pack(s.S5.X * mul, s.S5.Y * mul), TE.Pack(s.S5.Z * mul, s.S5.W * mul));
+        if (THd.Bc > 48) p.P3 = new U4(TE.Pack(s.S6.X * mul, s.S6.Y * mul), TE.Pack(s.S6.Z * mul, s.S6.W * mul), TE.Pack(s.S7.X * mul, s.S7.Y * mul), TE.Pack(s.S7.Z * mul, s.S7.W * mul));
+        return p;
+    }
+
+    /// <summary>Backward: a score tile times <paramref name="mul"/> packed to 16 bits into a shared tile: this lane's pair of n-tile j at addrA + 16j (row g) and addrB + 16j (row g + 8).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void StoreShared<TE, THd>(SAcc s, uint addrA, uint addrB, float mul) where TE : struct, ITcElem where THd : struct, ITcHeadDim
+    {
+        if (THd.Bc > 0) { Ptx.StSharedU32(addrA + 0u, TE.Pack(s.S0.X * mul, s.S0.Y * mul)); Ptx.StSharedU32(addrB + 0u, TE.Pack(s.S0.Z * mul, s.S0.W * mul)); }
+        if (THd.Bc > 8) { Ptx.StSharedU32(addrA + 16u, TE.Pack(s.S1.X * mul, s.S1.Y * mul)); Ptx.StSharedU32(addrB + 16u, TE.Pack(s.S1.Z * mul, s.S1.W * mul)); }
+        if (THd.Bc > 16) { Ptx.StSharedU32(addrA + 32u, TE.Pack(s.S2.X * mul, s.S2.Y * mul)); Ptx.StSharedU32(addrB + 32u, TE.Pack(s.S2.Z * mul, s.S2.W * mul)); }
+        if (THd.Bc > 24) { Ptx.StSharedU32(addrA + 48u, TE.Pack(s.S3.X * mul, s.S3.Y * mul)); Ptx.StSharedU32(addrB + 48u, TE.Pack(s.S3.Z * mul, s.S3.W * mul)); }
+        if (THd.Bc > 32) { Ptx.StSharedU32(addrA + 64u, TE.Pack(s.S4.X * mul, s.S4.Y * mul)); Ptx.StSharedU32(addrB + 64u, TE.Pack(s.S4.Z * mul, s.S4.W * mul)); }
+        if (THd.Bc > 40) { Ptx.StSharedU32(addrA + 80u, TE.Pack(s.S5.X * mul, s.S5.Y * mul)); Ptx.StSharedU32(addrB + 80u, TE.Pack(s.S5.Z * mul, s.S5.W * mul)); }
+        if (THd.Bc > 48) { Ptx.StSharedU32(addrA + 96u, TE.Pack(s.S6.X * mul, s.S6.Y * mul)); Ptx.StSharedU32(addrB + 96u, TE.Pack(s.S6.Z * mul, s.S6.W * mul)); }
+        if (THd.Bc > 56) { Ptx.StSharedU32(addrA + 112u, TE.Pack(s.S7.X * mul, s.S7.Y * mul)); Ptx.StSharedU32(addrB + 112u, TE.Pack(s.S7.Z * mul, s.S7.W * mul)); }
+    }
+
+    /// <summary>Backward: Aᵀ fragments of a shared tile stored by <see cref="StoreShared{TE, THd}"/> (rows = the product's k dim), by ldmatrix.x4.trans; addr = this lane's row address of k step 0, kStep = bytes per 16 rows.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static PFrag LoadAT<THd>(uint addr, uint kStep) where THd : struct, ITcHeadDim
+    {
+        PFrag p = default;
+        if (THd.Bc > 0) p.P0 = Ptx.LdMatrixX4Trans(addr + 0u * kStep);
+        if (THd.Bc > 16) p.P1 = Ptx.LdMatrixX4Trans(addr + 1u * kStep);
+        if (THd.Bc > 32) p.P2 = Ptx.LdMatrixX4Trans(addr + 2u * kStep);
+        if (THd.Bc > 48) p.P3 = Ptx.LdMatrixX4Trans(addr + 3u * kStep);
+        return p;
+    }
+
+    /// <summary>Backward: the column sums of this warp's 16 rows of a score tile (rows g and g + 8, then over g by shuffles); lanes with g = 0 store key 2j + u of their columns as fp32 at addr + 8j + 4u.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void ColumnSums<THd>(SAcc s, uint addr, bool store) where THd : struct, ITcHeadDim
+    {
+        if (THd.Bc > 0) { float x = TcScore.SumOverRows(s.S0.X + s.S0.Z), y = TcScore.SumOverRows(s.S0.Y + s.S0.W); if (store) { Ptx.StSharedU32(addr + 0u, Interop.FloatAsInt(x)); Ptx.StSharedU32(addr + 4u, Interop.FloatAsInt(y)); } }
+        if (THd.Bc > 8) { float x = TcScore.SumOverRows(s.S1.X + s.S1.Z), y = TcScore.SumOverRows(s.S1.Y + s.S1.W); if (store) { Ptx.StSharedU32(addr + 8u, Interop.FloatAsInt(x)); Ptx.StSharedU32(addr + 12u, Interop.FloatAsInt(y)); } }
+        if (THd.Bc > 16) { float x = TcScore.SumOverRows(s.S2.X + s.S2.Z), y = TcScore.SumOverRows(s.S2.Y + s.S2.W); if (store) { Ptx.StSharedU32(addr + 16u, Interop.FloatAsInt(x)); Ptx.StSharedU32(addr + 20u, Interop.FloatAsInt(y)); } }
+        if (THd.Bc > 24) { float x = TcScore.SumOverRows(s.S3.X + s.S3.Z), y = TcScore.SumOverRows(s.S3.Y + s.S3.W); if (store) { Ptx.StSharedU32(addr + 24u, Interop.FloatAsInt(x)); Ptx.StSharedU32(addr + 28u, Interop.FloatAsInt(y)); } }
+        if (THd.Bc > 32) { float x = TcScore.SumOverRows(s.S4.X + s.S4.Z), y = TcScore.SumOverRows(s.S4.Y + s.S4.W); if (store) { Ptx.StSharedU32(addr + 32u, Interop.FloatAsInt(x)); Ptx.StSharedU32(addr + 36u, Interop.FloatAsInt(y)); } }
+        if (THd.Bc > 40) { float x = TcScore.SumOverRows(s.S5.X + s.S5.Z), y = TcScore.SumOverRows(s.S5.Y + s.S5.W); if (store) { Ptx.StSharedU32(addr + 40u, Interop.FloatAsInt(x)); Ptx.StSharedU32(addr + 44u, Interop.FloatAsInt(y)); } }
+        if (THd.Bc > 48) { float x = TcScore.SumOverRows(s.S6.X + s.S6.Z), y = TcScore.SumOverRows(s.S6.Y + s.S6.W); if (store) { Ptx.StSharedU32(addr + 48u, Interop.FloatAsInt(x)); Ptx.StSharedU32(addr + 52u, Interop.FloatAsInt(y)); } }
+        if (THd.Bc > 56) { float x = TcScore.SumOverRows(s.S7.X + s.S7.Z), y = TcScore.SumOverRows(s.S7.Y + s.S7.W); if (store) { Ptx.StSharedU32(addr + 56u, Interop.FloatAsInt(x)); Ptx.StSharedU32(addr + 60u, Interop.FloatAsInt(y)); } }
+    }
+
+    /// <summary>Backward: this lane's two rows of an fp32 tile into dst at offA/offB + 8j + 2t (offsets include 2·(lane % 4)).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void StoreF32<THd>(OAcc o, ArrayView<float> dst, long offA, long offB, bool okA, bool okB) where THd : struct, ITcHeadDim
+    {
+        if (THd.D > 0) { if (okA) { dst[offA + 0] = o.O0.X; dst[offA + 1] = o.O0.Y; } if (okB) { dst[offB + 0] = o.O0.Z; dst[offB + 1] = o.O0.W; } }
+        if (THd.D > 8) { if (okA) { dst[offA + 8] = o.O1.X; dst[offA + 9] = o.O1.Y; } if (okB) { dst[offB + 8] = o.O1.Z; dst[offB + 9] = o.O1.W; } }
+        if (THd.D > 16) { if (okA) { dst[offA + 16] = o.O2.X; dst[offA + 17] = o.O2.Y; } if (okB) { dst[offB + 16] = o.O2.Z; dst[offB + 17] = o.O2.W; } }
+        if (THd.D > 24) { if (okA) { dst[offA + 24] = o.O3.X; dst[offA + 25] = o.O3.Y; } if (okB) { dst[offB + 24] = o.O3.Z; dst[offB + 25] = o.O3.W; } }
+        if (THd.D > 32) { if (okA) { dst[offA + 32] = o.O4.X; dst[offA + 33] = o.O4.Y; } if (okB) { dst[offB + 32] = o.O4.Z; dst[offB + 33] = o.O4.W; } }
+        if (THd.D > 40) { if (okA) { dst[offA + 40] = o.O5.X; dst[offA + 41] = o.O5.Y; } if (okB) { dst[offB + 40] = o.O5.Z; dst[offB + 41] = o.O5.W; } }
+        if (THd.D > 48) { if (okA) { dst[offA + 48] = o.O6.X; dst[offA + 49] = o.O6.Y; } if (okB) { dst[offB + 48] = o.O6.Z; dst[offB + 49] = o.O6.W; } }
+        if (THd.D > 56) { if (okA) { dst[offA + 56] = o.O7.X; dst[offA + 57] = o.O7.Y; } if (okB) { dst[offB + 56] = o.O7.Z; dst[offB + 57] = o.O7.W; } }
+        if (THd.D > 64) { if (okA) { dst[offA + 64] = o.O8.X; dst[offA + 65] = o.O8.Y; } if (okB) { dst[offB + 64] = o.O8.Z; dst[offB + 65] = o.O8.W; } }
+        if (THd.D > 72) { if (okA) { dst[offA + 72] = o.O9.X; dst[offA + 73] = o.O9.Y; } if (okB) { dst[offB + 72] = o.O9.Z; dst[offB + 73] = o.O9.W; } }
+        if (THd.D > 80) { if (okA) { dst[offA + 80] = o.O10.X; dst[offA + 81] = o.O10.Y; } if (okB) { dst[offB + 80] = o.O10.Z; dst[offB + 81] = o.O10.W; } }
+        if (THd.D > 88) { if (okA) { dst[offA + 88] = o.O11.X; dst[offA + 89] = o.O11.Y; } if (okB) { dst[offB + 88] = o.O11.Z; dst[offB + 89] = o.O11.W; } }
+        if (THd.D > 96) { if (okA) { dst[offA + 96] = o.O12.X; dst[offA + 97] = o.O12.Y; } if (okB) { dst[offB + 96] = o.O12.Z; dst[offB + 97] = o.O12.W; } }
+        if (THd.D > 104) { if (okA) { dst[offA + 104] = o.O13.X; dst[offA + 105] = o.O13.Y; } if (okB) { dst[offB + 104] = o.O13.Z; dst[offB + 105] = o.O13.W; } }
+        if (THd.D > 112) { if (okA) { dst[offA + 112] = o.O14.X; dst[offA + 113] = o.O14.Y; } if (okB) { dst[offB + 112] = o.O14.Z; dst[offB + 113] = o.O14.W; } }
+        if (THd.D > 120) { if (okA) { dst[offA + 120] = o.O15.X; dst[offA + 121] = o.O15.Y; } if (okB) { dst[offB + 120] = o.O15.Z; dst[offB + 121] = o.O15.W; } }
+        if (THd.D > 128) { if (okA) { dst[offA + 128] = o.O16.X; dst[offA + 129] = o.O16.Y; } if (okB) { dst[offB + 128] = o.O16.Z; dst[offB + 129] = o.O16.W; } }
+        if (THd.D > 136) { if (okA) { dst[offA + 136] = o.O17.X; dst[offA + 137] = o.O17.Y; } if (okB) { dst[offB + 136] = o.O17.Z; dst[offB + 137] = o.O17.W; } }
+        if (THd.D > 144) { if (okA) { dst[offA + 144] = o.O18.X; dst[offA + 145] = o.O18.Y; } if (okB) { dst[offB + 144] = o.O18.Z; dst[offB + 145] = o.O18.W; } }
+        if (THd.D > 152) { if (okA) { dst[offA + 152] = o.O19.X; dst[offA + 153] = o.O19.Y; } if (okB) { dst[offB + 152] = o.O19.Z; dst[offB + 153] = o.O19.W; } }
+        if (THd.D > 160) { if (okA) { dst[offA + 160] = o.O20.X; dst[offA + 161] = o.O20.Y; } if (okB) { dst[offB + 160] = o.O20.Z; dst[offB + 161] = o.O20.W; } }
+        if (THd.D > 168) { if (okA) { dst[offA + 168] = o.O21.X; dst[offA + 169] = o.O21.Y; } if (okB) { dst[offB + 168] = o.O21.Z; dst[offB + 169] = o.O21.W; } }
+        if (THd.D > 176) { if (okA) { dst[offA + 176] = o.O22.X; dst[offA + 177] = o.O22.Y; } if (okB) { dst[offB + 176] = o.O22.Z; dst[offB + 177] = o.O22.W; } }
+        if (THd.D > 184) { if (okA) { dst[offA + 184] = o.O23.X; dst[offA + 185] = o.O23.Y; } if (okB) { dst[offB + 184] = o.O23.Z; dst[offB + 185] = o.O23.W; } }
+        if (THd.D > 192) { if (okA) { dst[offA + 192] = o.O24.X; dst[offA + 193] = o.O24.Y; } if (okB) { dst[offB + 192] = o.O24.Z; dst[offB + 193] = o.O24.W; } }
+        if (THd.D > 200) { if (okA) { dst[offA + 200] = o.O25.X; dst[offA + 201] = o.O25.Y; } if (okB) { dst[offB + 200] = o.O25.Z; dst[offB + 201] = o.O25.W; } }
+        if (THd.D > 208) { if (okA) { dst[offA + 208] = o.O26.X; dst[offA + 209] = o.O26.Y; } if (okB) { dst[offB + 208] = o.O26.Z; dst[offB + 209] = o.O26.W; } }
+        if (THd.D > 216) { if (okA) { dst[offA + 216] = o.O27.X; dst[offA + 217] = o.O27.Y; } if (okB) { dst[offB + 216] = o.O27.Z; dst[offB + 217] = o.O27.W; } }
+        if (THd.D > 224) { if (okA) { dst[offA + 224] = o.O28.X; dst[offA + 225] = o.O28.Y; } if (okB) { dst[offB + 224] = o.O28.Z; dst[offB + 225] = o.O28.W; } }
+        if (THd.D > 232) { if (okA) { dst[offA + 232] = o.O29.X; dst[offA + 233] = o.O29.Y; } if (okB) { dst[offB + 232] = o.O29.Z; dst[offB + 233] = o.O29.W; } }
+        if (THd.D > 240) { if (okA) { dst[offA + 240] = o.O30.X; dst[offA + 241] = o.O30.Y; } if (okB) { dst[offB + 240] = o.O30.Z; dst[offB + 241] = o.O30.W; } }
+        if (THd.D > 248) { if (okA) { dst[offA + 248] = o.O31.X; dst[offA + 249] = o.O31.Y; } if (okB) { dst[offB + 248] = o.O31.Z; dst[offB + 249] = o.O31.W; } }
+    }
+
+    /// <summary>Backward: this lane's elements of a score tile (fp32) to dst: row A at offA, row B at offB, key 2j + u at + 2j + u (TcKeyOrder: the lane's keys of a row are contiguous); okA/okB rows, nKeys: keys from the lane's first that exist.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void StoreScoresF32<THd>(SAcc s, ArrayView<float> dst, long offA, long offB, bool okA, bool okB, int nKeys) where THd : struct, ITcHeadDim
+    {
+        if (THd.Bc > 0) { if (okA && 0 < nKeys) dst[offA + 0] = s.S0.X; if (okA && 1 < nKeys) dst[offA + 1] = s.S0.Y; if (okB && 0 < nKeys) dst[offB + 0] = s.S0.Z; if (okB && 1 < nKeys) dst[offB + 1] = s.S0.W; }
+        if (THd.Bc > 8) { if (okA && 2 < nKeys) dst[offA + 2] = s.S1.X; if (okA && 3 < nKeys) dst[offA + 3] = s.S1.Y; if (okB && 2 < nKeys) dst[offB + 2] = s.S1.Z; if (okB && 3 < nKeys) dst[offB + 3] = s.S1.W; }
+        if (THd.Bc > 16) { if (okA && 4 < nKeys) dst[offA + 4] = s.S2.X; if (okA && 5 < nKeys) dst[offA + 5] = s.S2.Y; if (okB && 4 < nKeys) dst[offB + 4] = s.S2.Z; if (okB && 5 < nKeys) dst[offB + 5] = s.S2.W; }
+        if (THd.Bc > 24) { if (okA && 6 < nKeys) dst[offA + 6] = s.S3.X; if (okA && 7 < nKeys) dst[offA + 7] = s.S3.Y; if (okB && 6 < nKeys) dst[offB + 6] = s.S3.Z; if (okB && 7 < nKeys) dst[offB + 7] = s.S3.W; }
+        if (THd.Bc > 32) { if (okA && 8 < nKeys) dst[offA + 8] = s.S4.X; if (okA && 9 < nKeys) dst[offA + 9] = s.S4.Y; if (okB && 8 < nKeys) dst[offB + 8] = s.S4.Z; if (okB && 9 < nKeys) dst[offB + 9] = s.S4.W; }
+        if (THd.Bc > 40) { if (okA && 10 < nKeys) dst[offA + 10] = s.S5.X; if (okA && 11 < nKeys) dst[offA + 11] = s.S5.Y; if (okB && 10 < nKeys) dst[offB + 10] = s.S5.Z; if (okB && 11 < nKeys) dst[offB + 11] = s.S5.W; }
+        if (THd.Bc > 48) { if (okA && 12 < nKeys) dst[offA + 12] = s.S6.X; if (okA && 13 < nKeys) dst[offA + 13] = s.S6.Y; if (okB && 12 < nKeys) dst[offB + 12] = s.S6.Z; if (okB && 13 < nKeys) dst[offB + 13] = s.S6.W; }
+        if (THd.Bc > 56) { if (okA && 14 < nKeys) dst[offA + 14] = s.S7.X; if (okA && 15 < nKeys) dst[offA + 15] = s.S7.Y; if (okB && 14 < nKeys) dst[offB + 14] = s.S7.Z; if (okB && 15 < nKeys) dst[offB + 15] = s.S7.W; }
+    }
 }

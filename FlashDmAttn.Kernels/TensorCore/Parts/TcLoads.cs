@@ -43,14 +43,23 @@ internal static class TcLoads
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void LoadQ<THd>(in KernelArgs p, in BlockInfo blk, ulong qG, uint qS, int q0, int rows, int tileRows, int h, int tid)
         where THd : struct, ITcHeadDim
+        => LoadRows<THd>(p.QStrideB, p.QStrideL, p.QStrideH, blk, qG, qS, q0, rows, tileRows, h, tid);
+
+    /// <summary>
+    /// <see cref="LoadQ{THd}"/> for any tensor in q's layout (the backward's dO) with its own strides (elements).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void LoadRows<THd>(long strideB, long strideL, long strideH, in BlockInfo blk, ulong qG, uint qS, int q0, int rows,
+        int tileRows, int h, int tid)
+        where THd : struct, ITcHeadDim
     {
         int cpr = THd.D / 8;
         if (Threads % cpr == 0)
         {
             int step = Threads / cpr;
             int r = tid / cpr, c = tid - r * cpr;
-            ulong src = qG + (ulong)(blk.QOffset(p.QStrideB, p.QStrideL, p.QStrideH, q0 + r, h) * 2 + c * 16);
-            ulong srcStep = (ulong)(step * p.QStrideL * 2);
+            ulong src = qG + (ulong)(blk.QOffset(strideB, strideL, strideH, q0 + r, h) * 2 + c * 16);
+            ulong srcStep = (ulong)(step * strideL * 2);
             uint dst = qS + (uint)(r * THd.RowBytes + c * 16);
             for (int i = 0; i < tileRows / step; i++)
             {
@@ -67,7 +76,7 @@ internal static class TcLoads
             int r = e / cpr, c = e - r * cpr;
             uint dst = qS + (uint)(r * THd.RowBytes + c * 16);
             if (r < rows)
-                Ptx.CpAsync16(dst, qG + (ulong)(blk.QOffset(p.QStrideB, p.QStrideL, p.QStrideH, q0 + r, h) * 2 + c * 16), 16u);
+                Ptx.CpAsync16(dst, qG + (ulong)(blk.QOffset(strideB, strideL, strideH, q0 + r, h) * 2 + c * 16), 16u);
             else
                 Ptx.CpAsync16(dst, qG, 0u);
         }

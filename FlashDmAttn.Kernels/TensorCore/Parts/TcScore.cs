@@ -53,6 +53,29 @@ internal static class TcScore
         return s * Log2E;
     }
 
+    /// <summary>Backward: dS = P·(dP − D); 0 where P is 0 (a select, so an unread dP never reaches the gradient).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Grad(float pr, float dp, float d) => pr != 0f ? pr * (dp - d) : 0f;
+
+    /// <summary>Backward: d(score)/d(dot) before the bias, scale·(1 − tanh²(dot·scale/cap)); the scale without softcap.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Slope(float dot, float scale, float cap)
+    {
+        if (cap <= 0f) return scale;
+        float t = XMath.Tanh(dot * scale / cap);
+        return scale * (1f - t * t);
+    }
+
+    /// <summary>Backward: the sum of a value over the 8 lanes of a warp that share lane % 4 (the rows g of a fragment).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float SumOverRows(float x)
+    {
+        x += Warp.ShuffleXor(x, 4);
+        x += Warp.ShuffleXor(x, 8);
+        x += Warp.ShuffleXor(x, 16);
+        return x;
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float Lo<TE>(uint w) where TE : struct, ITcElem => TE.LoToFloat(w);
 

@@ -102,6 +102,13 @@ internal readonly struct Hd96R64 : ITcHeadDim { public static int D => 96; publi
 internal readonly struct Hd128R64 : ITcHeadDim { public static int D => 128; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (128 + 8) * 2; public static int Mt => 1; public static int Tune => TcTune.LateBits | TcTune.SkipRescale; }
 internal readonly struct Hd128R64Gather : ITcHeadDim { public static int D => 128; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (128 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
 
+// The backward's shapes (TcBackwardKernels): 64 query rows × 64 keys per tile, one m-tile per warp, every operand read from
+// shared memory (Q, dO and K change roles between the products), no tune bits.
+internal readonly struct Hd32Bwd : ITcHeadDim { public static int D => 32; public static int Bc => 64; public static bool QInRegs => false; public static int RowBytes => (32 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
+internal readonly struct Hd64Bwd : ITcHeadDim { public static int D => 64; public static int Bc => 64; public static bool QInRegs => false; public static int RowBytes => (64 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
+internal readonly struct Hd96Bwd : ITcHeadDim { public static int D => 96; public static int Bc => 64; public static bool QInRegs => false; public static int RowBytes => (96 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
+internal readonly struct Hd128Bwd : ITcHeadDim { public static int D => 128; public static int Bc => 64; public static bool QInRegs => false; public static int RowBytes => (128 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
+
 /// <summary>A compile-time boolean (FlashAttention's static_switch): kernels specialise on these, branches fold away.</summary>
 internal interface IStaticBool { static abstract bool V { get; } }
 internal readonly struct On : IStaticBool { public static bool V => true; }

@@ -1,0 +1,287 @@
+using ILGPU;
+using FlashDmAttn.Kernels.Forward;
+using FlashDmAttn.Kernels.TensorCore;
+
+namespace FlashDmAttn.Kernels.Backward;
+
+/// <summary>
+/// The tensor-core backward (mma.sync m16n8k16, bf16/fp16 in, fp32 accumulate), FlashAttention-2's algorithm in the
+/// two passes of <see cref="PortableBackwardKernels"/> (no atomics: deterministic), built from the forward's device
+/// parts: tile loads (<see cref="TcLoads"/>), visibility and score (<see cref="TcBackwardTile"/>), the fragment
+/// products (<see cref="Frag"/>). Tiles are 64 query rows × 64 keys; a group is 4 warps, each owning 16 query rows of
+/// the score tile. Products of the form Xᵀ·Y (dV = Pᵀ·dO, dK = dSᵀ·Q) store X as 16-bit in shared memory and read its
+/// transpose with ldmatrix.trans, then run the forward's P·V product with Y in the place of V.
+/// Grid: (tiles, Batch·Heads along y then z), group <see cref="Threads"/>.
+/// </summary>
+internal static class TcBackwardKernels
+{
+    public const int Threads = TensorCoreForwardKernel.Threads;
+
+    private const int Rows = TcBackwardTile.Rows;
+
+    /// <summary>Key-block kernel: K and V of the block, Q and dO of the query tile, P and dS tiles, column sums.</summary>
+    public static int KeySharedBytes<THd>() where THd : struct, ITcHeadDim
+        => (2 * THd.Bc + 2 * Rows) * THd.RowBytes + 2 * Rows * TcBackwardTile.ScoreRowBytes + 4 * 4 * THd.Bc;
+
+    /// <summary>Query-block kernel: Q and dO of the block, double-buffered K and V tiles.</summary>
+    public static int QuerySharedBytes<THd>() where THd : struct, ITcHeadDim
+        => (2 * Rows + 4 * THd.Bc) * THd.RowBytes;
+
+    /// <summary>(batch, head) of this group, or false for the empty part of the last z slice.</summary>
+    private static bool Pair(in KernelArgs p, out int b, out int h)
+    {
+        int bh = Grid.IdxZ * Grid.DimY + Grid.IdxY;
+        b = bh / (p.Heads > 0 ? p.Heads : 1);
+        h = bh - b * p.Heads;
+        return bh < p.Batch * p.Heads;
+    }
+
+    /// <summary>
+    /// dk and dv of 64 key slots for one (batch, query head), fp32, into the (B, SeqK, H, D) scratch (summed over a kv
+    /// head's query heads afterwards), walking the query tiles that can see the block; with a bias that has a key dim,
+    /// dS per element into the (B, H, SeqQ, SeqK) scratch, or its sums over the queries (DbRows = 1) into (B, H, 1, SeqK).
+    /// </summary>
+    public static void KeyBlock<TE, THd, TF>(
+        ArrayView<ushort> q, ArrayView<ushort> k, ArrayView<ushort> v, ArrayView<ushort> dO, ArrayView<ushort> bias,
+        ArrayView<byte> mask, ArrayView<float> lse, ArrayView<float> dvec, ArrayView<int> seqInfo,
+        ArrayView<float> dkh, ArrayView<float> dvh, ArrayView<float> dbias, BwdArgs a)
+        where TE : struct, ITcElem
+        where THd : struct, ITcHeadDim
+        where TF : struct, ITcFlags
+    {
+        var p = a.F;
+        if (!Pair(p, out int b, out int h)) return;
+        int hk = h / p.HeadGroup;
+        var blk = BlockInfo.Create(p, seqInfo, b);
+        bool causal = TF.Causal && p.Causal != 0;
+        bool hasMask = TF.Mask && p.HasMask != 0;
+        bool hasBias = TF.Bias && p.HasBias != 0;
+        bool gather = TF.Mask && p.GatherKeys != 0;
+        int gRow = blk.GatherRow(p, h);
+        int kEnd = blk.SeqK; // key slots of this sequence
+        if (gather) kEnd = BlockInfo.SlotsBelow(p, seqInfo, gRow, BlockInfo.KeySlots(p, seqInfo, gRow, 0), kEnd);
+        int k0 = Grid.IdxX * THd.Bc;
+        if (k0 >= kEnd) return; // uniform over the group
+
+        var smem = SharedMemory.GetDynamic<Chunk16>();
+        uint sBase = Ptx.SharedAddr(ref smem[0]);
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+        int rowBytes = THd.RowBytes;
+        uint kS = sBase, vS = kS + (uint)(THd.Bc * rowBytes);
+        uint qS = vS + (uint)(THd.Bc * rowBytes), doS = qS + (uint)(Rows * rowBytes);
+        uint pS = doS + (uint)(Rows * rowBytes), dsS = pS + (uint)(Rows * TcBackwardTile.ScoreRowBytes);
+        uint colS = dsS + (uint)(Rows * TcBackwardTile.ScoreRowBytes); // 4 warps × Bc column sums (fp32)
+
+        ulong qG = Ptx.GlobalAddr(ref q[0]), kG = Ptx.GlobalAddr(ref k[0]), vG = Ptx.GlobalAddr(ref v[0]);
+        ulong doG = Ptx.GlobalAddr(ref dO[0]);
+        ulong biasG = hasBias ? Ptx.GlobalAddr(ref bias[0]) : 0ul;
+        ulong maskG = hasMask ? Ptx.GlobalAddrB(ref mask[0]) : 0ul;
+        bool maskVec = hasMask && p.MaskElemBytes == 1 && ((p.MaskStrideB | p.MaskStrideH | p.MaskStrideQ) & 1) == 0 && (maskG & 1ul) == 0;
+
+        // The block's K and V (slot order of TcKeyOrder), once.
+        TcLoads.LoadKv<THd>(p, blk, seqInfo, kG, vG, kS, vS, k0, kEnd, hk, tid, gRow, false, 0);
+        Ptx.CpAsyncCommit();
+
+        bool capOn = TF.Softcap && p.Softcap > 0f;
+        bool dbKeys = TF.Bias && a.DBias == (int)DBiasMode.Keys;
+        bool dbSums = dbKeys && a.DbRows == 1;
+        int col0 = TcKeyOrder.LaneKey0(THd.Bc, t);
+        uint qLane = qS + (uint)((warp * 16 + (lane & 15)) * rowBytes + (lane >> 4) * 16);
+        uint doLane = qLane - qS + doS;
+        uint kLaneOff = (uint)((((lane >> 4) << 3) + (lane & 7)) * rowBytes + ((lane >> 3) & 1) * 16);
+        uint vLaneOff = (uint)(((((lane >> 3) & 1) << 3) + (lane & 7)) * rowBytes + (lane >> 4) * 16);
+        // This lane's pairs of rows g and g + 8 in the score tiles, and its row of the transposed loads: matrix
+        // i = lane / 8 covers query rows 8·(i / 2) … and key columns 16·warp + 8·(i % 2) ….
+        uint sLane = (uint)((warp * 16 + g) * TcBackwardTile.ScoreRowBytes + 4 * t);
+        uint tLane = (uint)(((lane & 7) + 8 * ((lane >> 3) >> 1)) * TcBackwardTile.ScoreRowBytes + 2 * (16 * warp + 8 * ((lane >> 3) & 1)));
+        uint kStep = (uint)(16 * TcBackwardTile.ScoreRowBytes);
+        uint rowB = (uint)(8 * TcBackwardTile.ScoreRowBytes);
+
+        // Causal: the first query row that sees the block's first key (bottom-right aligned band).
+        int jFirst = gather ? BlockInfo.KeyAt(p, seqInfo, gRow, k0) : k0;
+        int iStart = causal ? jFirst - (blk.SeqK - blk.SeqQ) : 0;
+        if (iStart < 0) iStart = 0;
+
+        OAcc2 dK = default, dV = default;
+        float colAcc = 0f; // threads tid < Bc: the block's key tid summed over the query tiles (DbRows = 1)
+        for (int i0 = iStart; i0 < blk.SeqQ; i0 += Rows)
+        {
+            int rows = blk.SeqQ - i0 < Rows ? blk.SeqQ - i0 : Rows;
+            int rA = i0 + warp * 16 + g;
+            uint bits = TcBackwardTile.Bits<THd, TF>(p, blk, seqInfo, mask, gRow, b, h, rA, k0, kEnd, col0, causal, hasMask, gather, maskG, maskVec);
+            // Also the barrier after which every warp is done with the previous tile's shared Q, dO, P and dS.
+            if (!Group.BarrierOr(bits != 0u)) continue; // nothing visible: Q, dO and the bias of the tile are never read
+
+            TcLoads.LoadQ<THd>(p, blk, qG, qS, i0, rows, Rows, h, tid);
+            TcLoads.LoadRows<THd>(a.L.DoStrideB, a.L.DoStrideL, a.L.DoStrideH, blk, doG, doS, i0, rows, Rows, h, tid);
+            Ptx.CpAsyncCommit();
+            TcBackwardTile.RowState<TE>(a, lse, dvec, mask, bias, blk, b, h, rA, out float mA, out float dA);
+            TcBackwardTile.RowState<TE>(a, lse, dvec, mask, bias, blk, b, h, rA + 8, out float mB, out float dB);
+            var sa = TcScore.Args(p, blk, biasG, b, h, rA, hasBias);
+            sa.Col0 = k0 + col0;
+            Ptx.CpAsyncWait(0);
+            Group.Barrier();
+
+            // P (fp32, and 16-bit into shared memory), dP = dO·Vᵀ, dS = P∘(dP − D).
+            SAcc s = Frag.QkSmem2<TE, THd>(qLane, 0u, kS + kLaneOff).A;
+            SAcc slope = capOn ? Frag.CapSlope<THd>(s, p.Scale, p.Softcap) : default;
+            SAcc pr = TcBackwardTile.Probabilities<TE, THd, TF>(s, bits, sa, hasBias, mA, mB);
+            Frag.StoreShared<TE, THd>(pr, pS + sLane, pS + sLane + rowB, 1f);
+            SAcc ds = Frag.ScoreGrad<THd>(pr, Frag.QkSmem2<TE, THd>(doLane, 0u, vS + kLaneOff).A, dA, dB);
+
+            // The bias gradient is dS itself: per element, or summed over this tile's rows.
+            if (dbSums)
+            {
+                Frag.ColumnSums<THd>(ds, colS + (uint)(warp * 4 * THd.Bc + 4 * col0), g == 0);
+            }
+            else if (dbKeys)
+            {
+                long at = ((long)b * p.Heads + h) * p.SeqQ;
+                Frag.StoreScoresF32<THd>(ds, dbias, (at + rA) * p.SeqK + k0 + col0, (at + rA + 8) * p.SeqK + k0 + col0,
+                    rA < blk.SeqQ, rA + 8 < blk.SeqQ, kEnd - k0 - col0);
+            }
+            // dS·slope, the gradient of the dot product, for dK.
+            if (capOn) Frag.StoreShared<TE, THd>(Frag.Mul<THd>(ds, slope), dsS + sLane, dsS + sLane + rowB, 1f);
+            else Frag.StoreShared<TE, THd>(ds, dsS + sLane, dsS + sLane + rowB, p.Scale);
+            Group.Barrier();
+
+            if (dbSums && tid < THd.Bc)
+            {
+                for (int w = 0; w < Threads / 32; w++)
+                    colAcc += Interop.IntAsFloat(Ptx.LdSharedU32(colS + (uint)(w * 4 * THd.Bc + 4 * tid)));
+            }
+            // dV += Pᵀ·dO and dK += (dS·slope)ᵀ·Q for the warp's 16 keys.
+            dV = Frag.Pv2<TE, THd>(dV, Frag.LoadAT<THd>(pS + tLane, kStep), default, doS + vLaneOff);
+            dK = Frag.Pv2<TE, THd>(dK, Frag.LoadAT<THd>(dsS + tLane, kStep), default, qS + vLaneOff);
+        }
+        Ptx.CpAsyncWait(0); // K and V of a block no query tile sees
+
+        // The warp's key columns 16·warp + g and + 8 hold slots k0 + KeyOfColumn(column).
+        int sA = k0 + TcKeyOrder.KeyOfColumn(THd.Bc, warp * 16 + g), sB = k0 + TcKeyOrder.KeyOfColumn(THd.Bc, warp * 16 + g + 8);
+        bool okA = sA < kEnd, okB = sB < kEnd;
+        int jA = okA ? BlockInfo.KeyAt(p, seqInfo, gRow, sA) : 0, jB = okB ? BlockInfo.KeyAt(p, seqInfo, gRow, sB) : 0;
+        long offA = (((long)b * p.SeqK + jA) * p.Heads + h) * THd.D + 2 * t;
+        long offB = (((long)b * p.SeqK + jB) * p.Heads + h) * THd.D + 2 * t;
+        Frag.StoreF32<THd>(dK.A, dkh, offA, offB, okA, okB);
+        Frag.StoreF32<THd>(dV.A, dvh, offA, offB, okA, okB);
+        if (dbSums && tid < THd.Bc && k0 + tid < kEnd)
+            dbias[((long)b * p.Heads + h) * p.SeqK + BlockInfo.KeyAt(p, seqInfo, gRow, k0 + tid)] = colAcc;
+    }
+
+    /// <summary>dq of 64 query rows of one (batch, head), walking the key tiles they can see: the forward's loop with
+    /// dS·K in the place of P·V.</summary>
+    public static void QueryBlock<TE, THd, TF>(
+        ArrayView<ushort> q, ArrayView<ushort> k, ArrayView<ushort> v, ArrayView<ushort> dO, ArrayView<ushort> bias,
+        ArrayView<byte> mask, ArrayView<float> lse, ArrayView<float> dvec, ArrayView<int> seqInfo,
+        ArrayView<ushort> dq, BwdArgs a)
+        where TE : struct, ITcElem
+        where THd : struct, ITcHeadDim
+        where TF : struct, ITcFlags
+    {
+        var p = a.F;
+        if (!Pair(p, out int b, out int h)) return;
+        int hk = h / p.HeadGroup;
+        var blk = BlockInfo.Create(p, seqInfo, b);
+        int i0 = Grid.IdxX * Rows;
+        if (i0 >= blk.SeqQ) return; // uniform over the group
+        int rows = blk.SeqQ - i0 < Rows ? blk.SeqQ - i0 : Rows;
+        bool causal = TF.Causal && p.Causal != 0;
+        bool hasMask = TF.Mask && p.HasMask != 0;
+        bool hasBias = TF.Bias && p.HasBias != 0;
+        bool gather = TF.Mask && p.GatherKeys != 0;
+        int gRow = blk.GatherRow(p, h);
+
+        var smem = SharedMemory.GetDynamic<Chunk16>();
+        uint sBase = Ptx.SharedAddr(ref smem[0]);
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+        int rowBytes = THd.RowBytes;
+        uint qS = sBase, doS = qS + (uint)(Rows * rowBytes), kv0 = doS + (uint)(Rows * rowBytes);
+        uint tileBytes = (uint)(THd.Bc * rowBytes);
+
+        ulong qG = Ptx.GlobalAddr(ref q[0]), kG = Ptx.GlobalAddr(ref k[0]), vG = Ptx.GlobalAddr(ref v[0]);
+        ulong doG = Ptx.GlobalAddr(ref dO[0]);
+        ulong biasG = hasBias ? Ptx.GlobalAddr(ref bias[0]) : 0ul;
+        ulong maskG = hasMask ? Ptx.GlobalAddrB(ref mask[0]) : 0ul;
+        bool maskVec = hasMask && p.MaskElemBytes == 1 && ((p.MaskStrideB | p.MaskStrideH | p.MaskStrideQ) & 1) == 0 && (maskG & 1ul) == 0;
+
+        TcLoads.LoadQ<THd>(p, blk, qG, qS, i0, rows, Rows, h, tid);
+        TcLoads.LoadRows<THd>(a.L.DoStrideB, a.L.DoStrideL, a.L.DoStrideH, blk, doG, doS, i0, rows, Rows, h, tid);
+        Ptx.CpAsyncCommit();
+
+        int kEnd = blk.KeyEnd(p, i0 + rows);
+        if (!causal) kEnd = blk.SeqK;
+        if (gather)
+        {
+            int slots = BlockInfo.KeySlots(p, seqInfo, gRow, 0);
+            kEnd = BlockInfo.SlotsBelow(p, seqInfo, gRow, slots, kEnd);
+        }
+        int nTiles = (kEnd + THd.Bc - 1) / THd.Bc;
+        int rA = i0 + warp * 16 + g;
+        int col0 = TcKeyOrder.LaneKey0(THd.Bc, t);
+        TcBackwardTile.RowState<TE>(a, lse, dvec, mask, bias, blk, b, h, rA, out float mA, out float dA);
+        TcBackwardTile.RowState<TE>(a, lse, dvec, mask, bias, blk, b, h, rA + 8, out float mB, out float dB);
+        var sa = TcScore.Args(p, blk, biasG, b, h, rA, hasBias);
+        bool capOn = TF.Softcap && p.Softcap > 0f;
+
+        // First tile with a visible element (without a mask every tile below nTiles has one).
+        int cur = 0;
+        uint curBits = 0u;
+        while (cur < nTiles)
+        {
+            curBits = TcBackwardTile.Bits<THd, TF>(p, blk, seqInfo, mask, gRow, b, h, rA, cur * THd.Bc, kEnd, col0, causal, hasMask, gather, maskG, maskVec);
+            if (!hasMask || Group.BarrierOr(curBits != 0u)) break;
+            cur++;
+        }
+        if (cur < nTiles)
+            TcLoads.LoadKv<THd>(p, blk, seqInfo, kG, vG, kv0, kv0 + tileBytes, cur * THd.Bc, kEnd, hk, tid, gRow, false, 0);
+        Ptx.CpAsyncCommit();
+
+        uint qLane = qS + (uint)((warp * 16 + (lane & 15)) * rowBytes + (lane >> 4) * 16);
+        uint doLane = qLane - qS + doS;
+        uint kLaneOff = (uint)((((lane >> 4) << 3) + (lane & 7)) * rowBytes + ((lane >> 3) & 1) * 16);
+        uint vLaneOff = (uint)(((((lane >> 3) & 1) << 3) + (lane & 7)) * rowBytes + (lane >> 4) * 16);
+        OAcc2 acc = default;
+        int buf = 0;
+        while (cur < nTiles)
+        {
+            // After the barrier tile cur is visible to every warp and every warp is done with the other buffer.
+            Ptx.CpAsyncWait(0);
+            Group.Barrier();
+            int nxt = cur + 1;
+            uint nxtBits = 0u;
+            while (nxt < nTiles)
+            {
+                nxtBits = TcBackwardTile.Bits<THd, TF>(p, blk, seqInfo, mask, gRow, b, h, rA, nxt * THd.Bc, kEnd, col0, causal, hasMask, gather, maskG, maskVec);
+                if (!hasMask || Group.BarrierOr(nxtBits != 0u)) break;
+                nxt++;
+            }
+            uint kCur = kv0 + (uint)buf * 2u * tileBytes;
+            uint kNxt = kv0 + (uint)(buf ^ 1) * 2u * tileBytes;
+            if (nxt < nTiles)
+                TcLoads.LoadKv<THd>(p, blk, seqInfo, kG, vG, kNxt, kNxt + tileBytes, nxt * THd.Bc, kEnd, hk, tid, gRow, false, 0);
+            Ptx.CpAsyncCommit();
+
+            sa.Col0 = cur * THd.Bc + col0;
+            SAcc s = Frag.QkSmem2<TE, THd>(qLane, 0u, kCur + kLaneOff).A;
+            SAcc slope = capOn ? Frag.CapSlope<THd>(s, p.Scale, p.Softcap) : default;
+            SAcc pr = TcBackwardTile.Probabilities<TE, THd, TF>(s, curBits, sa, hasBias, mA, mB);
+            SAcc ds = Frag.ScoreGrad<THd>(pr, Frag.QkSmem2<TE, THd>(doLane, 0u, kCur + tileBytes + kLaneOff).A, dA, dB);
+            // dQ += (dS·slope)·K: K's rows are the keys, as V's are in the forward's P·V.
+            PFrag dsA = capOn ? Frag.PackA<TE, THd>(Frag.Mul<THd>(ds, slope), 1f) : Frag.PackA<TE, THd>(ds, p.Scale);
+            acc = Frag.Pv2<TE, THd>(acc, dsA, default, kCur + vLaneOff);
+
+            cur = nxt;
+            curBits = nxtBits;
+            buf ^= 1;
+        }
+        Ptx.CpAsyncWait(0);
+
+        ulong dqG = Ptx.GlobalAddr(ref dq[0]);
+        bool vec = ((a.L.DqStrideB | a.L.DqStrideL | a.L.DqStrideH) & 1) == 0 && (dqG & 3ul) == 0;
+        bool okA = rA < blk.SeqQ, okB = rA + 8 < blk.SeqQ;
+        long oA = blk.QOffset(a.L.DqStrideB, a.L.DqStrideL, a.L.DqStrideH, rA, h) + 2 * t;
+        long oB = blk.QOffset(a.L.DqStrideB, a.L.DqStrideL, a.L.DqStrideH, rA + 8, h) + 2 * t;
+        if (vec) Frag.Store32<TE, THd>(acc.A, dqG + (ulong)(2 * oA), dqG + (ulong)(2 * oB), okA, okB, 1f, 1f);
+        else Frag.Store<TE, THd>(acc.A, dq, oA, oB, okA, okB, 1f, 1f);
+    }
+}

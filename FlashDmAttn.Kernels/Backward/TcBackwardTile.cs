@@ -1,0 +1,71 @@
+using System.Runtime.CompilerServices;
+using ILGPU;
+using FlashDmAttn.Kernels.Forward;
+using FlashDmAttn.Kernels.TensorCore;
+
+namespace FlashDmAttn.Kernels.Backward;
+
+/// <summary>
+/// The steps the tensor-core backward kernels share on one 64 × 64 tile, per lane: its two rows' state (the LSE in log2
+/// units and D = rowsum(dO∘O)), visibility bits, and the recomputed probabilities. Scores, visibility and the bias are
+/// the forward's tensor-core parts (<see cref="TcScore"/>, <see cref="TcVisibility"/>), so the gradient is the
+/// derivative of what the forward computed; fragment layouts are the forward's (row g and g + 8 of the warp's 16 rows,
+/// keys in <see cref="TcKeyOrder"/>).
+/// </summary>
+internal static class TcBackwardTile
+{
+    /// <summary>Query rows (and keys) per tile of the backward kernels.</summary>
+    public const int Rows = 64;
+
+    /// <summary>Row stride in bytes of a 16-bit score tile in shared memory (P, dS): 64 values + 16 bytes, an odd number
+    /// of 16-byte chunks, so the transposed ldmatrix rows are conflict-free.</summary>
+    public const int ScoreRowBytes = 2 * Rows + 16;
+
+    /// <summary>
+    /// Row r's LSE in log2 units (+∞ for a row past the sequence or one that sees no key: all its P are then 0, as
+    /// 2^(s − ∞) = 0 for every finite or −∞ score) and its D.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void RowState<TE>(in BwdArgs a, ArrayView<float> lse, ArrayView<float> dvec, ArrayView<byte> mask,
+        ArrayView<ushort> bias, in BlockInfo blk, int b, int h, int r, out float m2, out float d)
+        where TE : struct, ITcElem
+    {
+        m2 = float.PositiveInfinity;
+        d = 0f;
+        if (r >= blk.SeqQ) return;
+        float rowBias = a.L.HasRowBias != 0 ? TE.ToFloat(bias[BackwardTile.RowBiasIndex(a, b, h, r)]) : 0f;
+        float l = BackwardTile.RowLse(a, lse, mask, blk, b, h, r, rowBias);
+        if (l != float.NegativeInfinity) m2 = l * TcScore.Log2E;
+        d = dvec[BackwardTile.LseAt(a, blk, b, h, r)];
+    }
+
+    /// <summary>
+    /// Visibility bits (bit 4j + e, as in <see cref="TcScore.Tile{TE, THd, TF}"/>) of the lane's rows rA and rA + 8 for
+    /// the tile of keys (slots) from k0: the rows' limits (Lq, the key range, the causal band; gathered keys by rank)
+    /// and, with a mask, its bytes.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static uint Bits<THd, TF>(in KernelArgs p, in BlockInfo blk, ArrayView<int> seqInfo, ArrayView<byte> mask, int gRow,
+        int b, int h, int rA, int k0, int kEnd, int col0, bool causal, bool hasMask, bool gather, ulong maskG, bool maskVec)
+        where THd : struct, ITcHeadDim where TF : struct, ITcFlags
+    {
+        int limA = TcVisibility.RowLimit(p, blk, seqInfo, gRow, rA, kEnd, causal, gather);
+        int limB = TcVisibility.RowLimit(p, blk, seqInfo, gRow, rA + 8, kEnd, causal, gather);
+        if (!hasMask) return TcGeom.FromLimits(THd.Bc, k0 + col0, limA, limB);
+        return TcVisibility.TileBits<THd, TF>(p, blk, mask, k0, rA, MaskBias.MaskIndex(p, b, h, rA), MaskBias.MaskIndex(p, b, h, rA + 8),
+            col0, limA, limB, maskG, maskVec);
+    }
+
+    /// <summary>
+    /// P = exp(score − LSE) of the tile in fp32 from the raw dot products <paramref name="s"/>: the forward's score
+    /// (scale, softcap, bias; invisible elements −∞) in the log2 domain, then 2^(x − m) with the rows' LSE in log2 units
+    /// (<see cref="RowState{TE}"/>).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static SAcc Probabilities<TE, THd, TF>(SAcc s, uint bits, in ScoreArgs sa, bool hasBias, float mA, float mB)
+        where TE : struct, ITcElem where THd : struct, ITcHeadDim where TF : struct, ITcFlags
+    {
+        s = TcScore.Apply<TE, THd, TF>(s, bits, sa, false, hasBias, false, false, default, 0u, 0u);
+        return Frag.Probs<THd>(s, TcScore.Raw<TF>() ? sa.ScaleLog2 : 1f, mA, mB);
+    }
+}

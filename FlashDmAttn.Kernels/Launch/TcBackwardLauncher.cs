@@ -1,0 +1,83 @@
+using System.Reflection;
+using ILGPU;
+using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
+using FlashDmAttn.Kernels.Backward;
+using FlashDmAttn.Kernels.Caching;
+using FlashDmAttn.Kernels.Planning;
+using FlashDmAttn.Kernels.TensorCore;
+
+namespace FlashDmAttn.Kernels.Launch;
+
+/// <summary>The buffers of the tensor-core backward's two kernels (16-bit elements; scratch in fp32).</summary>
+internal readonly record struct TcBwdBuffers(
+    ArrayView<ushort> Q, ArrayView<ushort> K, ArrayView<ushort> V, ArrayView<ushort> DO, ArrayView<ushort> Bias,
+    ArrayView<byte> Mask, ArrayView<float> Lse, ArrayView<float> D, ArrayView<int> SeqInfo,
+    ArrayView<ushort> DQ, ArrayView<float> DKh, ArrayView<float> DVh, ArrayView<float> DBias);
+
+/// <summary>Loads the tensor-core backward's kernels by <see cref="TcKernelSpec"/> (through the disk cache) and runs
+/// them: the query-block kernel (dq), then the key-block kernel (dk, dv and the bias gradient into scratch).</summary>
+internal static class TcBackwardLauncher
+{
+    private delegate void KeyKernel(AcceleratorStream stream, KernelConfig config, ArrayView<ushort> q, ArrayView<ushort> k,
+        ArrayView<ushort> v, ArrayView<ushort> dO, ArrayView<ushort> bias, ArrayView<byte> mask, ArrayView<float> lse,
+        ArrayView<float> dvec, ArrayView<int> seqInfo, ArrayView<float> dkh, ArrayView<float> dvh, ArrayView<float> dbias, BwdArgs a);
+
+    private delegate void QueryKernel(AcceleratorStream stream, KernelConfig config, ArrayView<ushort> q, ArrayView<ushort> k,
+        ArrayView<ushort> v, ArrayView<ushort> dO, ArrayView<ushort> bias, ArrayView<byte> mask, ArrayView<float> lse,
+        ArrayView<float> dvec, ArrayView<int> seqInfo, ArrayView<ushort> dq, BwdArgs a);
+
+    /// <summary>The key-block kernel method of a specialization (PTX tests compile it by itself).</summary>
+    public static MethodInfo KeyMethod(TcKernelSpec spec) => TcStaticSwitch.Dispatch<KeyMethodVisitor, MethodInfo>(spec, default);
+
+    /// <summary>The query-block kernel method of a specialization.</summary>
+    public static MethodInfo QueryMethod(TcKernelSpec spec) => TcStaticSwitch.Dispatch<QueryMethodVisitor, MethodInfo>(spec, default);
+
+    private readonly struct KeyMethodVisitor : ITcKernelVisitor<MethodInfo>
+    {
+        public MethodInfo Visit<TE, THd, TF>() where TE : struct, ITcElem where THd : struct, ITcHeadDim where TF : struct, ITcFlags
+            => new Action<ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
+                ArrayView<byte>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>,
+                ArrayView<float>, BwdArgs>(TcBackwardKernels.KeyBlock<TE, THd, TF>).Method;
+    }
+
+    private readonly struct QueryMethodVisitor : ITcKernelVisitor<MethodInfo>
+    {
+        public MethodInfo Visit<TE, THd, TF>() where TE : struct, ITcElem where THd : struct, ITcHeadDim where TF : struct, ITcFlags
+            => new Action<ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
+                ArrayView<byte>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<ushort>,
+                BwdArgs>(TcBackwardKernels.QueryBlock<TE, THd, TF>).Method;
+    }
+
+    private static TDelegate Load<TDelegate>(Accelerator acc, KernelDiskCache? disk, MethodInfo method, int sharedBytes)
+        where TDelegate : Delegate
+    {
+        var kernel = CachedKernels.Load(acc, disk, method, TensorCoreLauncher.Specialization);
+        if (acc is CudaAccelerator && sharedBytes > 48 * 1024)
+            CudaDriver.AllowLargeSharedMemory((CudaKernel)kernel, sharedBytes);
+        return kernel.CreateLauncherDelegate<TDelegate>();
+    }
+
+    public static void Execute(Accelerator acc, BackwardPlan plan, in BwdArgs a, in TcBwdBuffers b, KernelDiskCache? disk)
+    {
+        var spec = plan.TensorCore!.Value;
+        var cache = KernelCache.For(acc);
+        if (plan.QueryGrid.X > 0)
+        {
+            int shared = plan.QuerySharedBytes;
+            var kernel = cache.GetOrAdd(("tc-bwd-query", spec), x => Load<QueryKernel>(x, disk, QueryMethod(spec), shared));
+            kernel(acc.DefaultStream, Config(plan.QueryGrid, shared), b.Q, b.K, b.V, b.DO, b.Bias, b.Mask, b.Lse, b.D, b.SeqInfo, b.DQ, a);
+        }
+        if (plan.KeyGrid.X > 0)
+        {
+            int shared = plan.KeySharedBytes;
+            var kernel = cache.GetOrAdd(("tc-bwd-key", spec), x => Load<KeyKernel>(x, disk, KeyMethod(spec), shared));
+            kernel(acc.DefaultStream, Config(plan.KeyGrid, shared), b.Q, b.K, b.V, b.DO, b.Bias, b.Mask, b.Lse, b.D, b.SeqInfo,
+                b.DKh, b.DVh, b.DBias, a);
+        }
+    }
+
+    private static KernelConfig Config((int X, int Y, int Z) grid, int sharedBytes)
+        => new(new Index3D(grid.X, grid.Y, grid.Z), new Index3D(TcBackwardKernels.Threads, 1, 1),
+            SharedMemoryConfig.RequestDynamic<Chunk16>(sharedBytes / 16));
+}

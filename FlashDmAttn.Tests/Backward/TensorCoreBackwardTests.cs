@@ -1,0 +1,87 @@
+using FlashDmAttn.Kernels.Planning;
+using FlashDmAttn.Tests.Support;
+using NUnit.Framework;
+
+namespace FlashDmAttn.Tests.Backward;
+
+/// <summary>Runs backward cases with the tensor-core backward forced onto a backend, asserting that it ran.</summary>
+internal static class TensorCoreBackwardRunner
+{
+    public static void Run(AttentionBackend backend, BackwardCase c)
+    {
+        var plans = new List<BackwardPlan>();
+        var recording = backend.WithLaunch(o => o with { TensorCoreOnCpu = true, BackwardObserver = plans.Add });
+        BackwardCaseRunner.Run(recording, c);
+        Assert.That(plans, Is.Not.Empty, $"{c}: no backward plan");
+        Assert.That(plans.All(p => p.TensorCore is not null), Is.True,
+            $"{c}: the tensor-core backward did not run ({string.Join("; ", plans.Select(p => p.Describe()))})");
+    }
+
+    private static TestCaseData Named(string prefix, BackwardCase c) => new TestCaseData(c).SetName($"{prefix} {c}");
+
+    /// <summary>
+    /// Small cases over the tensor-core backward's features: every head dim it has (32, 64, 96, 128) × bf16/fp16,
+    /// causal with Lq ≠ Lk both ways, GQA, every mask and bias broadcast form (per element, per key with gathered keys,
+    /// key dim 1), softcap, a negative scale, every entry point, strided inputs, lengths that are not tile multiples and
+    /// more than one tile.
+    /// </summary>
+    public static IEnumerable<TestCaseData> CpuCases()
+    {
+        BackwardCase[] cases =
+        [
+            new(new("bf16", 1, 20, 37, 1, 1, 32)),
+            new(new("fp16", 1, 33, 70, 4, 2, 64, Causal: true)),
+            new(new("bf16", 1, 70, 20, 2, 1, 128, Causal: true)),
+            new(new("fp16", 2, 19, 45, 2, 1, 96, MaskShape: [0, 0, 0, 0], BiasShape: [1, -1, 0, 0])),
+            new(new("bf16", 2, 17, 40, 2, 2, 64, MaskShape: [1, 1, 0, 0], MaskKind: MaskKind.Dtype, BiasShape: [0, 1, 1, 0], Softcap: 5f)),
+            new(new("fp16", 1, 70, 130, 2, 1, 32, Causal: true, MaskShape: [0, 0, 0, 0], BiasShape: [0, 0, 0, 0]), Deterministic: true),
+            new(new("bf16", 1, 20, 70, 1, 1, 64, Scale: -0.2f, Causal: true)),
+            new(new("bf16", 1, 12, 12, 2, 2, 32, Strided: true, Causal: true), CallerGrads: true),
+            new(new("fp16", 1, 12, 12, 2, 2, 32, Path: ApiPath.QkvPacked, MaskShape: [0, 0, 0, 0])),
+            new(new("bf16", 1, 12, 21, 4, 1, 64, Path: ApiPath.KvPacked, BiasShape: [0, 0, 0, 0])),
+            new(new("bf16", 3, 21, 40, 2, 1, 64, Causal: true, Path: ApiPath.Varlen, MaskShape: [0, 0, 0, 0])),
+            new(new("fp16", 3, 15, 45, 2, 2, 32, Path: ApiPath.Paged, PageSize: 16, BiasShape: [0, 0, 0, 0], Softcap: 3f)),
+            new(new("bf16", 1, 9, 30, 2, 2, 32, BiasShape: [0, 0, 0, 1], MaskShape: [0, 0, 0, 1])),
+            // Masks broadcast over queries: gathered keys, per-key bias, NaN in the K/V rows no query sees.
+            new(new("bf16", 2, 70, 150, 4, 2, 64, Causal: true, MaskShape: [0, 0, 1, 0], BiasShape: [0, 0, 1, 0]), NaNHiddenKeys: true),
+            new(new("fp16", 1, 33, 97, 2, 1, 128, MaskShape: [1, -1, 1, 0], BiasShape: [1, 1, 1, 0], Softcap: 4f), NaNHiddenKeys: true),
+            new(new("bf16", 3, 21, 60, 2, 2, 32, Causal: true, Path: ApiPath.Varlen, MaskShape: [0, 0, 1, 0], BiasShape: [0, 0, 1, 0])),
+        ];
+        return cases.Select(c => Named("TensorCoreBackward", c));
+    }
+
+    /// <summary>Larger shapes for the CUDA device: several query and key tiles, every head dim, all features.</summary>
+    public static IEnumerable<TestCaseData> GpuCases()
+    {
+        foreach (var dt in new[] { "bf16", "fp16" })
+        foreach (var d in new[] { 32, 64, 96, 128 })
+        {
+            yield return Named("TensorCoreBackwardGpu", new(new(dt, 2, 257, 300, 4, 2, d)));
+            yield return Named("TensorCoreBackwardGpu", new(new(dt, 2, 200, 333, 4, 1, d, Causal: true, MaskShape: [0, 0, 0, 0], BiasShape: [1, -1, 0, 0])));
+            yield return Named("TensorCoreBackwardGpu", new(new(dt, 1, 333, 130, 2, 2, d, Causal: true, MaskShape: [1, 1, 0, 0], MaskKind: MaskKind.Dtype, BiasShape: [0, 1, 1, 0], Softcap: 8f)));
+            yield return Named("TensorCoreBackwardGpu", new(new(dt, 2, 200, 256, 4, 2, d, Causal: true, MaskShape: [0, 0, 0, 0], BiasShape: [0, 0, 0, 0])));
+        }
+        yield return Named("TensorCoreBackwardGpu", new(new("bf16", 4, 190, 260, 4, 2, 128, Causal: true, Path: ApiPath.Varlen, MaskShape: [0, 0, 0, 0])));
+        yield return Named("TensorCoreBackwardGpu", new(new("fp16", 3, 150, 300, 4, 4, 64, Path: ApiPath.Paged, PageSize: 64, BiasShape: [0, 0, 0, 0])));
+        yield return Named("TensorCoreBackwardGpu", new(new("bf16", 2, 300, 520, 4, 2, 128, Causal: true, MaskShape: [0, 0, 1, 0], BiasShape: [0, 0, 1, 0]), NaNHiddenKeys: true));
+        yield return Named("TensorCoreBackwardGpu", new(new("fp16", 1, 260, 400, 4, 4, 64, MaskShape: [0, 0, 1, 0], BiasShape: [0, 0, 1, 0], Softcap: 6f)));
+        yield return Named("TensorCoreBackwardGpu", new(new("bf16", 1, 1, 1000, 8, 1, 128), CallerGrads: true));
+    }
+}
+
+/// <summary>The tensor-core backward's logic on ILGPU's CPU accelerator (warp size 32) through the intrinsics' portable
+/// twins, against the float64 reference.</summary>
+[TestFixture]
+public class TensorCoreBackwardCpuTests
+{
+    [TestCaseSource(typeof(TensorCoreBackwardRunner), nameof(TensorCoreBackwardRunner.CpuCases))]
+    public void MatchesFloat64Reference(BackwardCase c) => TensorCoreBackwardRunner.Run(TestBackends.Get("cpu"), c);
+}
+
+/// <summary>The tensor-core backward on the CUDA device, larger shapes.</summary>
+[CudaFixture("cuda")]
+public class TensorCoreBackwardGpuTests(string backendName)
+{
+    [TestCaseSource(typeof(TensorCoreBackwardRunner), nameof(TensorCoreBackwardRunner.GpuCases))]
+    public void MatchesFloat64Reference(BackwardCase c) => TensorCoreBackwardRunner.Run(TestBackends.Get(backendName), c);
+}
