@@ -46,6 +46,9 @@ internal struct BwdParams
 {
     public FwdParams Forward;
     public BwdLayout L;
+
+    /// <summary>The caller asked for bit-identical gradients from call to call (no atomics).</summary>
+    public bool Deterministic;
 }
 
 /// <summary>
@@ -59,6 +62,13 @@ internal struct BwdArgs
 
     /// <summary><see cref="DBiasMode"/>, and the scratch rows of mode Keys (1 or SeqQ).</summary>
     public int DBias, DbRows;
+
+    /// <summary>1: the tensor-core key-block kernel writes dS straight into the bias gradient (mode Keys, a bias with no
+    /// broadcast dim, fixed lengths); no scratch, no broadcast sums.</summary>
+    public int DbDirect;
+
+    /// <summary>1: the tensor-core key-block kernel adds dq up in an fp32 accumulator by atomics (not deterministic).</summary>
+    public int DqAtomic;
 
     public static BwdArgs From(in BwdParams p) => new() { F = KernelArgs.From(p.Forward), L = p.L };
 }

@@ -39,12 +39,13 @@ internal static class TcBackwardKernels
     /// <summary>
     /// dk and dv of 64 key slots for one (batch, query head), fp32, into the (B, SeqK, H, D) scratch (summed over a kv
     /// head's query heads afterwards), walking the query tiles that can see the block; with a bias that has a key dim,
-    /// dS per element into the (B, H, SeqQ, SeqK) scratch, or its sums over the queries (DbRows = 1) into (B, H, 1, SeqK).
+    /// dS per element into the (B, H, SeqQ, SeqK) scratch (or straight into the bias gradient, DbDirect), or its sums over
+    /// the queries (DbRows = 1) into (B, H, 1, SeqK); with DqAtomic also dq, added into the fp32 (B, SeqQ, H, D) accumulator.
     /// </summary>
     public static void KeyBlock<TE, THd, TF>(
         ArrayView<ushort> q, ArrayView<ushort> k, ArrayView<ushort> v, ArrayView<ushort> dO, ArrayView<ushort> bias,
         ArrayView<byte> mask, ArrayView<float> lse, ArrayView<float> dvec, ArrayView<int> seqInfo,
-        ArrayView<float> dkh, ArrayView<float> dvh, ArrayView<float> dbias, BwdArgs a)
+        ArrayView<float> dkh, ArrayView<float> dvh, ArrayView<float> dbias, ArrayView<ushort> dbiasOut, ArrayView<float> dqAcc, BwdArgs a)
         where TE : struct, ITcElem
         where THd : struct, ITcHeadDim
         where TF : struct, ITcFlags
@@ -85,6 +86,10 @@ internal static class TcBackwardKernels
         bool capOn = TF.Softcap && p.Softcap > 0f;
         bool dbKeys = TF.Bias && a.DBias == (int)DBiasMode.Keys;
         bool dbSums = dbKeys && a.DbRows == 1;
+        bool dbDirect = dbKeys && a.DbDirect != 0; // dS straight into the bias gradient, every element of the block's keys
+        ulong dbG = dbDirect ? Ptx.GlobalAddr(ref dbiasOut[0]) : 0ul;
+        bool dqAtomic = a.DqAtomic != 0; // dq += dS·K of each tile, added up in fp32 by atomics (the query-block kernel does not run)
+        ulong dqG = dqAtomic ? Ptx.GlobalAddrF(ref dqAcc[0]) : 0ul;
         int col0 = TcKeyOrder.LaneKey0(THd.Bc, t);
         uint qLane = qS + (uint)((warp * 16 + (lane & 15)) * rowBytes + (lane >> 4) * 16);
         uint doLane = qLane - qS + doS;
@@ -104,13 +109,18 @@ internal static class TcBackwardKernels
 
         OAcc2 dK = default, dV = default;
         float colAcc = 0f; // threads tid < Bc: the block's key tid summed over the query tiles (DbRows = 1)
-        for (int i0 = iStart; i0 < blk.SeqQ; i0 += Rows)
+        for (int i0 = dbDirect ? 0 : iStart; i0 < blk.SeqQ; i0 += Rows)
         {
             int rows = blk.SeqQ - i0 < Rows ? blk.SeqQ - i0 : Rows;
             int rA = i0 + warp * 16 + g;
             uint bits = TcBackwardTile.Bits<THd, TF>(p, blk, seqInfo, mask, gRow, b, h, rA, k0, kEnd, col0, causal, hasMask, gather, maskG, maskVec);
             // Also the barrier after which every warp is done with the previous tile's shared Q, dO, P and dS.
-            if (!Group.BarrierOr(bits != 0u)) continue; // nothing visible: Q, dO and the bias of the tile are never read
+            if (!Group.BarrierOr(bits != 0u))
+            {
+                // Nothing visible: Q, dO and the bias of the tile are never read; its bias gradient is 0.
+                if (dbDirect) StoreBiasGrad<TE, THd>(default, dbiasOut, dbG, a, b, h, rA, blk.SeqQ, k0 + col0, kEnd);
+                continue;
+            }
 
             TcLoads.LoadQ<THd>(p, blk, qG, qS, i0, rows, Rows, h, tid);
             TcLoads.LoadRows<THd>(a.L.DoStrideB, a.L.DoStrideL, a.L.DoStrideH, blk, doG, doS, i0, rows, Rows, h, tid);
@@ -134,15 +144,27 @@ internal static class TcBackwardKernels
             {
                 Frag.ColumnSums<THd>(ds, colS + (uint)(warp * 4 * THd.Bc + 4 * col0), g == 0);
             }
+            else if (dbDirect)
+            {
+                StoreBiasGrad<TE, THd>(ds, dbiasOut, dbG, a, b, h, rA, blk.SeqQ, k0 + col0, kEnd);
+            }
             else if (dbKeys)
             {
                 long at = ((long)b * p.Heads + h) * p.SeqQ;
                 Frag.StoreScoresF32<THd>(ds, dbias, (at + rA) * p.SeqK + k0 + col0, (at + rA + 8) * p.SeqK + k0 + col0,
                     rA < blk.SeqQ, rA + 8 < blk.SeqQ, kEnd - k0 - col0);
             }
-            // dS·slope, the gradient of the dot product, for dK.
-            if (capOn) Frag.StoreShared<TE, THd>(Frag.Mul<THd>(ds, slope), dsS + sLane, dsS + sLane + rowB, 1f);
-            else Frag.StoreShared<TE, THd>(ds, dsS + sLane, dsS + sLane + rowB, p.Scale);
+            // dS·slope, the gradient of the dot product, for dK (and dq).
+            if (capOn) ds = Frag.Mul<THd>(ds, slope);
+            float dsMul = capOn ? 1f : p.Scale;
+            Frag.StoreShared<TE, THd>(ds, dsS + sLane, dsS + sLane + rowB, dsMul);
+            if (dqAtomic)
+            {
+                // dQ of the warp's 16 rows += (dS·slope)·K: K's rows are the keys, as V's are in the forward's P·V.
+                OAcc2 dq = Frag.Pv2<TE, THd>(default, Frag.PackA<TE, THd>(ds, dsMul), default, kS + vLaneOff);
+                long rowA = (((long)b * p.SeqQ + rA) * p.Heads + h) * THd.D + 2 * t;
+                Frag.RedAdd<THd>(dq.A, dqG + (ulong)(4 * rowA), dqG + (ulong)(4 * (rowA + 8L * p.Heads * THd.D)), rA < blk.SeqQ, rA + 8 < blk.SeqQ);
+            }
             Group.Barrier();
 
             if (dbSums && tid < THd.Bc)
@@ -166,6 +188,26 @@ internal static class TcBackwardKernels
         Frag.StoreF32<THd>(dV.A, dvh, offA, offB, okA, okB);
         if (dbSums && tid < THd.Bc && k0 + tid < kEnd)
             dbias[((long)b * p.Heads + h) * p.SeqK + BlockInfo.KeyAt(p, seqInfo, gRow, k0 + tid)] = colAcc;
+    }
+
+    /// <summary>
+    /// This lane's elements of a dS tile into the bias gradient (the bias's own layout and element type, no dim
+    /// broadcast): rows rA and rA + 8, keys j0 … j0 + Bc/4 − 1 below kEnd; packed pairs where they are contiguous and
+    /// aligned.
+    /// </summary>
+    private static void StoreBiasGrad<TE, THd>(SAcc ds, ArrayView<ushort> dst, ulong dstG, in BwdArgs a, int b, int h, int rA, int seqQ,
+        int j0, int kEnd)
+        where TE : struct, ITcElem
+        where THd : struct, ITcHeadDim
+    {
+        long offA = b * a.L.DbStrideB + h * a.L.DbStrideH + (long)rA * a.L.DbStrideQ + (long)j0 * a.L.DbStrideK;
+        long offB = offA + 8 * a.L.DbStrideQ;
+        bool okA = rA < seqQ, okB = rA + 8 < seqQ;
+        int nKeys = kEnd - j0;
+        if (a.L.DbStrideK == 1 && nKeys >= THd.Bc / 4 && (offA & 1) == 0 && (dstG & 3ul) == 0)
+            Frag.StoreScoresPacked<TE, THd>(ds, dstG + (ulong)(2 * offA), dstG + (ulong)(2 * offB), okA, okB);
+        else
+            Frag.StoreScores16<TE, THd>(ds, dst, offA, offB, okA, okB, nKeys, a.L.DbStrideK);
     }
 
     /// <summary>dq of 64 query rows of one (batch, head), walking the key tiles they can see: the forward's loop with

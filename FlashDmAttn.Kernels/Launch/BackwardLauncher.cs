@@ -53,6 +53,8 @@ internal static class BackwardLauncher
         a.F.TileK = plan.Shape.TileK;
         a.DBias = (int)plan.DBias;
         a.DbRows = plan.DbRows;
+        a.DbDirect = plan.DbDirect ? 1 : 0;
+        a.DqAtomic = plan.DqAtomic ? 1 : 0;
         var f = p.Forward;
         long rowsTotal = (long)f.Batch * f.Heads * f.SeqQ;
 
@@ -63,11 +65,13 @@ internal static class BackwardLauncher
         using var dvec = accelerator.Allocate1D<float>(Math.Max(1, b.Lse.Length));
         using var dkh = accelerator.Allocate1D<float>(Math.Max(1, plan.KeyScratch));
         using var dvh = accelerator.Allocate1D<float>(Math.Max(1, plan.KeyScratch));
-        long dbLength = plan.DBias == DBiasMode.None ? 1 : (long)f.Batch * f.Heads * plan.DbRows * plan.DbCols;
+        long dbLength = plan.DBias == DBiasMode.None || plan.DbDirect ? 1 : (long)f.Batch * f.Heads * plan.DbRows * plan.DbCols;
         using var dbs = accelerator.Allocate1D<float>(Math.Max(1, dbLength));
         dkh.MemSetToZero();
         dvh.MemSetToZero();
         dbs.MemSetToZero();
+        using var dqAcc = accelerator.Allocate1D<float>(plan.DqAtomic ? Math.Max(1, (long)f.Batch * f.SeqQ * f.Heads * f.HeadDim) : 1);
+        dqAcc.MemSetToZero();
         dvec.MemSetToZero();
         // After the scratch is allocated: an observer that reads the device's memory sees the call's peak.
         options.BackwardObserver?.Invoke(plan);
@@ -99,7 +103,16 @@ internal static class BackwardLauncher
                     tcBias = KeyGatherKernel.GatherBias(accelerator, ref a.F, b.Bias, seq, disk).Cast<ushort>();
                 TcBackwardLauncher.Execute(accelerator, plan, a, new TcBwdBuffers(
                     b.Q.Cast<ushort>(), b.K.Cast<ushort>(), b.V.Cast<ushort>(), b.DO.Cast<ushort>(), tcBias, mask, lse, dvec.View, seq,
-                    b.DQ.Cast<ushort>(), dkh.View, dvh.View, dbs.View), disk);
+                    b.DQ.Cast<ushort>(), dkh.View, dvh.View, dbs.View,
+                    plan.DbDirect ? b.DBias.Cast<ushort>() : dummy.Cast<ushort>(), dqAcc.View), disk);
+                long dqElems = (long)f.Batch * f.SeqQ * f.Heads * f.HeadDim;
+                if (plan.DqAtomic && dqElems > 0)
+                {
+                    var rows = cache.GetOrAdd(("bwd-queryrows", typeof(TElem), typeof(TCodec)),
+                        acc => CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>,
+                            ArrayView<TElem>, BwdArgs>>(acc, disk, BackwardReduce.QueryRows<TElem, TCodec>));
+                    rows(accelerator.DefaultStream, KernelCache.Linear(accelerator, dqElems), dqAcc.View, seq, b.DQ, a);
+                }
             }
             else if (plan.QueryGrid.X > 0)
             {
@@ -130,7 +143,7 @@ internal static class BackwardLauncher
             }
 
             long dbElems = (long)p.L.DbB * p.L.DbH * p.L.DbQ * p.L.DbK;
-            if (plan.DBias != DBiasMode.None && dbElems > 0)
+            if (plan.DBias != DBiasMode.None && !plan.DbDirect && dbElems > 0)
             {
                 var red = cache.GetOrAdd(("bwd-dbias", typeof(TElem), typeof(TCodec)),
                     acc => CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<TElem>,

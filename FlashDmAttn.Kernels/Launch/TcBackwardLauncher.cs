@@ -13,15 +13,18 @@ namespace FlashDmAttn.Kernels.Launch;
 internal readonly record struct TcBwdBuffers(
     ArrayView<ushort> Q, ArrayView<ushort> K, ArrayView<ushort> V, ArrayView<ushort> DO, ArrayView<ushort> Bias,
     ArrayView<byte> Mask, ArrayView<float> Lse, ArrayView<float> D, ArrayView<int> SeqInfo,
-    ArrayView<ushort> DQ, ArrayView<float> DKh, ArrayView<float> DVh, ArrayView<float> DBias);
+    ArrayView<ushort> DQ, ArrayView<float> DKh, ArrayView<float> DVh, ArrayView<float> DBias, ArrayView<ushort> DBiasOut,
+    ArrayView<float> DqAcc);
 
 /// <summary>Loads the tensor-core backward's kernels by <see cref="TcKernelSpec"/> (through the disk cache) and runs
-/// them: the query-block kernel (dq), then the key-block kernel (dk, dv and the bias gradient into scratch).</summary>
+/// them: the query-block kernel (dq; not with <see cref="BackwardPlan.DqAtomic"/>), then the key-block kernel (dk, dv,
+/// the bias gradient, and dq by atomics with DqAtomic).</summary>
 internal static class TcBackwardLauncher
 {
     private delegate void KeyKernel(AcceleratorStream stream, KernelConfig config, ArrayView<ushort> q, ArrayView<ushort> k,
         ArrayView<ushort> v, ArrayView<ushort> dO, ArrayView<ushort> bias, ArrayView<byte> mask, ArrayView<float> lse,
-        ArrayView<float> dvec, ArrayView<int> seqInfo, ArrayView<float> dkh, ArrayView<float> dvh, ArrayView<float> dbias, BwdArgs a);
+        ArrayView<float> dvec, ArrayView<int> seqInfo, ArrayView<float> dkh, ArrayView<float> dvh, ArrayView<float> dbias,
+        ArrayView<ushort> dbiasOut, ArrayView<float> dqAcc, BwdArgs a);
 
     private delegate void QueryKernel(AcceleratorStream stream, KernelConfig config, ArrayView<ushort> q, ArrayView<ushort> k,
         ArrayView<ushort> v, ArrayView<ushort> dO, ArrayView<ushort> bias, ArrayView<byte> mask, ArrayView<float> lse,
@@ -38,7 +41,7 @@ internal static class TcBackwardLauncher
         public MethodInfo Visit<TE, THd, TF>() where TE : struct, ITcElem where THd : struct, ITcHeadDim where TF : struct, ITcFlags
             => new Action<ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
                 ArrayView<byte>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>,
-                ArrayView<float>, BwdArgs>(TcBackwardKernels.KeyBlock<TE, THd, TF>).Method;
+                ArrayView<float>, ArrayView<ushort>, ArrayView<float>, BwdArgs>(TcBackwardKernels.KeyBlock<TE, THd, TF>).Method;
     }
 
     private readonly struct QueryMethodVisitor : ITcKernelVisitor<MethodInfo>
@@ -62,7 +65,7 @@ internal static class TcBackwardLauncher
     {
         var spec = plan.TensorCore!.Value;
         var cache = KernelCache.For(acc);
-        if (plan.QueryGrid.X > 0)
+        if (plan.QueryGrid.X > 0 && !plan.DqAtomic)
         {
             int shared = plan.QuerySharedBytes;
             var kernel = cache.GetOrAdd(("tc-bwd-query", spec), x => Load<QueryKernel>(x, disk, QueryMethod(spec), shared));
@@ -73,7 +76,7 @@ internal static class TcBackwardLauncher
             int shared = plan.KeySharedBytes;
             var kernel = cache.GetOrAdd(("tc-bwd-key", spec), x => Load<KeyKernel>(x, disk, KeyMethod(spec), shared));
             kernel(acc.DefaultStream, Config(plan.KeyGrid, shared), b.Q, b.K, b.V, b.DO, b.Bias, b.Mask, b.Lse, b.D, b.SeqInfo,
-                b.DKh, b.DVh, b.DBias, a);
+                b.DKh, b.DVh, b.DBias, b.DBiasOut, b.DqAcc, a);
         }
     }
 

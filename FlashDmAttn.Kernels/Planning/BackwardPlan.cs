@@ -30,6 +30,14 @@ internal sealed record BackwardPlan
 
     public required DBiasMode DBias { get; init; }
 
+    /// <summary>The tensor-core key-block kernel writes dS straight into the bias gradient: a bias with a key dim and no
+    /// broadcast dim, fixed lengths. Then there is no scratch and no broadcast sum.</summary>
+    public bool DbDirect { get; init; }
+
+    /// <summary>The tensor-core key-block kernel adds dq up by fp32 atomics and the query-block kernel does not run (not
+    /// deterministic: the caller did not ask for it).</summary>
+    public bool DqAtomic { get; init; }
+
     /// <summary>The bias-gradient scratch (B, H, rows, cols) in fp32 (0 × 0 without a bias).</summary>
     public int DbRows { get; init; }
     public int DbCols { get; init; }
@@ -44,12 +52,13 @@ internal sealed record BackwardPlan
         string gather = Gather is null ? "" : $", gathered keys ({Gather.Rows} lists)";
         string db = DBias switch
         {
+            DBiasMode.Keys when DbDirect => ", dbias written by the key blocks",
             DBiasMode.Keys => $", dbias from key blocks ({DbRows} x {DbCols} per head)",
             DBiasMode.Rows => ", dbias 0 (a bias broadcast over keys shifts a row's scores alike: softmax ignores it)",
             _ => "",
         };
         string kernels = TensorCore is { } tc
-            ? $"tensor-core backward {tc} 64x64"
+            ? $"tensor-core backward {tc} 64x64{(DqAtomic ? ", dq by fp32 atomics" : ", dq by query blocks")}"
             : $"portable backward {Shape.TileQ}x{Shape.TileK}";
         return $"{kernels}; dq grid {QueryGrid.X}x{QueryGrid.Y}x{QueryGrid.Z}, " +
                $"dk/dv grid {KeyGrid.X}x{KeyGrid.Y}x{KeyGrid.Z} of {GroupSize}, {QuerySharedBytes}/{KeySharedBytes} B shared{gather}{db}; {Reason}";
@@ -101,6 +110,9 @@ internal static class BackwardPlanner
             KeySharedBytes = kBytes,
             DBias = mode,
             DbRows = DbRows(p, mode),
+            DqAtomic = spec is not null && !p.Deterministic,
+            DbDirect = spec is not null && mode == DBiasMode.Keys && p.L.DbB == f.Batch && p.L.DbH == f.Heads
+                       && p.L.DbQ == f.SeqQ && p.L.DbK == f.SeqK && f.Varlen == 0,
             DbCols = mode switch { DBiasMode.Keys => f.SeqK, DBiasMode.Rows => 1, _ => 0 },
             KeyScratch = KeyScratchOf(f),
             Reason = why,
@@ -144,14 +156,15 @@ internal static class BackwardPlanner
 
     private static long KeyScratchOf(in FwdParams f) => (long)f.Batch * f.SeqK * f.Heads * f.HeadDim;
 
-    /// <summary>Floats of fp32 scratch a plan of this problem allocates (dk and dv per query head, the bias gradient
-    /// before its broadcast sums, D in the LSE's layout of <paramref name="lseLength"/> floats); needs only the shapes.</summary>
+    /// <summary>Floats of fp32 scratch a plan of this problem may allocate (dk and dv per query head, the bias gradient
+    /// before its broadcast sums, D in the LSE's layout of <paramref name="lseLength"/> floats, the dq accumulator of the
+    /// atomic form); needs only the shapes, so it bounds what any plan of them takes.</summary>
     public static long ScratchFloats(in BwdParams p, long lseLength)
     {
         var f = p.Forward;
         var mode = ModeOf(p);
         long db = mode == DBiasMode.None ? 0 : (long)f.Batch * f.Heads * DbRows(p, mode) * (mode == DBiasMode.Keys ? f.SeqK : 1);
-        return 2 * KeyScratchOf(f) + db + lseLength;
+        return 2 * KeyScratchOf(f) + db + lseLength + (long)f.Batch * f.SeqQ * f.Heads * f.HeadDim;
     }
 
     /// <summary>Square tiles of at most 32 rows whose larger kernel fits the shared-memory budget, no longer than the

@@ -2,6 +2,7 @@ using ILGPU.Runtime;
 using FlashDmAttn.Kernels.Backward;
 using FlashDmAttn.Kernels.Forward;
 using FlashDmAttn.Kernels.Planning;
+using FlashDmAttn.Kernels.TensorCore;
 using NUnit.Framework;
 
 namespace FlashDmAttn.Tests.Planning;
@@ -47,7 +48,69 @@ public class BackwardPlannerTests
         return p;
     }
 
-    private static BackwardPlan Plan(BwdParams p, DeviceInfo? device = null) => BackwardPlanner.Plan(p, new BufferFacts(ElemKind.BFloat16, true, 0), device ?? H200);
+    /// <summary>The portable backward's plan (fp32 has no tensor-core backward).</summary>
+    private static BackwardPlan Plan(BwdParams p, DeviceInfo? device = null) => BackwardPlanner.Plan(p, new BufferFacts(ElemKind.Float32, true, 0), device ?? H200);
+
+    private static BackwardPlan PlanBf16(BwdParams p, DeviceInfo? device = null, LaunchOptions? options = null, bool aligned = true)
+        => BackwardPlanner.Plan(p, new BufferFacts(ElemKind.BFloat16, aligned, 0), device ?? H200, options);
+
+    [Test]
+    public void Bf16OnCudaTakesTheTensorCoreBackward()
+    {
+        var plan = PlanBf16(Problem(b: 3, lq: 100, lk: 70, h: 5, d: 128, causal: true));
+        Assert.That(plan.TensorCore, Is.Not.Null, plan.Describe());
+        Assert.That(plan.TensorCore!.Value.Shape, Is.EqualTo(TcShape.D128Bwd));
+        Assert.That(plan.TensorCore!.Value.Causal, Is.True);
+        Assert.That(plan.QueryGrid, Is.EqualTo((2, 15, 1)), "64-row query tiles");
+        Assert.That(plan.KeyGrid, Is.EqualTo((2, 15, 1)), "64-key blocks");
+        Assert.That(plan.GroupSize, Is.EqualTo(128));
+        Assert.That(plan.KeySharedBytes, Is.GreaterThan(48 * 1024).And.LessThanOrEqualTo(H200.OptInSharedBytes));
+        Assert.That(plan.DqAtomic, Is.True, "not deterministic: dq by atomics");
+        Assert.That(plan.Describe(), Does.Contain("tensor-core backward bf16 d128-bwd causal").And.Contain("dq by fp32 atomics"));
+    }
+
+    [Test]
+    public void DeterministicRunsTheQueryBlocks()
+    {
+        var p = Problem(d: 64);
+        p.Deterministic = true;
+        var plan = PlanBf16(p);
+        Assert.That(plan.TensorCore, Is.Not.Null);
+        Assert.That(plan.DqAtomic, Is.False);
+        Assert.That(plan.Describe(), Does.Contain("dq by query blocks"));
+    }
+
+    [TestCase(256, "head dim 256 has no tensor-core backward")]
+    [TestCase(40, "head dim 40 has no tensor-core backward")]
+    public void OtherHeadDimsTakeThePortableBackward(int d, string why)
+    {
+        var plan = PlanBf16(Problem(d: d));
+        Assert.That(plan.TensorCore, Is.Null);
+        Assert.That(plan.Reason, Does.Contain(why));
+    }
+
+    [Test]
+    public void UnalignedOrPortableRequestsTakeThePortableBackward()
+    {
+        Assert.That(PlanBf16(Problem(), aligned: false).Reason, Does.Contain("16-byte aligned"));
+        Assert.That(PlanBf16(Problem(), options: new LaunchOptions { ForcePortable = true }).Reason, Does.Contain("requested by the options"));
+        Assert.That(PlanBf16(Problem(), device: Cpu).Reason, Does.Contain("needs a CUDA accelerator"));
+        var p = Problem();
+        p.L.DoStrideL = 1028;
+        Assert.That(PlanBf16(p).Reason, Does.Contain("dO stride"));
+        Assert.That(Plan(Problem()).Reason, Does.Contain("fp32 has no tensor-core kernel"));
+    }
+
+    [TestCase(2, 8, 1000, 1000, true)]
+    [TestCase(1, 8, 1000, 1000, false)]
+    [TestCase(2, 1, 1000, 1000, false)]
+    [TestCase(2, 8, 1, 1000, false)]
+    public void TensorCoreWritesAnUnbroadcastBiasGradientDirectly(int bb, int bh, int bq, int bk, bool direct)
+    {
+        var plan = PlanBf16(WithBias(Problem(), bb, bh, bq, bk));
+        Assert.That(plan.DbDirect, Is.EqualTo(direct));
+        Assert.That(plan.Describe(), Does.Contain(direct ? "dbias written by the key blocks" : "dbias from key blocks"));
+    }
 
     [TestCase(32, 32)]
     [TestCase(64, 16)]

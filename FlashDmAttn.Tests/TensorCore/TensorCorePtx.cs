@@ -80,8 +80,49 @@ internal static class TensorCorePtx
             Spec(TcElemKind.Bf16, TcShape.D128R64Gather, "cmb"), Spec(TcElemKind.Bf16, TcShape.D64, "sk"), Spec(TcElemKind.Bf16, TcShape.D128, "sk"),
         }).ToArray();
 
+    /// <summary>The tensor-core backward's specializations in the PTX test (both kernels of each): the benchmarked
+    /// D = 128 dense and causal ones, every feature at D = 64 and 128.</summary>
+    public static readonly TcKernelSpec[] BackwardSpecializations =
+    [
+        Spec(TcElemKind.Bf16, TcShape.D128Bwd, "dense"), Spec(TcElemKind.Bf16, TcShape.D128Bwd, "causal"),
+        Spec(TcElemKind.Bf16, TcShape.D128Bwd, "all"), Spec(TcElemKind.Bf16, TcShape.D64Bwd, "all"),
+    ];
+
+    /// <summary>For ptxas -v beside <see cref="BackwardSpecializations"/>: the other head dims, fp16, and mask + bias
+    /// without softcap (maskbias and perkey).</summary>
+    public static readonly TcKernelSpec[] ExtraBackwardSpecializations =
+    [
+        Spec(TcElemKind.Bf16, TcShape.D128Bwd, "cmb"), Spec(TcElemKind.Bf16, TcShape.D64Bwd, "dense"), Spec(TcElemKind.Bf16, TcShape.D64Bwd, "causal"),
+        Spec(TcElemKind.Bf16, TcShape.D32Bwd, "all"), Spec(TcElemKind.Bf16, TcShape.D96Bwd, "all"), Spec(TcElemKind.Fp16, TcShape.D128Bwd, "all"),
+    ];
+
     /// <summary>The kernel method of a specialization, through the launcher's static switch.</summary>
     public static MethodInfo KernelMethod(TcKernelSpec spec) => TensorCoreLauncher.Method(spec);
+
+    /// <summary>
+    /// Compiles the backward's key-block (bwdk_…) and query-block (bwdq_…) kernels of <paramref name="specs"/>, each in
+    /// its own context (see <see cref="Compile"/>).
+    /// </summary>
+    public static IReadOnlyList<Entry> CompileBackward(IEnumerable<TcKernelSpec> specs)
+    {
+        var list = new List<Entry>();
+        foreach (var spec in specs)
+        {
+            var (qBytes, kBytes) = BackwardPlanner.TcBackwardShared(spec.Shape);
+            foreach (var (kind, method, shared) in new[] { ("bwdk", TcBackwardLauncher.KeyMethod(spec), kBytes), ("bwdq", TcBackwardLauncher.QueryMethod(spec), qBytes) })
+            {
+                using (var ctx = Context.Create(b => b.EnableAlgorithms().RegisterTensorCoreIntrinsics().Optimize(OptimizationLevel.O1)))
+                using (var backend = new PTXBackend(ctx, CudaArchitecture.SM_80, CudaInstructionSet.ISA_78, null!))
+                {
+                    var entry = EntryPointDescription.FromExplicitlyGroupedKernel(method);
+                    var ck = (PTXCompiledKernel)backend.Compile(entry, new KernelSpecialization(TensorCoreForwardKernel.Threads, 1));
+                    list.Add(Analyse($"{kind}_{Name(spec)}", ck.PTXAssembly) with { Shared = shared });
+                }
+                GC.Collect();
+            }
+        }
+        return list;
+    }
 
     /// <summary>Compiles the specializations whose name contains <paramref name="filter"/> (all when null), with
     /// <see cref="ExtraSpecializations"/> when <paramref name="extra"/>.</summary>
@@ -180,6 +221,7 @@ internal static class TensorCorePtx
         var sb = new StringBuilder();
         sb.AppendLine("name                   shared_B  .local ld.local st.local call  mma ldmatrix cp.async bar ld.shared st.shared barrier-order");
         entries = Compile(filter, extra: extra);
+        if (extra) entries = entries.Concat(CompileBackward(BackwardSpecializations.Concat(ExtraBackwardSpecializations))).ToList();
         foreach (var e in entries)
         {
             File.WriteAllText(Path.Combine(dir, $"tc_fwd_{e.Name}.ptx"), e.Ptx);

@@ -38,7 +38,26 @@ public class TensorCorePtxTests
     {
         string dir = TestContext.Parameters.Get("ptx-dir", Path.Combine(TestContext.CurrentContext.WorkDirectory, "tc-ptx-all"));
         TestContext.Out.WriteLine(TensorCorePtx.Dump(dir, null, out var entries, extra: true));
-        Assert.That(entries, Has.Count.EqualTo(TensorCorePtx.Specializations.Length + TensorCorePtx.ExtraSpecializations.Length));
+        Assert.That(entries, Has.Count.EqualTo(TensorCorePtx.Specializations.Length + TensorCorePtx.ExtraSpecializations.Length
+            + 2 * (TensorCorePtx.BackwardSpecializations.Length + TensorCorePtx.ExtraBackwardSpecializations.Length)));
+    }
+
+    /// <summary>The tensor-core backward's kernels: register-only fragments (no local memory), no calls, mma, ordered
+    /// barriers (shared P and dS tiles are written by st.shared and read back transposed by ldmatrix).</summary>
+    [Test]
+    public void BackwardKernelsCompileWithoutLocalMemoryAndKeepBarrierOrder()
+    {
+        var entries = TensorCorePtx.CompileBackward(TensorCorePtx.BackwardSpecializations);
+        Assert.That(entries, Has.Count.EqualTo(2 * TensorCorePtx.BackwardSpecializations.Length));
+        foreach (var e in entries)
+        {
+            TestContext.Out.WriteLine($"{e.Name}: {e.Mma} mma, {e.LdMatrix} ldmatrix, {e.CpAsync} cp.async, {e.BarSync} barriers, {e.SharedStores} st.shared");
+            Assert.That(e.LocalDecls + e.LocalLoads + e.LocalStores, Is.Zero, $"{e.Name}: .local / ld.local / st.local in the PTX");
+            Assert.That(e.Calls, Is.Zero, $"{e.Name}: call in the PTX");
+            Assert.That(e.Mma, Is.GreaterThan(0), $"{e.Name}: no mma.sync");
+            Assert.That(e.Ptx, Does.Contain(".maxntid 128, 1, 1"));
+            Assert.That(TensorCorePtx.CheckBarrierOrder(e.Ptx), Is.Null, $"{e.Name}: barrier order");
+        }
     }
 
     [TestCase("cp.async.wait_group 0;\nbar.sync 0;\nldmatrix.sync.aligned.m8n8.x4.shared.b16 {a}, [r];", true)]

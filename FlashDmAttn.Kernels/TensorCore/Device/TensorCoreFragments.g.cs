@@ -812,4 +812,70 @@ internal static class Frag
         if (THd.Bc > 48) { if (okA && 12 < nKeys) dst[offA + 12] = s.S6.X; if (okA && 13 < nKeys) dst[offA + 13] = s.S6.Y; if (okB && 12 < nKeys) dst[offB + 12] = s.S6.Z; if (okB && 13 < nKeys) dst[offB + 13] = s.S6.W; }
         if (THd.Bc > 56) { if (okA && 14 < nKeys) dst[offA + 14] = s.S7.X; if (okA && 15 < nKeys) dst[offA + 15] = s.S7.Y; if (okB && 14 < nKeys) dst[offB + 14] = s.S7.Z; if (okB && 15 < nKeys) dst[offB + 15] = s.S7.W; }
     }
+
+    /// <summary>Backward: this lane's elements of a score tile in the element type: row A at offA, row B at offB, key 2j + u at + (2j + u)·strideK; okA/okB rows, nKeys: keys from the lane's first that exist.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void StoreScores16<TE, THd>(SAcc s, ArrayView<ushort> dst, long offA, long offB, bool okA, bool okB, int nKeys, long strideK) where TE : struct, ITcElem where THd : struct, ITcHeadDim
+    {
+        if (THd.Bc > 0) { if (okA && 0 < nKeys) dst[offA + 0 * strideK] = TE.FromFloat(s.S0.X); if (okA && 1 < nKeys) dst[offA + 1 * strideK] = TE.FromFloat(s.S0.Y); if (okB && 0 < nKeys) dst[offB + 0 * strideK] = TE.FromFloat(s.S0.Z); if (okB && 1 < nKeys) dst[offB + 1 * strideK] = TE.FromFloat(s.S0.W); }
+        if (THd.Bc > 8) { if (okA && 2 < nKeys) dst[offA + 2 * strideK] = TE.FromFloat(s.S1.X); if (okA && 3 < nKeys) dst[offA + 3 * strideK] = TE.FromFloat(s.S1.Y); if (okB && 2 < nKeys) dst[offB + 2 * strideK] = TE.FromFloat(s.S1.Z); if (okB && 3 < nKeys) dst[offB + 3 * strideK] = TE.FromFloat(s.S1.W); }
+        if (THd.Bc > 16) { if (okA && 4 < nKeys) dst[offA + 4 * strideK] = TE.FromFloat(s.S2.X); if (okA && 5 < nKeys) dst[offA + 5 * strideK] = TE.FromFloat(s.S2.Y); if (okB && 4 < nKeys) dst[offB + 4 * strideK] = TE.FromFloat(s.S2.Z); if (okB && 5 < nKeys) dst[offB + 5 * strideK] = TE.FromFloat(s.S2.W); }
+        if (THd.Bc > 24) { if (okA && 6 < nKeys) dst[offA + 6 * strideK] = TE.FromFloat(s.S3.X); if (okA && 7 < nKeys) dst[offA + 7 * strideK] = TE.FromFloat(s.S3.Y); if (okB && 6 < nKeys) dst[offB + 6 * strideK] = TE.FromFloat(s.S3.Z); if (okB && 7 < nKeys) dst[offB + 7 * strideK] = TE.FromFloat(s.S3.W); }
+        if (THd.Bc > 32) { if (okA && 8 < nKeys) dst[offA + 8 * strideK] = TE.FromFloat(s.S4.X); if (okA && 9 < nKeys) dst[offA + 9 * strideK] = TE.FromFloat(s.S4.Y); if (okB && 8 < nKeys) dst[offB + 8 * strideK] = TE.FromFloat(s.S4.Z); if (okB && 9 < nKeys) dst[offB + 9 * strideK] = TE.FromFloat(s.S4.W); }
+        if (THd.Bc > 40) { if (okA && 10 < nKeys) dst[offA + 10 * strideK] = TE.FromFloat(s.S5.X); if (okA && 11 < nKeys) dst[offA + 11 * strideK] = TE.FromFloat(s.S5.Y); if (okB && 10 < nKeys) dst[offB + 10 * strideK] = TE.FromFloat(s.S5.Z); if (okB && 11 < nKeys) dst[offB + 11 * strideK] = TE.FromFloat(s.S5.W); }
+        if (THd.Bc > 48) { if (okA && 12 < nKeys) dst[offA + 12 * strideK] = TE.FromFloat(s.S6.X); if (okA && 13 < nKeys) dst[offA + 13 * strideK] = TE.FromFloat(s.S6.Y); if (okB && 12 < nKeys) dst[offB + 12 * strideK] = TE.FromFloat(s.S6.Z); if (okB && 13 < nKeys) dst[offB + 13 * strideK] = TE.FromFloat(s.S6.W); }
+        if (THd.Bc > 56) { if (okA && 14 < nKeys) dst[offA + 14 * strideK] = TE.FromFloat(s.S7.X); if (okA && 15 < nKeys) dst[offA + 15 * strideK] = TE.FromFloat(s.S7.Y); if (okB && 14 < nKeys) dst[offB + 14 * strideK] = TE.FromFloat(s.S7.Z); if (okB && 15 < nKeys) dst[offB + 15 * strideK] = TE.FromFloat(s.S7.W); }
+    }
+
+    /// <summary>Backward: as <see cref="StoreScores16{TE, THd}"/> for a lane whose keys all exist and lie contiguous from 4-byte aligned addrA/addrB: one packed 32-bit store per pair.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void StoreScoresPacked<TE, THd>(SAcc s, ulong addrA, ulong addrB, bool okA, bool okB) where TE : struct, ITcElem where THd : struct, ITcHeadDim
+    {
+        if (THd.Bc > 0) { if (okA) Ptx.StGlobalU32(addrA + 0ul, TE.Pack(s.S0.X, s.S0.Y)); if (okB) Ptx.StGlobalU32(addrB + 0ul, TE.Pack(s.S0.Z, s.S0.W)); }
+        if (THd.Bc > 8) { if (okA) Ptx.StGlobalU32(addrA + 4ul, TE.Pack(s.S1.X, s.S1.Y)); if (okB) Ptx.StGlobalU32(addrB + 4ul, TE.Pack(s.S1.Z, s.S1.W)); }
+        if (THd.Bc > 16) { if (okA) Ptx.StGlobalU32(addrA + 8ul, TE.Pack(s.S2.X, s.S2.Y)); if (okB) Ptx.StGlobalU32(addrB + 8ul, TE.Pack(s.S2.Z, s.S2.W)); }
+        if (THd.Bc > 24) { if (okA) Ptx.StGlobalU32(addrA + 12ul, TE.Pack(s.S3.X, s.S3.Y)); if (okB) Ptx.StGlobalU32(addrB + 12ul, TE.Pack(s.S3.Z, s.S3.W)); }
+        if (THd.Bc > 32) { if (okA) Ptx.StGlobalU32(addrA + 16ul, TE.Pack(s.S4.X, s.S4.Y)); if (okB) Ptx.StGlobalU32(addrB + 16ul, TE.Pack(s.S4.Z, s.S4.W)); }
+        if (THd.Bc > 40) { if (okA) Ptx.StGlobalU32(addrA + 20ul, TE.Pack(s.S5.X, s.S5.Y)); if (okB) Ptx.StGlobalU32(addrB + 20ul, TE.Pack(s.S5.Z, s.S5.W)); }
+        if (THd.Bc > 48) { if (okA) Ptx.StGlobalU32(addrA + 24ul, TE.Pack(s.S6.X, s.S6.Y)); if (okB) Ptx.StGlobalU32(addrB + 24ul, TE.Pack(s.S6.Z, s.S6.W)); }
+        if (THd.Bc > 56) { if (okA) Ptx.StGlobalU32(addrA + 28ul, TE.Pack(s.S7.X, s.S7.Y)); if (okB) Ptx.StGlobalU32(addrB + 28ul, TE.Pack(s.S7.Z, s.S7.W)); }
+    }
+
+    /// <summary>Backward: adds this lane's two rows of an fp32 tile to global fp32 rows at addrA/addrB (byte addresses of column 2·(lane % 4)) by red.global.add.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void RedAdd<THd>(OAcc o, ulong addrA, ulong addrB, bool okA, bool okB) where THd : struct, ITcHeadDim
+    {
+        if (THd.D > 0) { if (okA) { Ptx.RedAddF32(addrA + 0ul, o.O0.X); Ptx.RedAddF32(addrA + 4ul, o.O0.Y); } if (okB) { Ptx.RedAddF32(addrB + 0ul, o.O0.Z); Ptx.RedAddF32(addrB + 4ul, o.O0.W); } }
+        if (THd.D > 8) { if (okA) { Ptx.RedAddF32(addrA + 32ul, o.O1.X); Ptx.RedAddF32(addrA + 36ul, o.O1.Y); } if (okB) { Ptx.RedAddF32(addrB + 32ul, o.O1.Z); Ptx.RedAddF32(addrB + 36ul, o.O1.W); } }
+        if (THd.D > 16) { if (okA) { Ptx.RedAddF32(addrA + 64ul, o.O2.X); Ptx.RedAddF32(addrA + 68ul, o.O2.Y); } if (okB) { Ptx.RedAddF32(addrB + 64ul, o.O2.Z); Ptx.RedAddF32(addrB + 68ul, o.O2.W); } }
+        if (THd.D > 24) { if (okA) { Ptx.RedAddF32(addrA + 96ul, o.O3.X); Ptx.RedAddF32(addrA + 100ul, o.O3.Y); } if (okB) { Ptx.RedAddF32(addrB + 96ul, o.O3.Z); Ptx.RedAddF32(addrB + 100ul, o.O3.W); } }
+        if (THd.D > 32) { if (okA) { Ptx.RedAddF32(addrA + 128ul, o.O4.X); Ptx.RedAddF32(addrA + 132ul, o.O4.Y); } if (okB) { Ptx.RedAddF32(addrB + 128ul, o.O4.Z); Ptx.RedAddF32(addrB + 132ul, o.O4.W); } }
+        if (THd.D > 40) { if (okA) { Ptx.RedAddF32(addrA + 160ul, o.O5.X); Ptx.RedAddF32(addrA + 164ul, o.O5.Y); } if (okB) { Ptx.RedAddF32(addrB + 160ul, o.O5.Z); Ptx.RedAddF32(addrB + 164ul, o.O5.W); } }
+        if (THd.D > 48) { if (okA) { Ptx.RedAddF32(addrA + 192ul, o.O6.X); Ptx.RedAddF32(addrA + 196ul, o.O6.Y); } if (okB) { Ptx.RedAddF32(addrB + 192ul, o.O6.Z); Ptx.RedAddF32(addrB + 196ul, o.O6.W); } }
+        if (THd.D > 56) { if (okA) { Ptx.RedAddF32(addrA + 224ul, o.O7.X); Ptx.RedAddF32(addrA + 228ul, o.O7.Y); } if (okB) { Ptx.RedAddF32(addrB + 224ul, o.O7.Z); Ptx.RedAddF32(addrB + 228ul, o.O7.W); } }
+        if (THd.D > 64) { if (okA) { Ptx.RedAddF32(addrA + 256ul, o.O8.X); Ptx.RedAddF32(addrA + 260ul, o.O8.Y); } if (okB) { Ptx.RedAddF32(addrB + 256ul, o.O8.Z); Ptx.RedAddF32(addrB + 260ul, o.O8.W); } }
+        if (THd.D > 72) { if (okA) { Ptx.RedAddF32(addrA + 288ul, o.O9.X); Ptx.RedAddF32(addrA + 292ul, o.O9.Y); } if (okB) { Ptx.RedAddF32(addrB + 288ul, o.O9.Z); Ptx.RedAddF32(addrB + 292ul, o.O9.W); } }
+        if (THd.D > 80) { if (okA) { Ptx.RedAddF32(addrA + 320ul, o.O10.X); Ptx.RedAddF32(addrA + 324ul, o.O10.Y); } if (okB) { Ptx.RedAddF32(addrB + 320ul, o.O10.Z); Ptx.RedAddF32(addrB + 324ul, o.O10.W); } }
+        if (THd.D > 88) { if (okA) { Ptx.RedAddF32(addrA + 352ul, o.O11.X); Ptx.RedAddF32(addrA + 356ul, o.O11.Y); } if (okB) { Ptx.RedAddF32(addrB + 352ul, o.O11.Z); Ptx.RedAddF32(addrB + 356ul, o.O11.W); } }
+        if (THd.D > 96) { if (okA) { Ptx.RedAddF32(addrA + 384ul, o.O12.X); Ptx.RedAddF32(addrA + 388ul, o.O12.Y); } if (okB) { Ptx.RedAddF32(addrB + 384ul, o.O12.Z); Ptx.RedAddF32(addrB + 388ul, o.O12.W); } }
+        if (THd.D > 104) { if (okA) { Ptx.RedAddF32(addrA + 416ul, o.O13.X); Ptx.RedAddF32(addrA + 420ul, o.O13.Y); } if (okB) { Ptx.RedAddF32(addrB + 416ul, o.O13.Z); Ptx.RedAddF32(addrB + 420ul, o.O13.W); } }
+        if (THd.D > 112) { if (okA) { Ptx.RedAddF32(addrA + 448ul, o.O14.X); Ptx.RedAddF32(addrA + 452ul, o.O14.Y); } if (okB) { Ptx.RedAddF32(addrB + 448ul, o.O14.Z); Ptx.RedAddF32(addrB + 452ul, o.O14.W); } }
+        if (THd.D > 120) { if (okA) { Ptx.RedAddF32(addrA + 480ul, o.O15.X); Ptx.RedAddF32(addrA + 484ul, o.O15.Y); } if (okB) { Ptx.RedAddF32(addrB + 480ul, o.O15.Z); Ptx.RedAddF32(addrB + 484ul, o.O15.W); } }
+        if (THd.D > 128) { if (okA) { Ptx.RedAddF32(addrA + 512ul, o.O16.X); Ptx.RedAddF32(addrA + 516ul, o.O16.Y); } if (okB) { Ptx.RedAddF32(addrB + 512ul, o.O16.Z); Ptx.RedAddF32(addrB + 516ul, o.O16.W); } }
+        if (THd.D > 136) { if (okA) { Ptx.RedAddF32(addrA + 544ul, o.O17.X); Ptx.RedAddF32(addrA + 548ul, o.O17.Y); } if (okB) { Ptx.RedAddF32(addrB + 544ul, o.O17.Z); Ptx.RedAddF32(addrB + 548ul, o.O17.W); } }
+        if (THd.D > 144) { if (okA) { Ptx.RedAddF32(addrA + 576ul, o.O18.X); Ptx.RedAddF32(addrA + 580ul, o.O18.Y); } if (okB) { Ptx.RedAddF32(addrB + 576ul, o.O18.Z); Ptx.RedAddF32(addrB + 580ul, o.O18.W); } }
+        if (THd.D > 152) { if (okA) { Ptx.RedAddF32(addrA + 608ul, o.O19.X); Ptx.RedAddF32(addrA + 612ul, o.O19.Y); } if (okB) { Ptx.RedAddF32(addrB + 608ul, o.O19.Z); Ptx.RedAddF32(addrB + 612ul, o.O19.W); } }
+        if (THd.D > 160) { if (okA) { Ptx.RedAddF32(addrA + 640ul, o.O20.X); Ptx.RedAddF32(addrA + 644ul, o.O20.Y); } if (okB) { Ptx.RedAddF32(addrB + 640ul, o.O20.Z); Ptx.RedAddF32(addrB + 644ul, o.O20.W); } }
+        if (THd.D > 168) { if (okA) { Ptx.RedAddF32(addrA + 672ul, o.O21.X); Ptx.RedAddF32(addrA + 676ul, o.O21.Y); } if (okB) { Ptx.RedAddF32(addrB + 672ul, o.O21.Z); Ptx.RedAddF32(addrB + 676ul, o.O21.W); } }
+        if (THd.D > 176) { if (okA) { Ptx.RedAddF32(addrA + 704ul, o.O22.X); Ptx.RedAddF32(addrA + 708ul, o.O22.Y); } if (okB) { Ptx.RedAddF32(addrB + 704ul, o.O22.Z); Ptx.RedAddF32(addrB + 708ul, o.O22.W); } }
+        if (THd.D > 184) { if (okA) { Ptx.RedAddF32(addrA + 736ul, o.O23.X); Ptx.RedAddF32(addrA + 740ul, o.O23.Y); } if (okB) { Ptx.RedAddF32(addrB + 736ul, o.O23.Z); Ptx.RedAddF32(addrB + 740ul, o.O23.W); } }
+        if (THd.D > 192) { if (okA) { Ptx.RedAddF32(addrA + 768ul, o.O24.X); Ptx.RedAddF32(addrA + 772ul, o.O24.Y); } if (okB) { Ptx.RedAddF32(addrB + 768ul, o.O24.Z); Ptx.RedAddF32(addrB + 772ul, o.O24.W); } }
+        if (THd.D > 200) { if (okA) { Ptx.RedAddF32(addrA + 800ul, o.O25.X); Ptx.RedAddF32(addrA + 804ul, o.O25.Y); } if (okB) { Ptx.RedAddF32(addrB + 800ul, o.O25.Z); Ptx.RedAddF32(addrB + 804ul, o.O25.W); } }
+        if (THd.D > 208) { if (okA) { Ptx.RedAddF32(addrA + 832ul, o.O26.X); Ptx.RedAddF32(addrA + 836ul, o.O26.Y); } if (okB) { Ptx.RedAddF32(addrB + 832ul, o.O26.Z); Ptx.RedAddF32(addrB + 836ul, o.O26.W); } }
+        if (THd.D > 216) { if (okA) { Ptx.RedAddF32(addrA + 864ul, o.O27.X); Ptx.RedAddF32(addrA + 868ul, o.O27.Y); } if (okB) { Ptx.RedAddF32(addrB + 864ul, o.O27.Z); Ptx.RedAddF32(addrB + 868ul, o.O27.W); } }
+        if (THd.D > 224) { if (okA) { Ptx.RedAddF32(addrA + 896ul, o.O28.X); Ptx.RedAddF32(addrA + 900ul, o.O28.Y); } if (okB) { Ptx.RedAddF32(addrB + 896ul, o.O28.Z); Ptx.RedAddF32(addrB + 900ul, o.O28.W); } }
+        if (THd.D > 232) { if (okA) { Ptx.RedAddF32(addrA + 928ul, o.O29.X); Ptx.RedAddF32(addrA + 932ul, o.O29.Y); } if (okB) { Ptx.RedAddF32(addrB + 928ul, o.O29.Z); Ptx.RedAddF32(addrB + 932ul, o.O29.W); } }
+        if (THd.D > 240) { if (okA) { Ptx.RedAddF32(addrA + 960ul, o.O30.X); Ptx.RedAddF32(addrA + 964ul, o.O30.Y); } if (okB) { Ptx.RedAddF32(addrB + 960ul, o.O30.Z); Ptx.RedAddF32(addrB + 964ul, o.O30.W); } }
+        if (THd.D > 248) { if (okA) { Ptx.RedAddF32(addrA + 992ul, o.O31.X); Ptx.RedAddF32(addrA + 996ul, o.O31.Y); } if (okB) { Ptx.RedAddF32(addrB + 992ul, o.O31.Z); Ptx.RedAddF32(addrB + 996ul, o.O31.W); } }
+    }
 }
