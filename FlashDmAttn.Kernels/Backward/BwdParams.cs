@@ -70,5 +70,8 @@ internal struct BwdArgs
     /// <summary>1: the tensor-core key-block kernel adds dq up in an fp32 accumulator by atomics (not deterministic).</summary>
     public int DqAtomic;
 
+    /// <summary>1: the tensor-core key-block kernel stores dk and dv itself (no GQA, no gathered keys): no scratch.</summary>
+    public int KvDirect;
+
     public static BwdArgs From(in BwdParams p) => new() { F = KernelArgs.From(p.Forward), L = p.L };
 }

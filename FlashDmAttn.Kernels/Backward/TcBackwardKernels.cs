@@ -38,14 +38,15 @@ internal static class TcBackwardKernels
 
     /// <summary>
     /// dk and dv of 64 key slots for one (batch, query head), fp32, into the (B, SeqK, H, D) scratch (summed over a kv
-    /// head's query heads afterwards), walking the query tiles that can see the block; with a bias that has a key dim,
+    /// head's query heads afterwards), or with KvDirect straight into dk and dv, walking the query tiles that can see the block; with a bias that has a key dim,
     /// dS per element into the (B, H, SeqQ, SeqK) scratch (or straight into the bias gradient, DbDirect), or its sums over
     /// the queries (DbRows = 1) into (B, H, 1, SeqK); with DqAtomic also dq, added into the fp32 (B, SeqQ, H, D) accumulator.
     /// </summary>
     public static void KeyBlock<TE, THd, TF>(
         ArrayView<ushort> q, ArrayView<ushort> k, ArrayView<ushort> v, ArrayView<ushort> dO, ArrayView<ushort> bias,
         ArrayView<byte> mask, ArrayView<float> lse, ArrayView<float> dvec, ArrayView<int> seqInfo,
-        ArrayView<float> dkh, ArrayView<float> dvh, ArrayView<float> dbias, ArrayView<ushort> dbiasOut, ArrayView<float> dqAcc, BwdArgs a)
+        ArrayView<float> dkh, ArrayView<float> dvh, ArrayView<float> dbias, ArrayView<ushort> dbiasOut, ArrayView<float> dqAcc,
+        ArrayView<ushort> dk, ArrayView<ushort> dv, BwdArgs a)
         where TE : struct, ITcElem
         where THd : struct, ITcHeadDim
         where TF : struct, ITcFlags
@@ -182,12 +183,39 @@ internal static class TcBackwardKernels
         int sA = k0 + TcKeyOrder.KeyOfColumn(THd.Bc, warp * 16 + g), sB = k0 + TcKeyOrder.KeyOfColumn(THd.Bc, warp * 16 + g + 8);
         bool okA = sA < kEnd, okB = sB < kEnd;
         int jA = okA ? BlockInfo.KeyAt(p, seqInfo, gRow, sA) : 0, jB = okB ? BlockInfo.KeyAt(p, seqInfo, gRow, sB) : 0;
-        long offA = (((long)b * p.SeqK + jA) * p.Heads + h) * THd.D + 2 * t;
-        long offB = (((long)b * p.SeqK + jB) * p.Heads + h) * THd.D + 2 * t;
-        Frag.StoreF32<THd>(dK.A, dkh, offA, offB, okA, okB);
-        Frag.StoreF32<THd>(dV.A, dvh, offA, offB, okA, okB);
+        if (a.KvDirect != 0)
+        {
+            // One query head per kv head and every key its own slot: dk and dv in the input dtype at k's layout.
+            long kA = blk.KOffset(p, seqInfo, a.L.DkStrideB, a.L.DkStrideL, a.L.DkStrideH, jA, hk) + 2 * t;
+            long kB = blk.KOffset(p, seqInfo, a.L.DkStrideB, a.L.DkStrideL, a.L.DkStrideH, jB, hk) + 2 * t;
+            long vA = blk.KOffset(p, seqInfo, a.L.DvStrideB, a.L.DvStrideL, a.L.DvStrideH, jA, hk) + 2 * t;
+            long vB = blk.KOffset(p, seqInfo, a.L.DvStrideB, a.L.DvStrideL, a.L.DvStrideH, jB, hk) + 2 * t;
+            StoreRows<TE, THd>(dK.A, dk, kA, kB, okA, okB, a.L.DkStrideB | a.L.DkStrideL | a.L.DkStrideH);
+            StoreRows<TE, THd>(dV.A, dv, vA, vB, okA, okB, a.L.DvStrideB | a.L.DvStrideL | a.L.DvStrideH);
+        }
+        else
+        {
+            long offA = (((long)b * p.SeqK + jA) * p.Heads + h) * THd.D + 2 * t;
+            long offB = (((long)b * p.SeqK + jB) * p.Heads + h) * THd.D + 2 * t;
+            Frag.StoreF32<THd>(dK.A, dkh, offA, offB, okA, okB);
+            Frag.StoreF32<THd>(dV.A, dvh, offA, offB, okA, okB);
+        }
         if (dbSums && tid < THd.Bc && k0 + tid < kEnd)
             dbias[((long)b * p.Heads + h) * p.SeqK + BlockInfo.KeyAt(p, seqInfo, gRow, k0 + tid)] = colAcc;
+    }
+
+    /// <summary>This lane's two rows of an fp32 tile in the element type at element offsets offA/offB (column 2·(lane % 4)
+    /// included): packed 32-bit stores where the rows are 4-byte aligned (<paramref name="strides"/>: the OR of the
+    /// destination's strides).</summary>
+    private static void StoreRows<TE, THd>(OAcc o, ArrayView<ushort> dst, long offA, long offB, bool okA, bool okB, long strides)
+        where TE : struct, ITcElem
+        where THd : struct, ITcHeadDim
+    {
+        ulong g = Ptx.GlobalAddr(ref dst[0]);
+        if ((strides & 1) == 0 && (g & 3ul) == 0)
+            Frag.Store32<TE, THd>(o, g + (ulong)(2 * offA), g + (ulong)(2 * offB), okA, okB, 1f, 1f);
+        else
+            Frag.Store<TE, THd>(o, dst, offA, offB, okA, okB, 1f, 1f);
     }
 
     /// <summary>
@@ -318,12 +346,8 @@ internal static class TcBackwardKernels
         }
         Ptx.CpAsyncWait(0);
 
-        ulong dqG = Ptx.GlobalAddr(ref dq[0]);
-        bool vec = ((a.L.DqStrideB | a.L.DqStrideL | a.L.DqStrideH) & 1) == 0 && (dqG & 3ul) == 0;
-        bool okA = rA < blk.SeqQ, okB = rA + 8 < blk.SeqQ;
         long oA = blk.QOffset(a.L.DqStrideB, a.L.DqStrideL, a.L.DqStrideH, rA, h) + 2 * t;
         long oB = blk.QOffset(a.L.DqStrideB, a.L.DqStrideL, a.L.DqStrideH, rA + 8, h) + 2 * t;
-        if (vec) Frag.Store32<TE, THd>(acc.A, dqG + (ulong)(2 * oA), dqG + (ulong)(2 * oB), okA, okB, 1f, 1f);
-        else Frag.Store<TE, THd>(acc.A, dq, oA, oB, okA, okB, 1f, 1f);
+        StoreRows<TE, THd>(acc.A, dq, oA, oB, rA < blk.SeqQ, rA + 8 < blk.SeqQ, a.L.DqStrideB | a.L.DqStrideL | a.L.DqStrideH);
     }
 }

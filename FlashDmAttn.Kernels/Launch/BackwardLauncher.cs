@@ -55,6 +55,7 @@ internal static class BackwardLauncher
         a.DbRows = plan.DbRows;
         a.DbDirect = plan.DbDirect ? 1 : 0;
         a.DqAtomic = plan.DqAtomic ? 1 : 0;
+        a.KvDirect = plan.KvDirect ? 1 : 0;
         var f = p.Forward;
         long rowsTotal = (long)f.Batch * f.Heads * f.SeqQ;
 
@@ -63,8 +64,9 @@ internal static class BackwardLauncher
         var bias = Or(b.Bias, dummy.Cast<TElem>());
         var lse = Or(b.Lse, dummy.Cast<float>());
         using var dvec = accelerator.Allocate1D<float>(Math.Max(1, b.Lse.Length));
-        using var dkh = accelerator.Allocate1D<float>(Math.Max(1, plan.KeyScratch));
-        using var dvh = accelerator.Allocate1D<float>(Math.Max(1, plan.KeyScratch));
+        long keyScratch = plan.KvDirect ? 1 : Math.Max(1, plan.KeyScratch);
+        using var dkh = accelerator.Allocate1D<float>(keyScratch);
+        using var dvh = accelerator.Allocate1D<float>(keyScratch);
         long dbLength = plan.DBias == DBiasMode.None || plan.DbDirect ? 1 : (long)f.Batch * f.Heads * plan.DbRows * plan.DbCols;
         using var dbs = accelerator.Allocate1D<float>(Math.Max(1, dbLength));
         dkh.MemSetToZero();
@@ -104,7 +106,7 @@ internal static class BackwardLauncher
                 TcBackwardLauncher.Execute(accelerator, plan, a, new TcBwdBuffers(
                     b.Q.Cast<ushort>(), b.K.Cast<ushort>(), b.V.Cast<ushort>(), b.DO.Cast<ushort>(), tcBias, mask, lse, dvec.View, seq,
                     b.DQ.Cast<ushort>(), dkh.View, dvh.View, dbs.View,
-                    plan.DbDirect ? b.DBias.Cast<ushort>() : dummy.Cast<ushort>(), dqAcc.View), disk);
+                    plan.DbDirect ? b.DBias.Cast<ushort>() : dummy.Cast<ushort>(), dqAcc.View, b.DK.Cast<ushort>(), b.DV.Cast<ushort>()), disk);
                 long dqElems = (long)f.Batch * f.SeqQ * f.Heads * f.HeadDim;
                 if (plan.DqAtomic && dqElems > 0)
                 {
@@ -134,7 +136,7 @@ internal static class BackwardLauncher
             }
 
             long keyElems = (long)f.Batch * f.SeqK * f.KvHeads * f.HeadDim;
-            if (keyElems > 0)
+            if (keyElems > 0 && !plan.KvDirect)
             {
                 var heads = cache.GetOrAdd(("bwd-keyheads", typeof(TElem), typeof(TCodec)),
                     acc => CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>,

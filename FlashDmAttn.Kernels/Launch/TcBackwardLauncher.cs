@@ -14,7 +14,7 @@ internal readonly record struct TcBwdBuffers(
     ArrayView<ushort> Q, ArrayView<ushort> K, ArrayView<ushort> V, ArrayView<ushort> DO, ArrayView<ushort> Bias,
     ArrayView<byte> Mask, ArrayView<float> Lse, ArrayView<float> D, ArrayView<int> SeqInfo,
     ArrayView<ushort> DQ, ArrayView<float> DKh, ArrayView<float> DVh, ArrayView<float> DBias, ArrayView<ushort> DBiasOut,
-    ArrayView<float> DqAcc);
+    ArrayView<float> DqAcc, ArrayView<ushort> DK, ArrayView<ushort> DV);
 
 /// <summary>Loads the tensor-core backward's kernels by <see cref="TcKernelSpec"/> (through the disk cache) and runs
 /// them: the query-block kernel (dq; not with <see cref="BackwardPlan.DqAtomic"/>), then the key-block kernel (dk, dv,
@@ -24,7 +24,7 @@ internal static class TcBackwardLauncher
     private delegate void KeyKernel(AcceleratorStream stream, KernelConfig config, ArrayView<ushort> q, ArrayView<ushort> k,
         ArrayView<ushort> v, ArrayView<ushort> dO, ArrayView<ushort> bias, ArrayView<byte> mask, ArrayView<float> lse,
         ArrayView<float> dvec, ArrayView<int> seqInfo, ArrayView<float> dkh, ArrayView<float> dvh, ArrayView<float> dbias,
-        ArrayView<ushort> dbiasOut, ArrayView<float> dqAcc, BwdArgs a);
+        ArrayView<ushort> dbiasOut, ArrayView<float> dqAcc, ArrayView<ushort> dk, ArrayView<ushort> dv, BwdArgs a);
 
     private delegate void QueryKernel(AcceleratorStream stream, KernelConfig config, ArrayView<ushort> q, ArrayView<ushort> k,
         ArrayView<ushort> v, ArrayView<ushort> dO, ArrayView<ushort> bias, ArrayView<byte> mask, ArrayView<float> lse,
@@ -36,12 +36,16 @@ internal static class TcBackwardLauncher
     /// <summary>The query-block kernel method of a specialization.</summary>
     public static MethodInfo QueryMethod(TcKernelSpec spec) => TcStaticSwitch.Dispatch<QueryMethodVisitor, MethodInfo>(spec, default);
 
+    /// <summary>The key-block kernel's signature (more parameters than an Action takes).</summary>
+    private delegate void KeyBlockMethod(ArrayView<ushort> q, ArrayView<ushort> k, ArrayView<ushort> v, ArrayView<ushort> dO,
+        ArrayView<ushort> bias, ArrayView<byte> mask, ArrayView<float> lse, ArrayView<float> dvec, ArrayView<int> seqInfo,
+        ArrayView<float> dkh, ArrayView<float> dvh, ArrayView<float> dbias, ArrayView<ushort> dbiasOut, ArrayView<float> dqAcc,
+        ArrayView<ushort> dk, ArrayView<ushort> dv, BwdArgs a);
+
     private readonly struct KeyMethodVisitor : ITcKernelVisitor<MethodInfo>
     {
         public MethodInfo Visit<TE, THd, TF>() where TE : struct, ITcElem where THd : struct, ITcHeadDim where TF : struct, ITcFlags
-            => new Action<ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<ushort>,
-                ArrayView<byte>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>,
-                ArrayView<float>, ArrayView<ushort>, ArrayView<float>, BwdArgs>(TcBackwardKernels.KeyBlock<TE, THd, TF>).Method;
+            => new KeyBlockMethod(TcBackwardKernels.KeyBlock<TE, THd, TF>).Method;
     }
 
     private readonly struct QueryMethodVisitor : ITcKernelVisitor<MethodInfo>
@@ -76,7 +80,7 @@ internal static class TcBackwardLauncher
             int shared = plan.KeySharedBytes;
             var kernel = cache.GetOrAdd(("tc-bwd-key", spec), x => Load<KeyKernel>(x, disk, KeyMethod(spec), shared));
             kernel(acc.DefaultStream, Config(plan.KeyGrid, shared), b.Q, b.K, b.V, b.DO, b.Bias, b.Mask, b.Lse, b.D, b.SeqInfo,
-                b.DKh, b.DVh, b.DBias, b.DBiasOut, b.DqAcc, a);
+                b.DKh, b.DVh, b.DBias, b.DBiasOut, b.DqAcc, b.DK, b.DV, a);
         }
     }
 

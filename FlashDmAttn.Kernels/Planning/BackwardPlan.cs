@@ -38,6 +38,10 @@ internal sealed record BackwardPlan
     /// deterministic: the caller did not ask for it).</summary>
     public bool DqAtomic { get; init; }
 
+    /// <summary>The tensor-core key-block kernel stores dk and dv in the input dtype (one query head per kv head, no
+    /// gathered keys): no fp32 scratch, no head sums.</summary>
+    public bool KvDirect { get; init; }
+
     /// <summary>The bias-gradient scratch (B, H, rows, cols) in fp32 (0 × 0 without a bias).</summary>
     public int DbRows { get; init; }
     public int DbCols { get; init; }
@@ -58,7 +62,7 @@ internal sealed record BackwardPlan
             _ => "",
         };
         string kernels = TensorCore is { } tc
-            ? $"tensor-core backward {tc} 64x64{(DqAtomic ? ", dq by fp32 atomics" : ", dq by query blocks")}"
+            ? $"tensor-core backward {tc} 64x64{(DqAtomic ? ", dq by fp32 atomics" : ", dq by query blocks")}{(KvDirect ? ", dk/dv stored by the key blocks" : "")}"
             : $"portable backward {Shape.TileQ}x{Shape.TileK}";
         return $"{kernels}; dq grid {QueryGrid.X}x{QueryGrid.Y}x{QueryGrid.Z}, " +
                $"dk/dv grid {KeyGrid.X}x{KeyGrid.Y}x{KeyGrid.Z} of {GroupSize}, {QuerySharedBytes}/{KeySharedBytes} B shared{gather}{db}; {Reason}";
@@ -111,6 +115,7 @@ internal static class BackwardPlanner
             DBias = mode,
             DbRows = DbRows(p, mode),
             DqAtomic = spec is not null && !p.Deterministic,
+            KvDirect = spec is not null && f.HeadGroup == 1 && gather is null,
             DbDirect = spec is not null && mode == DBiasMode.Keys && p.L.DbB == f.Batch && p.L.DbH == f.Heads
                        && p.L.DbQ == f.SeqQ && p.L.DbK == f.SeqK && f.Varlen == 0,
             DbCols = mode switch { DBiasMode.Keys => f.SeqK, DBiasMode.Rows => 1, _ => 0 },
