@@ -23,9 +23,8 @@ public sealed partial class AttentionBackend
     /// <param name="gradOutput">dO, (B, Lq, H, D).</param>
     /// <param name="output">The forward's output for these inputs, (B, Lq, H, D).</param>
     /// <param name="softmaxLse">The forward's log-sum-exp, (B, H, Lq) fp32 (its <c>softmaxLse</c> output).</param>
-    /// <param name="deterministic">Repeated calls give bit-identical gradients: every sum runs in a fixed order. Without
-    /// it the tensor-core backward (CUDA, bf16/fp16, D ≤ 128) adds dq up with fp32 atomics, which is faster and varies in
-    /// the last bits from call to call; the portable backward is deterministic either way.</param>
+    /// <param name="deterministic">Repeated calls give bit-identical gradients. The backward kernels sum in a fixed
+    /// order without atomics, so every call is deterministic.</param>
     /// <param name="gradQuery">Where to write dq (query's shape); allocated when null.</param>
     /// <param name="gradKey">Where to write dk (key's shape); allocated when null.</param>
     /// <param name="gradValue">Where to write dv (value's shape); allocated when null.</param>
@@ -39,7 +38,7 @@ public sealed partial class AttentionBackend
     {
         var job = PrepareDense(gradOutput, query, key, value, output, softmaxLse, attnMask, attnBias, scale, isCausal, softcap,
             gradQuery, gradKey, gradValue, gradBias);
-        return RunBackward(job, gradQuery, gradKey, gradValue, gradBias, null, deterministic);
+        return RunBackward(job, gradQuery, gradKey, gradValue, gradBias, null);
     }
 
     /// <summary>
@@ -80,7 +79,7 @@ public sealed partial class AttentionBackend
             scale, isCausal, softcap, null, null, null, gradBias);
         CheckPackedGradient(job, gradQkv, nameof(gradQkv), gradBias);
         var packed = gradQkv?.Alias() ?? DeviceTensor<T>.Allocate(Accelerator, qkv.Shape.ToArray());
-        return RunOwning(packed, gradQkv is null, () => RunBackward(job, Unpack(packed, 0), Unpack(packed, 1), Unpack(packed, 2), gradBias, packed, deterministic));
+        return RunOwning(packed, gradQkv is null, () => RunBackward(job, Unpack(packed, 0), Unpack(packed, 1), Unpack(packed, 2), gradBias, packed));
     }
 
     /// <summary>Gradients of <see cref="ForwardKvPacked{T}"/>: dq, and dk, dv as slices of one packed (B, Lk, 2, Hkv, D)
@@ -97,7 +96,7 @@ public sealed partial class AttentionBackend
             scale, isCausal, softcap, gradQuery, null, null, gradBias);
         CheckPackedGradient(job, gradKv, nameof(gradKv), gradQuery, gradBias);
         var packed = gradKv?.Alias() ?? DeviceTensor<T>.Allocate(Accelerator, kv.Shape.ToArray());
-        return RunOwning(packed, gradKv is null, () => RunBackward(job, gradQuery, Unpack(packed, 0), Unpack(packed, 1), gradBias, packed, deterministic));
+        return RunOwning(packed, gradKv is null, () => RunBackward(job, gradQuery, Unpack(packed, 0), Unpack(packed, 1), gradBias, packed));
     }
 
     /// <summary>
@@ -133,7 +132,7 @@ public sealed partial class AttentionBackend
         if (gradValue is not null && !paged) gradValue = FlattenLive(gradValue, nameof(gradValue));
         var job = new BackwardJob<T>(p, v.Rows, query, key, value, output, gradOutput, softmaxLse, attnMask, attnBias, v.SeqInfo);
         CheckGradients(job, gradQuery, gradKey, gradValue, gradBias);
-        return RunBackward(job, gradQuery, gradKey, gradValue, gradBias, null, deterministic);
+        return RunBackward(job, gradQuery, gradKey, gradValue, gradBias, null);
     }
 
     /// <summary>A validated backward call: the forward problem and the tensors the kernels read.</summary>
@@ -282,7 +281,7 @@ public sealed partial class AttentionBackend
 
     /// <summary>Allocates the gradients not given, fills in their strides, and launches. Everything is valid here.</summary>
     private AttentionGradients<T> RunBackward<T>(BackwardJob<T> job, DeviceTensor<T>? dq, DeviceTensor<T>? dk, DeviceTensor<T>? dv,
-        DeviceTensor<T>? dbias, DeviceTensor<T>? packed, bool deterministic) where T : unmanaged
+        DeviceTensor<T>? dbias, DeviceTensor<T>? packed) where T : unmanaged
     {
         var made = new List<DeviceTensor<T>>();
         try
@@ -291,7 +290,7 @@ public sealed partial class AttentionBackend
             var gk = dk?.Alias() ?? Own(made, job.K.Shape);
             var gv = dv?.Alias() ?? Own(made, job.V.Shape);
             var gb = job.Bias is null ? null : dbias?.Alias() ?? Own(made, job.Bias.Shape);
-            LaunchBackward(job, gq, gk, gv, gb, deterministic);
+            LaunchBackward(job, gq, gk, gv, gb);
             return new AttentionGradients<T>(gq, gk, gv, gb, packed);
         }
         catch
@@ -309,13 +308,12 @@ public sealed partial class AttentionBackend
     }
 
     /// <summary>Fills in the gradients' strides and launches.</summary>
-    private void LaunchBackward<T>(BackwardJob<T> job, DeviceTensor<T> gq, DeviceTensor<T> gk, DeviceTensor<T> gv, DeviceTensor<T>? gb,
-        bool deterministic)
+    private void LaunchBackward<T>(BackwardJob<T> job, DeviceTensor<T> gq, DeviceTensor<T> gk, DeviceTensor<T> gv, DeviceTensor<T>? gb)
         where T : unmanaged
     {
         var f = job.P;
         (f.OStrideB, f.OStrideL, f.OStrideH) = Strides3(job.O);
-        var p = new BwdParams { Forward = f, Deterministic = deterministic };
+        var p = new BwdParams { Forward = f };
         (p.L.DoStrideB, p.L.DoStrideL, p.L.DoStrideH) = Strides3(job.DO);
         (p.L.DqStrideB, p.L.DqStrideL, p.L.DqStrideH) = Strides3(gq);
         (p.L.DkStrideB, p.L.DkStrideL, p.L.DkStrideH) = Strides3(gk);

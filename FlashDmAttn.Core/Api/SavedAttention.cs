@@ -28,11 +28,10 @@ public sealed class SavedAttention<T> : IDisposable where T : unmanaged
     /// <summary>The log-sum-exp (B, H, Lq), fp32.</summary>
     public DeviceTensor<float> SoftmaxLse { get; }
 
-    /// <summary>The gradients for <paramref name="gradOutput"/>, as <see cref="AttentionBackend.Backward{T}"/> gives them
-    /// (<paramref name="deterministic"/> as there).</summary>
+    /// <summary>The gradients for <paramref name="gradOutput"/>, as <see cref="AttentionBackend.Backward{T}"/> gives them.</summary>
     public AttentionGradients<T> Backward(DeviceTensor<T> gradOutput, DeviceTensor<T>? gradQuery = null, DeviceTensor<T>? gradKey = null,
-        DeviceTensor<T>? gradValue = null, DeviceTensor<T>? gradBias = null, bool deterministic = false)
-        => _backend.Backward(gradOutput, _q, _k, _v, Output, SoftmaxLse, _mask, _bias, _scale, _causal, _softcap, deterministic,
+        DeviceTensor<T>? gradValue = null, DeviceTensor<T>? gradBias = null)
+        => _backend.Backward(gradOutput, _q, _k, _v, Output, SoftmaxLse, _mask, _bias, _scale, _causal, _softcap,
             gradQuery: gradQuery, gradKey: gradKey, gradValue: gradValue, gradBias: gradBias);
 
     public void Dispose()

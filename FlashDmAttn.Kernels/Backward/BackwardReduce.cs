@@ -35,28 +35,6 @@ internal static class BackwardReduce
         }
     }
 
-    /// <summary>dq from the fp32 (B, SeqQ, H, D) accumulator the key blocks added into, in the input dtype at q's layout;
-    /// rows past a sequence's end are left alone.</summary>
-    public static void QueryRows<TElem, TCodec>(ArrayView<float> acc, ArrayView<int> seqInfo, ArrayView<TElem> dq, BwdArgs a)
-        where TElem : unmanaged
-        where TCodec : struct, IElementCodec<TElem>
-    {
-        var p = a.F;
-        int d = p.HeadDim;
-        long total = (long)p.Batch * p.SeqQ * p.Heads * d;
-        for (long w = Grid.GlobalIndex.X; w < total; w += (long)Grid.DimX * Group.DimX)
-        {
-            int x = (int)(w % d);
-            long row = w / d;
-            int h = (int)(row % p.Heads);
-            long bi = row / p.Heads;
-            int i = (int)(bi % p.SeqQ), b = (int)(bi / p.SeqQ);
-            var blk = BlockInfo.Create(p, seqInfo, b);
-            if (i >= blk.SeqQ) continue;
-            dq[blk.QOffset(a.L.DqStrideB, a.L.DqStrideL, a.L.DqStrideH, i, h) + x] = TCodec.FromFloat(acc[w]);
-        }
-    }
-
     /// <summary>dk and dv of each (batch, key, kv head): the sum of the query heads' fp32 scratch rows, in head order,
     /// stored in the input dtype at the key's place in k's layout (through the block table when paged).</summary>
     public static void KeyHeads<TElem, TCodec>(ArrayView<float> dkh, ArrayView<float> dvh, ArrayView<int> seqInfo,

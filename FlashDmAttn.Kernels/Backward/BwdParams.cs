@@ -46,9 +46,6 @@ internal struct BwdParams
 {
     public FwdParams Forward;
     public BwdLayout L;
-
-    /// <summary>The caller asked for bit-identical gradients from call to call (no atomics).</summary>
-    public bool Deterministic;
 }
 
 /// <summary>
@@ -66,9 +63,6 @@ internal struct BwdArgs
     /// <summary>1: the tensor-core key-block kernel writes dS straight into the bias gradient (mode Keys, a bias with no
     /// broadcast dim, fixed lengths); no scratch, no broadcast sums.</summary>
     public int DbDirect;
-
-    /// <summary>1: the tensor-core key-block kernel adds dq up in an fp32 accumulator by atomics (not deterministic).</summary>
-    public int DqAtomic;
 
     /// <summary>1: the tensor-core key-block kernel stores dk and dv itself (no GQA, no gathered keys): no scratch.</summary>
     public int KvDirect;

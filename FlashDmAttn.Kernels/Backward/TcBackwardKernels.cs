@@ -40,12 +40,12 @@ internal static class TcBackwardKernels
     /// dk and dv of 64 key slots for one (batch, query head), fp32, into the (B, SeqK, H, D) scratch (summed over a kv
     /// head's query heads afterwards), or with KvDirect straight into dk and dv, walking the query tiles that can see the block; with a bias that has a key dim,
     /// dS per element into the (B, H, SeqQ, SeqK) scratch (or straight into the bias gradient, DbDirect), or its sums over
-    /// the queries (DbRows = 1) into (B, H, 1, SeqK); with DqAtomic also dq, added into the fp32 (B, SeqQ, H, D) accumulator.
+    /// the queries (DbRows = 1) into (B, H, 1, SeqK).
     /// </summary>
     public static void KeyBlock<TE, THd, TF>(
         ArrayView<ushort> q, ArrayView<ushort> k, ArrayView<ushort> v, ArrayView<ushort> dO, ArrayView<ushort> bias,
         ArrayView<byte> mask, ArrayView<float> lse, ArrayView<float> dvec, ArrayView<int> seqInfo,
-        ArrayView<float> dkh, ArrayView<float> dvh, ArrayView<float> dbias, ArrayView<ushort> dbiasOut, ArrayView<float> dqAcc,
+        ArrayView<float> dkh, ArrayView<float> dvh, ArrayView<float> dbias, ArrayView<ushort> dbiasOut,
         ArrayView<ushort> dk, ArrayView<ushort> dv, BwdArgs a)
         where TE : struct, ITcElem
         where THd : struct, ITcHeadDim
@@ -79,6 +79,9 @@ internal static class TcBackwardKernels
         ulong biasG = hasBias ? Ptx.GlobalAddr(ref bias[0]) : 0ul;
         ulong maskG = hasMask ? Ptx.GlobalAddrB(ref mask[0]) : 0ul;
         bool maskVec = hasMask && p.MaskElemBytes == 1 && ((p.MaskStrideB | p.MaskStrideH | p.MaskStrideQ) & 1) == 0 && (maskG & 1ul) == 0;
+        // Bias pairs as vector loads where rows are 4-byte (16-byte) aligned, as in the forward.
+        bool biasVec = hasBias && ((p.BiasStrideB | p.BiasStrideH | p.BiasStrideQ) & 1) == 0 && (biasG & 3ul) == 0;
+        bool biasV4 = biasVec && ((p.BiasStrideB | p.BiasStrideH | p.BiasStrideQ) & 7) == 0 && (biasG & 15ul) == 0;
 
         // The block's K and V (slot order of TcKeyOrder), once.
         TcLoads.LoadKv<THd>(p, blk, seqInfo, kG, vG, kS, vS, k0, kEnd, hk, tid, gRow, false, 0);
@@ -89,8 +92,6 @@ internal static class TcBackwardKernels
         bool dbSums = dbKeys && a.DbRows == 1;
         bool dbDirect = dbKeys && a.DbDirect != 0; // dS straight into the bias gradient, every element of the block's keys
         ulong dbG = dbDirect ? Ptx.GlobalAddr(ref dbiasOut[0]) : 0ul;
-        bool dqAtomic = a.DqAtomic != 0; // dq += dS·K of each tile, added up in fp32 by atomics (the query-block kernel does not run)
-        ulong dqG = dqAtomic ? Ptx.GlobalAddrF(ref dqAcc[0]) : 0ul;
         int col0 = TcKeyOrder.LaneKey0(THd.Bc, t);
         uint qLane = qS + (uint)((warp * 16 + (lane & 15)) * rowBytes + (lane >> 4) * 16);
         uint doLane = qLane - qS + doS;
@@ -136,7 +137,9 @@ internal static class TcBackwardKernels
             // P (fp32, and 16-bit into shared memory), dP = dO·Vᵀ, dS = P∘(dP − D).
             SAcc s = Frag.QkSmem2<TE, THd>(qLane, 0u, kS + kLaneOff).A;
             SAcc slope = capOn ? Frag.CapSlope<THd>(s, p.Scale, p.Softcap) : default;
-            SAcc pr = TcBackwardTile.Probabilities<TE, THd, TF>(s, bits, sa, hasBias, mA, mB);
+            bool pre = TF.Bias && biasVec && k0 + THd.Bc <= blk.SeqK;
+            RowWords bw = pre ? TcBackwardTile.BiasWords<THd>(sa, biasV4) : default;
+            SAcc pr = TcBackwardTile.Probabilities<TE, THd, TF>(s, bits, sa, hasBias, pre, bw, mA, mB);
             Frag.StoreShared<TE, THd>(pr, pS + sLane, pS + sLane + rowB, 1f);
             SAcc ds = Frag.ScoreGrad<THd>(pr, Frag.QkSmem2<TE, THd>(doLane, 0u, vS + kLaneOff).A, dA, dB);
 
@@ -155,17 +158,9 @@ internal static class TcBackwardKernels
                 Frag.StoreScoresF32<THd>(ds, dbias, (at + rA) * p.SeqK + k0 + col0, (at + rA + 8) * p.SeqK + k0 + col0,
                     rA < blk.SeqQ, rA + 8 < blk.SeqQ, kEnd - k0 - col0);
             }
-            // dS·slope, the gradient of the dot product, for dK (and dq).
-            if (capOn) ds = Frag.Mul<THd>(ds, slope);
-            float dsMul = capOn ? 1f : p.Scale;
-            Frag.StoreShared<TE, THd>(ds, dsS + sLane, dsS + sLane + rowB, dsMul);
-            if (dqAtomic)
-            {
-                // dQ of the warp's 16 rows += (dS·slope)·K: K's rows are the keys, as V's are in the forward's P·V.
-                OAcc2 dq = Frag.Pv2<TE, THd>(default, Frag.PackA<TE, THd>(ds, dsMul), default, kS + vLaneOff);
-                long rowA = (((long)b * p.SeqQ + rA) * p.Heads + h) * THd.D + 2 * t;
-                Frag.RedAdd<THd>(dq.A, dqG + (ulong)(4 * rowA), dqG + (ulong)(4 * (rowA + 8L * p.Heads * THd.D)), rA < blk.SeqQ, rA + 8 < blk.SeqQ);
-            }
+            // dS·slope, the gradient of the dot product, for dK.
+            if (capOn) Frag.StoreShared<TE, THd>(Frag.Mul<THd>(ds, slope), dsS + sLane, dsS + sLane + rowB, 1f);
+            else Frag.StoreShared<TE, THd>(ds, dsS + sLane, dsS + sLane + rowB, p.Scale);
             Group.Barrier();
 
             if (dbSums && tid < THd.Bc)
@@ -273,6 +268,9 @@ internal static class TcBackwardKernels
         ulong biasG = hasBias ? Ptx.GlobalAddr(ref bias[0]) : 0ul;
         ulong maskG = hasMask ? Ptx.GlobalAddrB(ref mask[0]) : 0ul;
         bool maskVec = hasMask && p.MaskElemBytes == 1 && ((p.MaskStrideB | p.MaskStrideH | p.MaskStrideQ) & 1) == 0 && (maskG & 1ul) == 0;
+        // Bias pairs as vector loads where rows are 4-byte (16-byte) aligned, as in the forward.
+        bool biasVec = hasBias && ((p.BiasStrideB | p.BiasStrideH | p.BiasStrideQ) & 1) == 0 && (biasG & 3ul) == 0;
+        bool biasV4 = biasVec && ((p.BiasStrideB | p.BiasStrideH | p.BiasStrideQ) & 7) == 0 && (biasG & 15ul) == 0;
 
         TcLoads.LoadQ<THd>(p, blk, qG, qS, i0, rows, Rows, h, tid);
         TcLoads.LoadRows<THd>(a.L.DoStrideB, a.L.DoStrideL, a.L.DoStrideH, blk, doG, doS, i0, rows, Rows, h, tid);
@@ -334,7 +332,9 @@ internal static class TcBackwardKernels
             sa.Col0 = cur * THd.Bc + col0;
             SAcc s = Frag.QkSmem2<TE, THd>(qLane, 0u, kCur + kLaneOff).A;
             SAcc slope = capOn ? Frag.CapSlope<THd>(s, p.Scale, p.Softcap) : default;
-            SAcc pr = TcBackwardTile.Probabilities<TE, THd, TF>(s, curBits, sa, hasBias, mA, mB);
+            bool pre = TF.Bias && biasVec && cur * THd.Bc + THd.Bc <= blk.SeqK;
+            RowWords bw = pre ? TcBackwardTile.BiasWords<THd>(sa, biasV4) : default;
+            SAcc pr = TcBackwardTile.Probabilities<TE, THd, TF>(s, curBits, sa, hasBias, pre, bw, mA, mB);
             SAcc ds = Frag.ScoreGrad<THd>(pr, Frag.QkSmem2<TE, THd>(doLane, 0u, kCur + tileBytes + kLaneOff).A, dA, dB);
             // dQ += (dS·slope)·K: K's rows are the keys, as V's are in the forward's P·V.
             PFrag dsA = capOn ? Frag.PackA<TE, THd>(Frag.Mul<THd>(ds, slope), 1f) : Frag.PackA<TE, THd>(ds, p.Scale);

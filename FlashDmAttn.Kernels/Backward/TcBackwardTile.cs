@@ -57,15 +57,28 @@ internal static class TcBackwardTile
     }
 
     /// <summary>
-    /// P = exp(score − LSE) of the tile in fp32 from the raw dot products <paramref name="s"/>: the forward's score
-    /// (scale, softcap, bias; invisible elements −∞) in the log2 domain, then 2^(x − m) with the rows' LSE in log2 units
-    /// (<see cref="RowState{TE}"/>).
+    /// The bias of the lane's rows for the tile whose keys start at sa.Col0 − (lane's offset) as 32-bit pairs (the
+    /// forward's prefetch): <paramref name="v4"/> 16-byte vector loads, else 4-byte ones. The caller checks that the tile
+    /// lies inside the key range and that the rows are 4-byte (16-byte) aligned.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static SAcc Probabilities<TE, THd, TF>(SAcc s, uint bits, in ScoreArgs sa, bool hasBias, float mA, float mB)
+    public static RowWords BiasWords<THd>(in ScoreArgs sa, bool v4) where THd : struct, ITcHeadDim
+    {
+        ulong cb = (ulong)(2 * sa.Col0);
+        return v4 ? Frag.LoadWords32V4<THd>(sa.BiasA + cb, sa.BiasB + cb) : Frag.LoadWords32<THd>(sa.BiasA + cb, sa.BiasB + cb);
+    }
+
+    /// <summary>
+    /// P = exp(score − LSE) of the tile in fp32 from the raw dot products <paramref name="s"/>: the forward's score
+    /// (scale, softcap, bias; invisible elements −∞) in the log2 domain, then 2^(x − m) with the rows' LSE in log2 units
+    /// (<see cref="RowState{TE}"/>). With <paramref name="pre"/> the bias comes from <paramref name="bw"/>
+    /// (<see cref="BiasWords{THd}"/>), else element by element where visible.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static SAcc Probabilities<TE, THd, TF>(SAcc s, uint bits, in ScoreArgs sa, bool hasBias, bool pre, RowWords bw, float mA, float mB)
         where TE : struct, ITcElem where THd : struct, ITcHeadDim where TF : struct, ITcFlags
     {
-        s = TcScore.Apply<TE, THd, TF>(s, bits, sa, false, hasBias, false, false, default, 0u, 0u);
+        s = TcScore.Apply<TE, THd, TF>(s, bits, sa, false, hasBias, pre, false, bw, 0u, 0u);
         return Frag.Probs<THd>(s, TcScore.Raw<TF>() ? sa.ScaleLog2 : 1f, mA, mB);
     }
 }

@@ -54,7 +54,6 @@ internal static class BackwardLauncher
         a.DBias = (int)plan.DBias;
         a.DbRows = plan.DbRows;
         a.DbDirect = plan.DbDirect ? 1 : 0;
-        a.DqAtomic = plan.DqAtomic ? 1 : 0;
         a.KvDirect = plan.KvDirect ? 1 : 0;
         var f = p.Forward;
         long rowsTotal = (long)f.Batch * f.Heads * f.SeqQ;
@@ -72,8 +71,6 @@ internal static class BackwardLauncher
         dkh.MemSetToZero();
         dvh.MemSetToZero();
         dbs.MemSetToZero();
-        using var dqAcc = accelerator.Allocate1D<float>(plan.DqAtomic ? Math.Max(1, (long)f.Batch * f.SeqQ * f.Heads * f.HeadDim) : 1);
-        dqAcc.MemSetToZero();
         dvec.MemSetToZero();
         // After the scratch is allocated: an observer that reads the device's memory sees the call's peak.
         options.BackwardObserver?.Invoke(plan);
@@ -106,15 +103,7 @@ internal static class BackwardLauncher
                 TcBackwardLauncher.Execute(accelerator, plan, a, new TcBwdBuffers(
                     b.Q.Cast<ushort>(), b.K.Cast<ushort>(), b.V.Cast<ushort>(), b.DO.Cast<ushort>(), tcBias, mask, lse, dvec.View, seq,
                     b.DQ.Cast<ushort>(), dkh.View, dvh.View, dbs.View,
-                    plan.DbDirect ? b.DBias.Cast<ushort>() : dummy.Cast<ushort>(), dqAcc.View, b.DK.Cast<ushort>(), b.DV.Cast<ushort>()), disk);
-                long dqElems = (long)f.Batch * f.SeqQ * f.Heads * f.HeadDim;
-                if (plan.DqAtomic && dqElems > 0)
-                {
-                    var rows = cache.GetOrAdd(("bwd-queryrows", typeof(TElem), typeof(TCodec)),
-                        acc => CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>,
-                            ArrayView<TElem>, BwdArgs>>(acc, disk, BackwardReduce.QueryRows<TElem, TCodec>));
-                    rows(accelerator.DefaultStream, KernelCache.Linear(accelerator, dqElems), dqAcc.View, seq, b.DQ, a);
-                }
+                    plan.DbDirect ? b.DBias.Cast<ushort>() : dummy.Cast<ushort>(), b.DK.Cast<ushort>(), b.DV.Cast<ushort>()), disk);
             }
             else if (plan.QueryGrid.X > 0)
             {

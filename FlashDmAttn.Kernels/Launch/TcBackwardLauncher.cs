@@ -14,17 +14,16 @@ internal readonly record struct TcBwdBuffers(
     ArrayView<ushort> Q, ArrayView<ushort> K, ArrayView<ushort> V, ArrayView<ushort> DO, ArrayView<ushort> Bias,
     ArrayView<byte> Mask, ArrayView<float> Lse, ArrayView<float> D, ArrayView<int> SeqInfo,
     ArrayView<ushort> DQ, ArrayView<float> DKh, ArrayView<float> DVh, ArrayView<float> DBias, ArrayView<ushort> DBiasOut,
-    ArrayView<float> DqAcc, ArrayView<ushort> DK, ArrayView<ushort> DV);
+    ArrayView<ushort> DK, ArrayView<ushort> DV);
 
 /// <summary>Loads the tensor-core backward's kernels by <see cref="TcKernelSpec"/> (through the disk cache) and runs
-/// them: the query-block kernel (dq; not with <see cref="BackwardPlan.DqAtomic"/>), then the key-block kernel (dk, dv,
-/// the bias gradient, and dq by atomics with DqAtomic).</summary>
+/// them: the query-block kernel (dq), then the key-block kernel (dk, dv and the bias gradient).</summary>
 internal static class TcBackwardLauncher
 {
     private delegate void KeyKernel(AcceleratorStream stream, KernelConfig config, ArrayView<ushort> q, ArrayView<ushort> k,
         ArrayView<ushort> v, ArrayView<ushort> dO, ArrayView<ushort> bias, ArrayView<byte> mask, ArrayView<float> lse,
         ArrayView<float> dvec, ArrayView<int> seqInfo, ArrayView<float> dkh, ArrayView<float> dvh, ArrayView<float> dbias,
-        ArrayView<ushort> dbiasOut, ArrayView<float> dqAcc, ArrayView<ushort> dk, ArrayView<ushort> dv, BwdArgs a);
+        ArrayView<ushort> dbiasOut, ArrayView<ushort> dk, ArrayView<ushort> dv, BwdArgs a);
 
     private delegate void QueryKernel(AcceleratorStream stream, KernelConfig config, ArrayView<ushort> q, ArrayView<ushort> k,
         ArrayView<ushort> v, ArrayView<ushort> dO, ArrayView<ushort> bias, ArrayView<byte> mask, ArrayView<float> lse,
@@ -39,7 +38,7 @@ internal static class TcBackwardLauncher
     /// <summary>The key-block kernel's signature (more parameters than an Action takes).</summary>
     private delegate void KeyBlockMethod(ArrayView<ushort> q, ArrayView<ushort> k, ArrayView<ushort> v, ArrayView<ushort> dO,
         ArrayView<ushort> bias, ArrayView<byte> mask, ArrayView<float> lse, ArrayView<float> dvec, ArrayView<int> seqInfo,
-        ArrayView<float> dkh, ArrayView<float> dvh, ArrayView<float> dbias, ArrayView<ushort> dbiasOut, ArrayView<float> dqAcc,
+        ArrayView<float> dkh, ArrayView<float> dvh, ArrayView<float> dbias, ArrayView<ushort> dbiasOut,
         ArrayView<ushort> dk, ArrayView<ushort> dv, BwdArgs a);
 
     private readonly struct KeyMethodVisitor : ITcKernelVisitor<MethodInfo>
@@ -69,7 +68,7 @@ internal static class TcBackwardLauncher
     {
         var spec = plan.TensorCore!.Value;
         var cache = KernelCache.For(acc);
-        if (plan.QueryGrid.X > 0 && !plan.DqAtomic)
+        if (plan.QueryGrid.X > 0)
         {
             int shared = plan.QuerySharedBytes;
             var kernel = cache.GetOrAdd(("tc-bwd-query", spec), x => Load<QueryKernel>(x, disk, QueryMethod(spec), shared));
@@ -80,7 +79,7 @@ internal static class TcBackwardLauncher
             int shared = plan.KeySharedBytes;
             var kernel = cache.GetOrAdd(("tc-bwd-key", spec), x => Load<KeyKernel>(x, disk, KeyMethod(spec), shared));
             kernel(acc.DefaultStream, Config(plan.KeyGrid, shared), b.Q, b.K, b.V, b.DO, b.Bias, b.Mask, b.Lse, b.D, b.SeqInfo,
-                b.DKh, b.DVh, b.DBias, b.DBiasOut, b.DqAcc, b.DK, b.DV, a);
+                b.DKh, b.DVh, b.DBias, b.DBiasOut, b.DK, b.DV, a);
         }
     }
 

@@ -34,10 +34,6 @@ internal sealed record BackwardPlan
     /// broadcast dim, fixed lengths. Then there is no scratch and no broadcast sum.</summary>
     public bool DbDirect { get; init; }
 
-    /// <summary>The tensor-core key-block kernel adds dq up by fp32 atomics and the query-block kernel does not run (not
-    /// deterministic: the caller did not ask for it).</summary>
-    public bool DqAtomic { get; init; }
-
     /// <summary>The tensor-core key-block kernel stores dk and dv in the input dtype (one query head per kv head, no
     /// gathered keys): no fp32 scratch, no head sums.</summary>
     public bool KvDirect { get; init; }
@@ -62,7 +58,7 @@ internal sealed record BackwardPlan
             _ => "",
         };
         string kernels = TensorCore is { } tc
-            ? $"tensor-core backward {tc} 64x64{(DqAtomic ? ", dq by fp32 atomics" : ", dq by query blocks")}{(KvDirect ? ", dk/dv stored by the key blocks" : "")}"
+            ? $"tensor-core backward {tc} 64x64{(KvDirect ? ", dk/dv stored by the key blocks" : "")}"
             : $"portable backward {Shape.TileQ}x{Shape.TileK}";
         return $"{kernels}; dq grid {QueryGrid.X}x{QueryGrid.Y}x{QueryGrid.Z}, " +
                $"dk/dv grid {KeyGrid.X}x{KeyGrid.Y}x{KeyGrid.Z} of {GroupSize}, {QuerySharedBytes}/{KeySharedBytes} B shared{gather}{db}; {Reason}";
@@ -114,7 +110,6 @@ internal static class BackwardPlanner
             KeySharedBytes = kBytes,
             DBias = mode,
             DbRows = DbRows(p, mode),
-            DqAtomic = spec is not null && !p.Deterministic,
             KvDirect = spec is not null && f.HeadGroup == 1 && gather is null,
             DbDirect = spec is not null && mode == DBiasMode.Keys && p.L.DbB == f.Batch && p.L.DbH == f.Heads
                        && p.L.DbQ == f.SeqQ && p.L.DbK == f.SeqK && f.Varlen == 0,
@@ -162,14 +157,14 @@ internal static class BackwardPlanner
     private static long KeyScratchOf(in FwdParams f) => (long)f.Batch * f.SeqK * f.Heads * f.HeadDim;
 
     /// <summary>Floats of fp32 scratch a plan of this problem may allocate (dk and dv per query head, the bias gradient
-    /// before its broadcast sums, D in the LSE's layout of <paramref name="lseLength"/> floats, the dq accumulator of the
-    /// atomic form); needs only the shapes, so it bounds what any plan of them takes.</summary>
+    /// before its broadcast sums, D in the LSE's layout of <paramref name="lseLength"/> floats); needs only the shapes, so it
+    /// bounds what any plan of them takes.</summary>
     public static long ScratchFloats(in BwdParams p, long lseLength)
     {
         var f = p.Forward;
         var mode = ModeOf(p);
         long db = mode == DBiasMode.None ? 0 : (long)f.Batch * f.Heads * DbRows(p, mode) * (mode == DBiasMode.Keys ? f.SeqK : 1);
-        return 2 * KeyScratchOf(f) + db + lseLength + (long)f.Batch * f.SeqQ * f.Heads * f.HeadDim;
+        return 2 * KeyScratchOf(f) + db + lseLength;
     }
 
     /// <summary>Square tiles of at most 32 rows whose larger kernel fits the shared-memory budget, no longer than the

@@ -28,7 +28,6 @@ public class PortablePtxTests
             ("KeyBlock bf16", PortableBackwardKernels.KeyBlock<ushort, Bf16Codec>),
             ("KeyBlock fp32", PortableBackwardKernels.KeyBlock<float, Fp32Codec>),
             ("KeyHeads fp16", BackwardReduce.KeyHeads<ushort, Fp16Codec>),
-            ("QueryRows bf16", BackwardReduce.QueryRows<ushort, Bf16Codec>),
             ("BiasBroadcast bf16", BackwardReduce.BiasBroadcast<ushort, Bf16Codec>),
             ("RowBroadcast bf16", RowBroadcastKernel.Run<ushort, Bf16Codec>),
             ("GatherBias bf16", KeyGatherKernel.GatherBiasKernel<ushort>),

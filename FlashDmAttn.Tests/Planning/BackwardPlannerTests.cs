@@ -65,19 +65,21 @@ public class BackwardPlannerTests
         Assert.That(plan.KeyGrid, Is.EqualTo((2, 15, 1)), "64-key blocks");
         Assert.That(plan.GroupSize, Is.EqualTo(128));
         Assert.That(plan.KeySharedBytes, Is.GreaterThan(48 * 1024).And.LessThanOrEqualTo(H200.OptInSharedBytes));
-        Assert.That(plan.DqAtomic, Is.True, "not deterministic: dq by atomics");
-        Assert.That(plan.Describe(), Does.Contain("tensor-core backward bf16 d128-bwd causal").And.Contain("dq by fp32 atomics"));
+        Assert.That(plan.KvDirect, Is.True, "one query head per kv head: dk/dv stored by the key blocks");
+        Assert.That(plan.Describe(), Does.Contain("tensor-core backward bf16 d128-bwd causal").And.Contain("dk/dv stored by the key blocks"));
     }
 
     [Test]
-    public void DeterministicRunsTheQueryBlocks()
+    public void GroupedHeadsSumDkDvThroughScratch()
     {
         var p = Problem(d: 64);
-        p.Deterministic = true;
+        var f = p.Forward;
+        (f.KvHeads, f.HeadGroup) = (2, 4);
+        p.Forward = f;
         var plan = PlanBf16(p);
         Assert.That(plan.TensorCore, Is.Not.Null);
-        Assert.That(plan.DqAtomic, Is.False);
-        Assert.That(plan.Describe(), Does.Contain("dq by query blocks"));
+        Assert.That(plan.KvDirect, Is.False);
+        Assert.That(plan.KeyScratch, Is.EqualTo(2L * 1000 * 8 * 64));
     }
 
     [TestCase(256, "head dim 256 has no tensor-core backward")]

@@ -366,13 +366,5 @@ w("    {")
 for j in range(MAXS):
     w(f"        if (THd.Bc > {8*j}) {{ if (okA) Ptx.StGlobalU32(addrA + {4*j}ul, TE.Pack(s.S{j}.X, s.S{j}.Y)); if (okB) Ptx.StGlobalU32(addrB + {4*j}ul, TE.Pack(s.S{j}.Z, s.S{j}.W)); }}")
 w("    }")
-w("")
-w("    /// <summary>Backward: adds this lane's two rows of an fp32 tile to global fp32 rows at addrA/addrB (byte addresses of column 2·(lane % 4)) by red.global.add.</summary>")
-w(AI)
-w("    public static void RedAdd<THd>(OAcc o, ulong addrA, ulong addrB, bool okA, bool okB) where THd : struct, ITcHeadDim")
-w("    {")
-for j in range(MAXO):
-    w(f"        if (THd.D > {8*j}) {{ if (okA) {{ Ptx.RedAddF32(addrA + {32*j}ul, o.O{j}.X); Ptx.RedAddF32(addrA + {32*j+4}ul, o.O{j}.Y); }} if (okB) {{ Ptx.RedAddF32(addrB + {32*j}ul, o.O{j}.Z); Ptx.RedAddF32(addrB + {32*j+4}ul, o.O{j}.W); }} }}")
-w("    }")
 w("}")
 print("\n".join(o))

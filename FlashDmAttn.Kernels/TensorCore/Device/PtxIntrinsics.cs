@@ -130,10 +130,6 @@ internal static class Ptx
     [IntrinsicImplementation]
     public static unsafe ulong GlobalAddr(ref ushort globalElem) => (ulong)Unsafe.AsPointer(ref globalElem);
 
-    /// <summary>64-bit global byte address of a global fp32 element (the backward's accumulators).</summary>
-    [IntrinsicImplementation]
-    public static unsafe ulong GlobalAddrF(ref float globalElem) => (ulong)Unsafe.AsPointer(ref globalElem);
-
     /// <summary>64-bit global byte address of a global byte (masks).</summary>
     [IntrinsicImplementation]
     public static unsafe ulong GlobalAddrB(ref byte globalElem) => (ulong)Unsafe.AsPointer(ref globalElem);
@@ -216,21 +212,6 @@ internal static class Ptx
         return new U4(x[0], x[1], x[2], x[3]);
     }
 
-    /// <summary>red.global.add.f32: an atomic add whose result is not returned (addr 4-byte aligned). CPU twin: a
-    /// compare-and-swap loop (the CPU accelerator runs groups in parallel too).</summary>
-    [IntrinsicImplementation]
-    public static unsafe void RedAddF32(ulong addr, float value)
-    {
-        int* x = (int*)addr;
-        int seen, sum;
-        do
-        {
-            seen = *x;
-            sum = BitConverter.SingleToInt32Bits(BitConverter.Int32BitsToSingle(seen) + value);
-        }
-        while (Interlocked.CompareExchange(ref *x, sum, seen) != seen);
-    }
-
     /// <summary>st.shared.u32 through a 32-bit shared-window byte address (4-byte aligned).</summary>
     [IntrinsicImplementation]
     public static unsafe void StSharedU32(uint addr, uint value) => *(uint*)CpuShared(addr) = value;
@@ -277,7 +258,6 @@ internal static class PtxIntrinsics
         Reg(nameof(Ptx.SharedAddr), nameof(PtxGen.SharedAddr));
         Reg(nameof(Ptx.GlobalAddr), nameof(PtxGen.GlobalAddr));
         Reg(nameof(Ptx.GlobalAddrB), nameof(PtxGen.GlobalAddr));
-        Reg(nameof(Ptx.GlobalAddrF), nameof(PtxGen.GlobalAddr));
         Reg(nameof(Ptx.LdMatrixX4), nameof(PtxGen.LdMatrix));
         Reg(nameof(Ptx.LdMatrixX4Trans), nameof(PtxGen.LdMatrixTrans));
         Reg(nameof(Ptx.Ex2), nameof(PtxGen.Ex2));
@@ -288,7 +268,6 @@ internal static class PtxIntrinsics
         Reg(nameof(Ptx.LdGlobalNcV4U32), nameof(PtxGen.LdGlobalNcV4U32));
         Reg(nameof(Ptx.LdGlobalNcV2U32), nameof(PtxGen.LdGlobalNcV2U32));
         Reg(nameof(Ptx.LdSharedV4U32), nameof(PtxGen.LdSharedV4U32));
-        Reg(nameof(Ptx.RedAddF32), nameof(PtxGen.RedAddF32));
         Reg(nameof(Ptx.StSharedU32), nameof(PtxGen.StSharedU32));
         Reg(nameof(Ptx.LdSharedU32), nameof(PtxGen.LdSharedU32));
         Reg(nameof(Ptx.CpAsyncCommit), nameof(PtxGen.Commit));
@@ -421,16 +400,6 @@ internal static class PtxGen
         var a = Hw(cg, cg.Load(call[0]));
         var v = Hw(cg, cg.Load(call[1]));
         using var cmd = cg.BeginCommand("st.global.u32");
-        cmd.AppendArgumentValue(a);
-        cmd.AppendArgument(v);
-    }
-
-    public static void RedAddF32(PTXBackend backend, PTXCodeGenerator cg, Value value)
-    {
-        var call = (MethodCall)value;
-        var a = Hw(cg, cg.Load(call[0]));
-        var v = Hw(cg, cg.Load(call[1]));
-        using var cmd = cg.BeginCommand("red.global.add.f32");
         cmd.AppendArgumentValue(a);
         cmd.AppendArgument(v);
     }

@@ -840,42 +840,4 @@ internal static class Frag
         if (THd.Bc > 48) { if (okA) Ptx.StGlobalU32(addrA + 24ul, TE.Pack(s.S6.X, s.S6.Y)); if (okB) Ptx.StGlobalU32(addrB + 24ul, TE.Pack(s.S6.Z, s.S6.W)); }
         if (THd.Bc > 56) { if (okA) Ptx.StGlobalU32(addrA + 28ul, TE.Pack(s.S7.X, s.S7.Y)); if (okB) Ptx.StGlobalU32(addrB + 28ul, TE.Pack(s.S7.Z, s.S7.W)); }
     }
-
-    /// <summary>Backward: adds this lane's two rows of an fp32 tile to global fp32 rows at addrA/addrB (byte addresses of column 2·(lane % 4)) by red.global.add.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void RedAdd<THd>(OAcc o, ulong addrA, ulong addrB, bool okA, bool okB) where THd : struct, ITcHeadDim
-    {
-        if (THd.D > 0) { if (okA) { Ptx.RedAddF32(addrA + 0ul, o.O0.X); Ptx.RedAddF32(addrA + 4ul, o.O0.Y); } if (okB) { Ptx.RedAddF32(addrB + 0ul, o.O0.Z); Ptx.RedAddF32(addrB + 4ul, o.O0.W); } }
-        if (THd.D > 8) { if (okA) { Ptx.RedAddF32(addrA + 32ul, o.O1.X); Ptx.RedAddF32(addrA + 36ul, o.O1.Y); } if (okB) { Ptx.RedAddF32(addrB + 32ul, o.O1.Z); Ptx.RedAddF32(addrB + 36ul, o.O1.W); } }
-        if (THd.D > 16) { if (okA) { Ptx.RedAddF32(addrA + 64ul, o.O2.X); Ptx.RedAddF32(addrA + 68ul, o.O2.Y); } if (okB) { Ptx.RedAddF32(addrB + 64ul, o.O2.Z); Ptx.RedAddF32(addrB + 68ul, o.O2.W); } }
-        if (THd.D > 24) { if (okA) { Ptx.RedAddF32(addrA + 96ul, o.O3.X); Ptx.RedAddF32(addrA + 100ul, o.O3.Y); } if (okB) { Ptx.RedAddF32(addrB + 96ul, o.O3.Z); Ptx.RedAddF32(addrB + 100ul, o.O3.W); } }
-        if (THd.D > 32) { if (okA) { Ptx.RedAddF32(addrA + 128ul, o.O4.X); Ptx.RedAddF32(addrA + 132ul, o.O4.Y); } if (okB) { Ptx.RedAddF32(addrB + 128ul, o.O4.Z); Ptx.RedAddF32(addrB + 132ul, o.O4.W); } }
-        if (THd.D > 40) { if (okA) { Ptx.RedAddF32(addrA + 160ul, o.O5.X); Ptx.RedAddF32(addrA + 164ul, o.O5.Y); } if (okB) { Ptx.RedAddF32(addrB + 160ul, o.O5.Z); Ptx.RedAddF32(addrB + 164ul, o.O5.W); } }
-        if (THd.D > 48) { if (okA) { Ptx.RedAddF32(addrA + 192ul, o.O6.X); Ptx.RedAddF32(addrA + 196ul, o.O6.Y); } if (okB) { Ptx.RedAddF32(addrB + 192ul, o.O6.Z); Ptx.RedAddF32(addrB + 196ul, o.O6.W); } }
-        if (THd.D > 56) { if (okA) { Ptx.RedAddF32(addrA + 224ul, o.O7.X); Ptx.RedAddF32(addrA + 228ul, o.O7.Y); } if (okB) { Ptx.RedAddF32(addrB + 224ul, o.O7.Z); Ptx.RedAddF32(addrB + 228ul, o.O7.W); } }
-        if (THd.D > 64) { if (okA) { Ptx.RedAddF32(addrA + 256ul, o.O8.X); Ptx.RedAddF32(addrA + 260ul, o.O8.Y); } if (okB) { Ptx.RedAddF32(addrB + 256ul, o.O8.Z); Ptx.RedAddF32(addrB + 260ul, o.O8.W); } }
-        if (THd.D > 72) { if (okA) { Ptx.RedAddF32(addrA + 288ul, o.O9.X); Ptx.RedAddF32(addrA + 292ul, o.O9.Y); } if (okB) { Ptx.RedAddF32(addrB + 288ul, o.O9.Z); Ptx.RedAddF32(addrB + 292ul, o.O9.W); } }
-        if (THd.D > 80) { if (okA) { Ptx.RedAddF32(addrA + 320ul, o.O10.X); Ptx.RedAddF32(addrA + 324ul, o.O10.Y); } if (okB) { Ptx.RedAddF32(addrB + 320ul, o.O10.Z); Ptx.RedAddF32(addrB + 324ul, o.O10.W); } }
-        if (THd.D > 88) { if (okA) { Ptx.RedAddF32(addrA + 352ul, o.O11.X); Ptx.RedAddF32(addrA + 356ul, o.O11.Y); } if (okB) { Ptx.RedAddF32(addrB + 352ul, o.O11.Z); Ptx.RedAddF32(addrB + 356ul, o.O11.W); } }
-        if (THd.D > 96) { if (okA) { Ptx.RedAddF32(addrA + 384ul, o.O12.X); Ptx.RedAddF32(addrA + 388ul, o.O12.Y); } if (okB) { Ptx.RedAddF32(addrB + 384ul, o.O12.Z); Ptx.RedAddF32(addrB + 388ul, o.O12.W); } }
-        if (THd.D > 104) { if (okA) { Ptx.RedAddF32(addrA + 416ul, o.O13.X); Ptx.RedAddF32(addrA + 420ul, o.O13.Y); } if (okB) { Ptx.RedAddF32(addrB + 416ul, o.O13.Z); Ptx.RedAddF32(addrB + 420ul, o.O13.W); } }
-        if (THd.D > 112) { if (okA) { Ptx.RedAddF32(addrA + 448ul, o.O14.X); Ptx.RedAddF32(addrA + 452ul, o.O14.Y); } if (okB) { Ptx.RedAddF32(addrB + 448ul, o.O14.Z); Ptx.RedAddF32(addrB + 452ul, o.O14.W); } }
-        if (THd.D > 120) { if (okA) { Ptx.RedAddF32(addrA + 480ul, o.O15.X); Ptx.RedAddF32(addrA + 484ul, o.O15.Y); } if (okB) { Ptx.RedAddF32(addrB + 480ul, o.O15.Z); Ptx.RedAddF32(addrB + 484ul, o.O15.W); } }
-        if (THd.D > 128) { if (okA) { Ptx.RedAddF32(addrA + 512ul, o.O16.X); Ptx.RedAddF32(addrA + 516ul, o.O16.Y); } if (okB) { Ptx.RedAddF32(addrB + 512ul, o.O16.Z); Ptx.RedAddF32(addrB + 516ul, o.O16.W); } }
-        if (THd.D > 136) { if (okA) { Ptx.RedAddF32(addrA + 544ul, o.O17.X); Ptx.RedAddF32(addrA + 548ul, o.O17.Y); } if (okB) { Ptx.RedAddF32(addrB + 544ul, o.O17.Z); Ptx.RedAddF32(addrB + 548ul, o.O17.W); } }
-        if (THd.D > 144) { if (okA) { Ptx.RedAddF32(addrA + 576ul, o.O18.X); Ptx.RedAddF32(addrA + 580ul, o.O18.Y); } if (okB) { Ptx.RedAddF32(addrB + 576ul, o.O18.Z); Ptx.RedAddF32(addrB + 580ul, o.O18.W); } }
-        if (THd.D > 152) { if (okA) { Ptx.RedAddF32(addrA + 608ul, o.O19.X); Ptx.RedAddF32(addrA + 612ul, o.O19.Y); } if (okB) { Ptx.RedAddF32(addrB + 608ul, o.O19.Z); Ptx.RedAddF32(addrB + 612ul, o.O19.W); } }
-        if (THd.D > 160) { if (okA) { Ptx.RedAddF32(addrA + 640ul, o.O20.X); Ptx.RedAddF32(addrA + 644ul, o.O20.Y); } if (okB) { Ptx.RedAddF32(addrB + 640ul, o.O20.Z); Ptx.RedAddF32(addrB + 644ul, o.O20.W); } }
-        if (THd.D > 168) { if (okA) { Ptx.RedAddF32(addrA + 672ul, o.O21.X); Ptx.RedAddF32(addrA + 676ul, o.O21.Y); } if (okB) { Ptx.RedAddF32(addrB + 672ul, o.O21.Z); Ptx.RedAddF32(addrB + 676ul, o.O21.W); } }
-        if (THd.D > 176) { if (okA) { Ptx.RedAddF32(addrA + 704ul, o.O22.X); Ptx.RedAddF32(addrA + 708ul, o.O22.Y); } if (okB) { Ptx.RedAddF32(addrB + 704ul, o.O22.Z); Ptx.RedAddF32(addrB + 708ul, o.O22.W); } }
-        if (THd.D > 184) { if (okA) { Ptx.RedAddF32(addrA + 736ul, o.O23.X); Ptx.RedAddF32(addrA + 740ul, o.O23.Y); } if (okB) { Ptx.RedAddF32(addrB + 736ul, o.O23.Z); Ptx.RedAddF32(addrB + 740ul, o.O23.W); } }
-        if (THd.D > 192) { if (okA) { Ptx.RedAddF32(addrA + 768ul, o.O24.X); Ptx.RedAddF32(addrA + 772ul, o.O24.Y); } if (okB) { Ptx.RedAddF32(addrB + 768ul, o.O24.Z); Ptx.RedAddF32(addrB + 772ul, o.O24.W); } }
-        if (THd.D > 200) { if (okA) { Ptx.RedAddF32(addrA + 800ul, o.O25.X); Ptx.RedAddF32(addrA + 804ul, o.O25.Y); } if (okB) { Ptx.RedAddF32(addrB + 800ul, o.O25.Z); Ptx.RedAddF32(addrB + 804ul, o.O25.W); } }
-        if (THd.D > 208) { if (okA) { Ptx.RedAddF32(addrA + 832ul, o.O26.X); Ptx.RedAddF32(addrA + 836ul, o.O26.Y); } if (okB) { Ptx.RedAddF32(addrB + 832ul, o.O26.Z); Ptx.RedAddF32(addrB + 836ul, o.O26.W); } }
-        if (THd.D > 216) { if (okA) { Ptx.RedAddF32(addrA + 864ul, o.O27.X); Ptx.RedAddF32(addrA + 868ul, o.O27.Y); } if (okB) { Ptx.RedAddF32(addrB + 864ul, o.O27.Z); Ptx.RedAddF32(addrB + 868ul, o.O27.W); } }
-        if (THd.D > 224) { if (okA) { Ptx.RedAddF32(addrA + 896ul, o.O28.X); Ptx.RedAddF32(addrA + 900ul, o.O28.Y); } if (okB) { Ptx.RedAddF32(addrB + 896ul, o.O28.Z); Ptx.RedAddF32(addrB + 900ul, o.O28.W); } }
-        if (THd.D > 232) { if (okA) { Ptx.RedAddF32(addrA + 928ul, o.O29.X); Ptx.RedAddF32(addrA + 932ul, o.O29.Y); } if (okB) { Ptx.RedAddF32(addrB + 928ul, o.O29.Z); Ptx.RedAddF32(addrB + 932ul, o.O29.W); } }
-        if (THd.D > 240) { if (okA) { Ptx.RedAddF32(addrA + 960ul, o.O30.X); Ptx.RedAddF32(addrA + 964ul, o.O30.Y); } if (okB) { Ptx.RedAddF32(addrB + 960ul, o.O30.Z); Ptx.RedAddF32(addrB + 964ul, o.O30.W); } }
-        if (THd.D > 248) { if (okA) { Ptx.RedAddF32(addrA + 992ul, o.O31.X); Ptx.RedAddF32(addrA + 996ul, o.O31.Y); } if (okB) { Ptx.RedAddF32(addrB + 992ul, o.O31.Z); Ptx.RedAddF32(addrB + 996ul, o.O31.W); } }
-    }
 }
