@@ -19,8 +19,9 @@ internal static class PortableBackwardKernels
     /// <summary>Shared floats of the key-block kernel: K, V, dK, dV slots; Q, dO rows; P, dS, slope tiles; row state; dbias columns.</summary>
     public static int KeyBlockFloats(int br, int bc, int d) => 4 * bc * d + 2 * br * d + 3 * br * bc + 2 * br + bc;
 
-    /// <summary>(batch, head) of this group, or false for the empty part of the last z slice.</summary>
-    private static bool Pair(in KernelArgs p, out int b, out int h)
+    /// <summary>(batch, head) of this group, or false for the empty part of the last z slice (the tensor-core backward's
+    /// grids are laid out alike).</summary>
+    internal static bool Pair(in KernelArgs p, out int b, out int h)
     {
         int bh = Grid.IdxZ * Grid.DimY + Grid.IdxY;
         b = bh / (p.Heads > 0 ? p.Heads : 1);

@@ -27,15 +27,6 @@ internal static class TcBackwardKernels
     public static int QuerySharedBytes<THd>() where THd : struct, ITcHeadDim
         => (2 * Rows + 4 * THd.Bc) * THd.RowBytes;
 
-    /// <summary>(batch, head) of this group, or false for the empty part of the last z slice.</summary>
-    private static bool Pair(in KernelArgs p, out int b, out int h)
-    {
-        int bh = Grid.IdxZ * Grid.DimY + Grid.IdxY;
-        b = bh / (p.Heads > 0 ? p.Heads : 1);
-        h = bh - b * p.Heads;
-        return bh < p.Batch * p.Heads;
-    }
-
     /// <summary>
     /// dk and dv of 64 key slots for one (batch, query head), fp32, into the (B, SeqK, H, D) scratch (summed over a kv
     /// head's query heads afterwards), or with KvDirect straight into dk and dv, walking the query tiles that can see the block; with a bias that has a key dim,
@@ -52,7 +43,7 @@ internal static class TcBackwardKernels
         where TF : struct, ITcFlags
     {
         var p = a.F;
-        if (!Pair(p, out int b, out int h)) return;
+        if (!PortableBackwardKernels.Pair(p, out int b, out int h)) return;
         int hk = h / p.HeadGroup;
         var blk = BlockInfo.Create(p, seqInfo, b);
         bool causal = TF.Causal && p.Causal != 0;
@@ -244,7 +235,7 @@ internal static class TcBackwardKernels
         where TF : struct, ITcFlags
     {
         var p = a.F;
-        if (!Pair(p, out int b, out int h)) return;
+        if (!PortableBackwardKernels.Pair(p, out int b, out int h)) return;
         int hk = h / p.HeadGroup;
         var blk = BlockInfo.Create(p, seqInfo, b);
         int i0 = Grid.IdxX * Rows;
