@@ -44,9 +44,19 @@ public static class GpuBench
         });
         var acc = attn.Accelerator;
         var (kind, p) = Parse(caseString);
-        int B = p["B"], H = p["H"], L = p["L"], D = p["D"], w = p.GetValueOrDefault("w", L);
+        // decode: Lq queries over an Lk-key cache with Hkv kv heads (peers.py's decode cases); with w, a per-key
+        // bias and its top-w mask over the cache (the reference library's top-k decode; peers.py runs no mask there).
+        bool decode = kind == "decode";
+        int B = p["B"], H = p["H"], D = p["D"];
+        int Lq = decode ? p.GetValueOrDefault("Lq", 1) : p["L"], L = decode ? p["Lk"] : p["L"], Hkv = p.GetValueOrDefault("Hkv", H);
+        int w = p.GetValueOrDefault("w", L);
         bool causal = p.GetValueOrDefault("causal", 0) == 1;
-        long qkvBytes = 3L * B * L * H * D * 2;
+        if (decode && backward)
+        {
+            Console.WriteLine($"# skipped {caseString}: decode cases time the forward only");
+            return;
+        }
+        long qkvBytes = 2L * B * (Lq * (long)H + L * (long)Hkv) * D;
         int sets = (int)Math.Clamp(4 * L2Bytes / Math.Max(qkvBytes, 1) + 1, 1, 3);
         var owned = new List<IDisposable>();
         try
@@ -54,9 +64,9 @@ public static class GpuBench
             var inputs = new List<(DeviceTensor<BFloat16> Q, DeviceTensor<BFloat16> K, DeviceTensor<BFloat16> V)>();
             for (int s = 0; s < sets; s++)
             {
-                var q = Own(owned, DeviceTensor<BFloat16>.Allocate(acc, B, L, H, D));
-                var k = Own(owned, DeviceTensor<BFloat16>.Allocate(acc, B, L, H, D));
-                var v = Own(owned, DeviceTensor<BFloat16>.Allocate(acc, B, L, H, D));
+                var q = Own(owned, DeviceTensor<BFloat16>.Allocate(acc, B, Lq, H, D));
+                var k = Own(owned, DeviceTensor<BFloat16>.Allocate(acc, B, L, Hkv, D));
+                var v = Own(owned, DeviceTensor<BFloat16>.Allocate(acc, B, L, Hkv, D));
                 DeviceRandom.Normal(acc, q.Data, (ulong)(3 * s + 1));
                 DeviceRandom.Normal(acc, k.Data, (ulong)(3 * s + 2));
                 DeviceRandom.Normal(acc, v.Data, (ulong)(3 * s + 3));
@@ -64,21 +74,21 @@ public static class GpuBench
             }
             DeviceTensor<BFloat16>? bias = null;
             DeviceTensor<byte>? mask = null;
-            if (kind is "maskbias" or "perkey" or "biasonly" or "maskonly")
+            if (kind is "maskbias" or "perkey" or "biasonly" or "maskonly" || decode && p.ContainsKey("w"))
             {
                 // biasonly / maskonly: maskbias's tensors with one of them left out (no peer runs these: they split
                 // maskbias's cost between its bias and its mask).
-                bias = Own(owned, DeviceTensor<BFloat16>.Allocate(acc, B, H, kind == "perkey" ? 1 : L, L));
+                bias = Own(owned, DeviceTensor<BFloat16>.Allocate(acc, B, H, kind is "perkey" or "decode" ? 1 : Lq, L));
                 DeviceRandom.Normal(acc, bias.Data, 99);
                 if (kind != "biasonly") mask = Own(owned, attn.TopK(bias, w));
                 if (kind == "maskonly") bias = null;
             }
-            else if (kind != "dense")
+            else if (kind != "dense" && !decode)
             {
                 Console.WriteLine($"# skipped {caseString}: kind '{kind}' not benchmarked here");
                 return;
             }
-            var outputs = inputs.Select(_ => Own(owned, DeviceTensor<BFloat16>.Allocate(acc, B, L, H, D))).ToList();
+            var outputs = inputs.Select(_ => Own(owned, DeviceTensor<BFloat16>.Allocate(acc, B, Lq, H, D))).ToList();
             // Backward: dO, LSE and the gradients of each input set.
             var grads = new List<(DeviceTensor<BFloat16> DO, DeviceTensor<float> Lse, DeviceTensor<BFloat16> DQ,
                 DeviceTensor<BFloat16> DK, DeviceTensor<BFloat16> DV, DeviceTensor<BFloat16>? DB)>();
@@ -145,8 +155,10 @@ public static class GpuBench
             hostTimes.Sort();
             double idleMs = hostTimes[hostTimes.Count / 2];
             // Dense-equivalent FLOPs, as peers.py counts them (x3.5 for forward + backward).
-            double flops = 4.0 * B * H * L * (double)L * D * (causal ? 0.5 : 1.0) * (backward ? 3.5 : 1.0);
+            double flops = 4.0 * B * H * Lq * (double)L * D * (causal && !decode ? 0.5 : 1.0) * (backward ? 3.5 : 1.0);
             string bwd = backward ? $"|peak_mb={peakUsed / 1048576.0:F0}|bplan={bplan?.Describe()}" : "";
+            // Decode: GB/s of the whole cache's K and V, as peers.py reports it (with a top-w mask only w keys are read).
+            if (decode) bwd = $"|GB/s={2.0 * B * Hkv * L * D * 2 / ms / 1e6:F0}";
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"FlashDmAttn|{caseString}|ms={ms:F4}|tflops={flops / ms / 1e9:F1}|idle_start_ms={idleMs:F4}|plan={plan?.Describe()}{bwd}"));
         }

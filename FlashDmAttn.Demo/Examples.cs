@@ -119,6 +119,39 @@ public static class Examples
     }
     // endregion
 
+    // region: generation
+    public static DeviceTensor<BFloat16> Generation(int B = 2, int prompt = 16, int steps = 32,
+        int H = 16, int Hkv = 4, int D = 64, int pageSize = 16)
+    {
+        var attn = FlashDmAttention.Auto();
+        var acc = attn.Accelerator;
+        // A paged cache with room for prompt + steps tokens a sequence; sequence b owns the blocks from b·pages.
+        int pages = (prompt + steps + pageSize - 1) / pageSize;
+        var blockTable = new int[B, pages];
+        for (int b = 0; b < B; b++)
+            for (int j = 0; j < pages; j++) blockTable[b, j] = b * pages + j;
+        using var keyCache = DeviceTensor<BFloat16>.Allocate(acc, B * pages, pageSize, Hkv, D);
+        using var valueCache = DeviceTensor<BFloat16>.Allocate(acc, B * pages, pageSize, Hkv, D);
+        var cacheSeqlens = new int[B];                                    // tokens cached per sequence
+
+        // One call a step: append the n new tokens' k, v at cacheSeqlens[b], then attend over everything cached.
+        DeviceTensor<BFloat16> Step(int n)
+        {
+            using var q = DeviceTensor<BFloat16>.Random(acc, B, n, H, D);   // the model's projections in practice
+            using var k = DeviceTensor<BFloat16>.Random(acc, B, n, Hkv, D);
+            using var v = DeviceTensor<BFloat16>.Random(acc, B, n, Hkv, D);
+            var output = attn.ForwardWithKvCache(q, keyCache, valueCache, cacheSeqlens,
+                keyNew: k, valueNew: v, blockTable: blockTable, isCausal: true);
+            for (int b = 0; b < B; b++) cacheSeqlens[b] += n;              // the caller advances the lengths
+            return output;
+        }
+
+        Step(prompt).Dispose();                              // prefill: the prompt's tokens, causal among themselves
+        for (int t = 1; t < steps; t++) Step(1).Dispose();   // decode: one token a sequence and step
+        return Step(1);                                      // the last step's output, (B, 1, H, D)
+    }
+    // endregion
+
     // region: warm-up
     public static int WarmUp(string? cacheDirectory = null, int H = 32, int Hkv = 8, int D = 128)
     {

@@ -141,6 +141,7 @@ public sealed partial class AttentionBackend
         p.SeqQ = maxSeqlenQ;
         p.SeqK = maxSeqlenK;
         p.Varlen = 1;
+        p.SeqQUniform = Enumerable.Range(0, batch).All(s => cuSeqlensQ[s + 1] - cuSeqlensQ[s] == maxSeqlenQ) ? 1 : 0;
         (p.Paged, p.PageSize, p.MaxPages) = (paged ? 1 : 0, pageSize, maxPages);
         (p.QStrideB, p.QStrideL, p.QStrideH) = (0, query.Strides[0], query.Strides[1]);
         if (paged)

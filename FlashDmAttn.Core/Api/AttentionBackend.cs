@@ -13,7 +13,8 @@ namespace FlashDmAttn;
 /// Flash dynamic-mask attention on one ILGPU accelerator: the callable that <see cref="FlashDmAttention.Auto"/>
 /// returns. Every method validates all of its arguments before anything is launched or written, then runs the
 /// tiled online-softmax kernel for the tensors' dtype (float, Half or BFloat16; fp32 accumulation).
-/// Methods are asynchronous with respect to the host except the variable-length one (it uploads cu_seqlens).
+/// Methods are asynchronous with respect to the host except the variable-length and KV-cache ones (they upload the
+/// sequence table).
 /// </summary>
 public sealed partial class AttentionBackend
 {

@@ -21,6 +21,8 @@ internal readonly struct BlockInfo
             return new BlockInfo(b, p.SeqQ, p.SeqK, 0, 0);
         int cuK = p.Batch + 1;
         int q0 = seqInfo[b], q1 = seqInfo[b + 1];
+        // Packed GQA (KernelArgs.QPack): every sequence's queries become QPack times as many rows (its group's heads).
+        if (p.QPack > 1) { q0 *= p.QPack; q1 *= p.QPack; }
         int k0 = seqInfo[cuK + b], k1 = seqInfo[cuK + b + 1];
         // Paged K/V rows are found through the block table, not through cu_k.
         return new BlockInfo(b, q1 - q0, k1 - k0, q0, p.Paged != 0 ? 0 : k0);

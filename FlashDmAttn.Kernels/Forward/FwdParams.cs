@@ -36,4 +36,7 @@ internal struct FwdParams
 
     // Variable length and paging: seqInfo = [cu_q (B+1) | cu_k (B+1) | block table (B*MaxPages)].
     public int Varlen, Paged, PageSize, MaxPages;
+
+    // Varlen: every sequence has exactly SeqQ query rows (the caller checked cu_q); dense problems ignore it.
+    public int SeqQUniform;
 }

@@ -47,6 +47,14 @@ internal struct KernelArgs
     // Stream-K launches of the tensor-core kernel (TensorCore/StreamK/TcStreamK): the whole blocks before the workers, the key
     // tiles of a block, the tiles each worker walks.
     public int SplitDp, SplitTiles, SplitPerWorker;
+
+    // Split-KV launches of the tensor-core kernel (TensorCore/Parts/TcSplitKv): the key tiles of each query block are cut
+    // into KvSplits ranges, one group each (grid y = query blocks × KvSplits); with Partial set the kernel writes each
+    // range's normalised O and LSE (fp32) into the work buffer passed as its lse view, and TcSplitKv's combine kernel
+    // merges them into O and LSE. QPack > 1: packed GQA, each kv head's QPack query heads of QPackRows queries each
+    // are the rows of one block (row R: query R % QPackRows of head h·QPack + R / QPackRows; TcLoads.LoadQ), with
+    // heads, rows and the causal flag in the kernel's coordinates (ForwardLauncher.SplitArgs).
+    public int KvSplits, Partial, QPack, QPackRows;
     /// <summary>The problem's fields; the launch fields start at zero (no gathering, no split).</summary>
     public static KernelArgs From(in FwdParams p) => new()
     {

@@ -4,6 +4,7 @@ using FlashDmAttn.Kernels.Forward;
 using FlashDmAttn.Kernels.Masking;
 using FlashDmAttn.Kernels.Numerics;
 using FlashDmAttn.Kernels.Planning;
+using FlashDmAttn.Kernels.TensorCore;
 
 namespace FlashDmAttn.Kernels.Launch;
 
@@ -56,15 +57,68 @@ internal static class ForwardLauncher
         }
         if (plan.Family == KernelFamily.TensorCore)
         {
-            TensorCoreLauncher.Execute(accelerator, plan, args, new TcBuffers(
+            var tcArgs = args;
+            var lse = b.Lse;
+            ArrayView<float> work = default;
+            if (plan.KvSplit is { } kv)
+            {
+                // The attention kernel writes each key range's O and LSE into the work buffer (its lse view), the
+                // combine kernel the output.
+                tcArgs = SplitArgs(args, kv);
+                work = KernelCache.For(accelerator).Scratch(checked((int)kv.WorkFloats), slot: 3).Cast<float>();
+                lse = work;
+            }
+            TensorCoreLauncher.Execute(accelerator, plan, tcArgs, new TcBuffers(
                 b.Q.Cast<ushort>(), b.K.Cast<ushort>(), b.V.Cast<ushort>(), b.O.Cast<ushort>(),
-                b.Bias.IsValid && b.Bias.Length > 0 ? b.Bias.Cast<ushort>() : ArrayView<ushort>.Empty, b.Mask, b.Lse, b.SeqInfo), disk);
+                b.Bias.IsValid && b.Bias.Length > 0 ? b.Bias.Cast<ushort>() : ArrayView<ushort>.Empty, b.Mask, lse, b.SeqInfo), disk);
+            if (plan.KvSplit is { } split && plan.Grid.X > 0)
+                Combine<TElem, TCodec>(accelerator, args, split, work, b, disk);
             return;
         }
         var shape = plan.Portable!.Value;
         args.TileQ = shape.TileQ;
         args.TileK = shape.TileK;
         LaunchPortable<TElem, TCodec>(accelerator, plan, args, b, disk);
+    }
+
+    /// <summary>
+    /// The kernel's view of a split-KV plan: its split count and partial output; with packed GQA the kv head's query
+    /// heads as rows: heads → kv heads, Pack·SeqQ rows (TcLoads.LoadQ finds each row's query), no causal band (the
+    /// planner packs causal problems only with one query, which sees every key).
+    /// </summary>
+    internal static KernelArgs SplitArgs(in KernelArgs args, TcKvSplit kv)
+    {
+        var a = args;
+        a.KvSplits = kv.Splits;
+        a.Partial = 1;
+        if (kv.Pack > 1)
+        {
+            a.QPack = kv.Pack;
+            a.QPackRows = a.SeqQ;
+            a.Heads = a.KvHeads;
+            a.HeadGroup = 1;
+            a.SeqQ *= kv.Pack;
+            a.Causal = 0;
+        }
+        return a;
+    }
+
+    /// <summary>Merges a split-KV launch's partial outputs into O and the LSE (<see cref="TcSplitKv.Combine{TElem, TCodec}"/>).</summary>
+    private static void Combine<TElem, TCodec>(Accelerator accelerator, in KernelArgs args, TcKvSplit kv, ArrayView<float> work,
+        in FwdBuffers<TElem> b, Caching.KernelDiskCache? disk)
+        where TElem : unmanaged
+        where TCodec : struct, IElementCodec<TElem>
+    {
+        long total = (long)args.Batch * args.Heads * args.SeqQ * args.HeadDim;
+        if (total == 0) return;
+        var cache = KernelCache.For(accelerator);
+        var kernel = cache.GetOrAdd(("splitkv-combine", typeof(TElem), typeof(TCodec)),
+            acc => Caching.CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<TElem>,
+                ArrayView<float>, ArrayView<int>, KernelArgs, int, int>>(acc, disk, TcSplitKv.Combine<TElem, TCodec>));
+        ArrayView<byte> dummy = cache.Dummy.View;
+        var lse = b.Lse.IsValid && b.Lse.Length > 0 ? b.Lse : dummy.Cast<float>();
+        var seq = b.SeqInfo.IsValid && b.SeqInfo.Length > 0 ? b.SeqInfo : dummy.Cast<int>();
+        kernel(accelerator.DefaultStream, KernelCache.Linear(accelerator, total), work, b.O, lse, seq, args, kv.Splits, kv.Pack);
     }
 
     /// <summary>The portable kernel: every accelerator, head dim and dtype.</summary>

@@ -30,7 +30,7 @@ internal sealed class KernelCache
     /// </summary>
     public object LaunchLock { get; } = new();
 
-    private readonly MemoryBuffer1D<int, ILGPU.Stride1D.Dense>?[] _scratch = new MemoryBuffer1D<int, ILGPU.Stride1D.Dense>?[3];
+    private readonly MemoryBuffer1D<int, ILGPU.Stride1D.Dense>?[] _scratch = new MemoryBuffer1D<int, ILGPU.Stride1D.Dense>?[4];
 
     /// <summary>
     /// A reusable int buffer of at least <paramref name="length"/> elements for per-call tables, zeroed when allocated.
@@ -38,7 +38,7 @@ internal sealed class KernelCache
     /// growing synchronises first.
     /// </summary>
     /// <param name="slot">0: key tables; 1: gathered bias; 2: the tensor-core kernel's stream-K work (its users leave
-    /// their counters at zero).</param>
+    /// their counters at zero); 3: split-KV partial outputs.</param>
     public ILGPU.ArrayView<int> Scratch(int length, int slot = 0)
     {
         lock (_entries)

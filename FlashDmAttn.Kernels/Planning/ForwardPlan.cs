@@ -28,6 +28,14 @@ internal readonly record struct BufferFacts(ElemKind Elem, bool QkvAligned16, in
 /// <param name="GatherBias">The bias (broadcast over queries too) is copied into key-list order, (B, H, 1, SeqK).</param>
 internal sealed record GatherPlan(int Heads, int BatchStride, int Rows, int Offset, long TableLength, bool GatherBias);
 
+/// <summary>
+/// A split-KV launch of the tensor-core kernel (<see cref="TcSplitKv"/>): each query block's key tiles in
+/// <paramref name="Splits"/> ranges, every range's O and LSE into a work buffer of <paramref name="WorkFloats"/> floats,
+/// then the combine kernel. <paramref name="Pack"/> &gt; 1: packed GQA, the kv head's <paramref name="Pack"/> query heads
+/// (one query each) are the rows of one block, so each K/V byte is read once per block.
+/// </summary>
+internal readonly record struct TcKvSplit(int Splits, int Pack, long WorkFloats);
+
 /// <summary>Tile shape and group size of the portable kernel.</summary>
 internal readonly record struct PortableShape(int TileQ, int TileK, int GroupSize);
 
@@ -52,6 +60,9 @@ internal sealed record ForwardPlan
     public TcSplitPlan? StreamK { get; init; }
     public int StreamKTiles { get; init; }
 
+    /// <summary>Split-KV and/or packed GQA (tensor-core), with the combine kernel after the attention kernel.</summary>
+    public TcKvSplit? KvSplit { get; init; }
+
     /// <summary>Grid in groups; zero when there is nothing to compute.</summary>
     public required (int X, int Y, int Z) Grid { get; init; }
     public required int GroupSize { get; init; }
@@ -71,6 +82,8 @@ internal sealed record ForwardPlan
             : $"portable {Portable!.Value.TileQ}x{Portable.Value.TileK}";
         string gather = Gather is null ? "" : $", gathered keys ({Gather.Rows} lists{(Gather.GatherBias ? ", bias gathered" : "")})";
         string split = StreamK is { } s ? $", stream-K {s.Dp}+{s.Workers} groups x {s.PerWorker} tiles" : "";
+        if (KvSplit is { } kv)
+            split += $", split-KV {kv.Splits}{(kv.Pack > 1 ? $", GQA packed {kv.Pack} heads per block" : "")}";
         string occ = Family == KernelFamily.TensorCore ? $", {GroupsPerSm}/SM" : "";
         return $"{kernel}; grid {Grid.X}x{Grid.Y}x{Grid.Z} of {GroupSize}, {SharedBytes} B shared{occ}{gather}{split}; {Reason}";
     }

@@ -80,24 +80,89 @@ internal static class ForwardPlanner
         if (StreamKWanted(shape, device, options) && TryStreamK(p, elem, shape, cap, device, gather, why) is { } sk)
             return sk;
 
-        var spec = new TcKernelSpec(elem, shape, p.Causal != 0, mask, bias, cap, false);
+        // Packed GQA: one query per sequence, so a kv head's query heads become the rows of one block.
+        int pack = PackGqa(p, gather, device, options);
+        int rowsK = pack * p.SeqQ, headsK = p.Batch * (pack > 1 ? p.KvHeads : p.Heads);
+        bool causal = p.Causal != 0 && pack == 1; // one query sees every key under the bottom-right band
+        var spec = new TcKernelSpec(elem, shape, causal, mask, bias, cap, false);
         int rows = TcShapes.Rows(shape);
-        int blocks = (p.SeqQ + rows - 1) / rows, heads = p.Batch * p.Heads;
+        int blocks = (rowsK + rows - 1) / rows;
         int perSm = device.ResidentGroups(spec);
+        int slots = perSm * device.Multiprocessors;
+        int tiles = (p.SeqK + TcShapes.KeysPerTile(shape) - 1) / TcShapes.KeysPerTile(shape);
+        int splits = options.KvSplits > 0 ? options.KvSplits
+            : device.Type == AcceleratorType.Cuda ? SplitsFor((long)blocks * headsK, tiles, slots) : 1;
+        splits = Math.Clamp(splits, 1, Math.Max(1, TcBlockOrder.MaxGridYz / Math.Max(blocks, 1)));
+        if ((splits > 1 || pack > 1) && rows > 64 && p.HeadDim <= 128 && (long)blocks * rows > rowsK + 63)
+        {
+            // A short block: the 64-row shape does half the 128-row shape's work on the rows past the queries.
+            shape = TcShapes.For(p.HeadDim, true, gather is not null);
+            spec = spec with { Shape = shape };
+            rows = TcShapes.Rows(shape);
+            blocks = (rowsK + rows - 1) / rows;
+            perSm = device.ResidentGroups(spec);
+            tiles = (p.SeqK + TcShapes.KeysPerTile(shape) - 1) / TcShapes.KeysPerTile(shape);
+            why += $"; {rows} rows per group for a block of {rowsK} rows";
+        }
+        TcKvSplit? kv = null;
+        if (splits > 1 || pack > 1)
+        {
+            kv = new TcKvSplit(splits, pack, TcSplitKv.WorkFloats(splits, headsK, rowsK, p.HeadDim));
+            why += (splits > 1 ? $"; split-KV: {(long)blocks * headsK} blocks on {slots} resident groups, each block's {tiles} key tiles in {splits} ranges" : "")
+                   + (pack > 1 ? $"; GQA packed: the {pack} query heads of a kv head ({rowsK} rows) in one block" : "");
+        }
         // Causal and variable-length problems give their groups unequal work: long blocks of several heads first, in
         // chunks sized by the groups resident at once (TcBlockOrder).
-        int chunk = TcBlockOrder.ChunkFor(blocks, heads, p.Causal != 0 || p.Varlen != 0, perSm * device.Multiprocessors);
+        int chunk = TcBlockOrder.ChunkFor(blocks, headsK, causal || p.Varlen != 0, slots);
         return new ForwardPlan
         {
             Family = KernelFamily.TensorCore,
             TensorCore = spec,
             Gather = gather,
-            Grid = TcBlockOrder.Grid3(blocks, heads, chunk),
+            KvSplit = kv,
+            Grid = TcBlockOrder.Grid3(blocks, headsK, chunk, splits),
             GroupSize = TensorCoreForwardKernel.Threads,
             SharedBytes = TcShapes.SharedBytes(shape, bias),
             GroupsPerSm = perSm,
             Reason = why,
         };
+    }
+
+    /// <summary>
+    /// Query heads per block of packed GQA, or 1: a head group whose queries fill at most one 64-row block (decode,
+    /// speculative decode), the same number of queries in every sequence, no causal band unless there is one query
+    /// (which sees every key), and neither mask nor bias (their rows are per query head). On CUDA unless the options say.
+    /// </summary>
+    private static int PackGqa(in FwdParams p, GatherPlan? gather, DeviceInfo device, LaunchOptions options)
+    {
+        bool fits = p.HeadGroup > 1 && p.SeqQ >= 1 && (long)p.SeqQ * p.HeadGroup <= 64 && (p.Causal == 0 || p.SeqQ == 1)
+                    && p.HasMask == 0 && p.HasBias == 0 && gather is null && (p.Varlen == 0 || p.SeqQUniform != 0);
+        bool want = options.PackGqa ?? device.Type == AcceleratorType.Cuda;
+        return fits && want ? p.HeadGroup : 1;
+    }
+
+    /// <summary>
+    /// Key ranges per block (FlashAttention-2's num_splits_heuristic): none when the blocks fill at least 80 % of the
+    /// resident groups; else the fewest ranges whose waves are at least 85 % as full as the best count's, among counts
+    /// up to 128 that change the tiles per range.
+    /// </summary>
+    public static int SplitsFor(long blocks, int tiles, int slots)
+    {
+        if (blocks <= 0 || slots <= 0 || blocks >= 0.8 * slots) return 1;
+        int max = (int)Math.Min(Math.Min(128, tiles), slots);
+        if (max <= 1) return 1;
+        var eff = new double[max + 1];
+        double best = 0;
+        for (int s = 1; s <= max; s++)
+        {
+            if (s > 1 && (tiles + s - 1) / s == (tiles + s - 2) / (s - 1)) continue;
+            double waves = (double)blocks * s / slots;
+            eff[s] = waves / Math.Ceiling(waves);
+            best = Math.Max(best, eff[s]);
+        }
+        for (int s = 1; s <= max; s++)
+            if (eff[s] >= 0.85 * best) return s;
+        return 1;
     }
 
     private static bool StreamKWanted(TcShape shape, DeviceInfo device, LaunchOptions options) => options.StreamK switch

@@ -28,6 +28,13 @@ internal sealed record LaunchOptions
     /// <summary>Where compiled CUDA kernels are kept across processes; null: compile in every process.</summary>
     public Caching.KernelDiskCache? DiskCache { get; init; } = Caching.KernelDiskCache.Default;
 
+    /// <summary>Split-KV ranges per query block of the tensor-core kernel: 0 chooses (CUDA: where the groups would
+    /// underfill the GPU; elsewhere none), n ≥ 1 forces n (tests, bench).</summary>
+    public int KvSplits { get; init; }
+
+    /// <summary>Packed GQA for one query per sequence: null chooses (CUDA), true/false forces where it applies (tests, bench).</summary>
+    public bool? PackGqa { get; init; }
+
     /// <summary>Tests: the tensor-core kernel also on a CPU accelerator with 32-thread warps.</summary>
     public bool TensorCoreOnCpu { get; init; }
 

@@ -72,7 +72,7 @@ internal static class TensorCoreForwardKernel
             }
             else
             {
-                bh = TcBlockOrder.BatchHead(Rows, out q0);
+                bh = TcBlockOrder.BatchHead(Rows, p.KvSplits, out q0);
                 if (bh >= p.Batch * p.Heads) return; // a short last chunk (uniform over the group)
                 pos = end;
             }
@@ -152,6 +152,10 @@ internal static class TensorCoreForwardKernel
             }
             int nTiles = (kEnd + THd.Bc - 1) / THd.Bc;
             if (TF.StreamK && t1 < nTiles) nTiles = t1;
+            // Split-KV: this group's share of the block's key tiles (TcSplitKv); a share past the last tile is empty.
+            int cur = TF.StreamK ? t0 : 0;
+            if (!TF.StreamK && p.KvSplits > 1)
+                nTiles = TcSplitKv.Range(nTiles, p.KvSplits, TcBlockOrder.Split(p.KvSplits), out cur);
             lm = TcVisibility.Limits<THd, TF>(lm, p, blk, seqInfo, gRow, kEnd, causal, hasMask, gather);
 
             // Mask look-ahead by 16- or 8-byte words (64- or 32-key tiles, aligned rows, no gathered keys): the words of the
@@ -173,7 +177,6 @@ internal static class TensorCoreForwardKernel
             bool gatherFast = TF.Mask && p.GatherKeys != 0 && p.Paged == 0 && 32 % (THd.D / 8) == 0;
 
             // First visible tile (without a mask every tile below nTiles has a visible element).
-            int cur = TF.StreamK ? t0 : 0;
             U2 curBits = default;
             if (hasMask)
             {
@@ -369,15 +372,23 @@ internal static class TensorCoreForwardKernel
                 continue;
 
             // Epilogue: row sums across the quad, normalise, write; empty rows give 0 and LSE −∞.
-            ulong oG = Ptx.GlobalAddr(ref o[0]);
-            bool oVec = ((p.OStrideB | p.OStrideL | p.OStrideH) & 1) == 0 && (oG & 3ul) == 0;
             // The rows again from the grid and thread index, in another form than rA0 (kept live across the loop, ptxas spilled it).
             int qE;
             if (TF.StreamK) qE = q0;
-            else TcBlockOrder.BatchHead(Rows, out qE);
+            else TcBlockOrder.BatchHead(Rows, p.KvSplits, out qE);
             int rE = qE + ((tid >> 5) << 4) * THd.Mt + ((tid & 31) >> 2);
             // The sequence bounds again too (seqInfo loads or parameters): kept live across the loop, ptxas spilled them.
             var blkE = BlockInfo.Create(p, seqInfo, b);
+            if (!TF.StreamK && p.Partial != 0)
+            {
+                // Split-KV or packed GQA: this key range's O and LSE go to the work buffer (the lse view) for the combine.
+                int part = TcBlockOrder.Split(p.KvSplits) * p.Batch * p.Heads + bh;
+                TcSplitKv.StorePartial<THd>(p, blkE, acc.A, st0, lse, part, rE, t);
+                if (THd.Mt > 1) TcSplitKv.StorePartial<THd>(p, blkE, acc.B, st1, lse, part, rE + 16, t);
+                continue;
+            }
+            ulong oG = Ptx.GlobalAddr(ref o[0]);
+            bool oVec = ((p.OStrideB | p.OStrideL | p.OStrideH) & 1) == 0 && (oG & 3ul) == 0;
             TcSoftmax.Epilogue<TE, THd>(p, blkE, acc.A, st0, o, lse, oG, oVec, b, h, rE, t);
             if (THd.Mt > 1)
                 TcSoftmax.Epilogue<TE, THd>(p, blkE, acc.B, st1, o, lse, oG, oVec, b, h, rE + 16, t);

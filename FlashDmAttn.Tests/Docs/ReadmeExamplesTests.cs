@@ -31,6 +31,7 @@ public class ReadmeExamplesTests
     [TestCase("varlen")]
     [TestCase("host-tensors")]
     [TestCase("training")]
+    [TestCase("generation")]
     [TestCase("warm-up")]
     public void ReadmeShowsTheExampleVerbatim(string name)
     {
@@ -108,6 +109,15 @@ public class ReadmeExamplesTests
         var flat = new float[(int)o.FlattenedLength];
         o.FlattenTo(flat);
         Assert.That(flat.All(float.IsFinite), "finite output");
+    }
+
+    [Test]
+    public void GenerationRuns()
+    {
+        // A prompt of 5 and 6 steps over pages of 4: appends cross pages, the last step sees 11 tokens.
+        using var o = Examples.Generation(B: 2, prompt: 5, steps: 6, H: 4, Hkv: 2, D: 32, pageSize: 4);
+        Assert.That(o.Shape.ToArray(), Is.EqualTo(new long[] { 2, 1, 4, 32 }));
+        Assert.That(o.ToHost().All(x => float.IsFinite(x)), "finite output");
     }
 
     [Test]

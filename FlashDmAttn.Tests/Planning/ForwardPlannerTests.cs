@@ -102,7 +102,7 @@ public class ForwardPlannerTests
     public void TensorCoreShape(int d, bool mask, bool bias, bool perKeyMask, string shape)
     {
         var expected = Enum.Parse<TcShape>(shape);
-        var p = Dense(b: 2, l: 1024, h: 8, d: d, causal: true);
+        var p = Dense(b: 4, l: 1024, h: 16, d: d, causal: true); // enough blocks to fill the GPU: no split-KV
         if (mask) p = WithMask(p, perKeyMask);
         if (bias) p = WithBias(p, perKey: false);
         var plan = Plan(p);
@@ -118,7 +118,8 @@ public class ForwardPlannerTests
         int rows = TcShapes.Rows(expected);
         var grid = plan.Grid;
         Assert.That(grid.Y, Is.EqualTo((1024 + rows - 1) / rows), "query blocks");
-        Assert.That((long)grid.X * grid.Z, Is.GreaterThanOrEqualTo(2 * 8), "every head has a group");
+        Assert.That((long)grid.X * grid.Z, Is.GreaterThanOrEqualTo(4 * 16), "every head has a group");
+        Assert.That(plan.KvSplit, Is.Null);
     }
 
     [Test]
@@ -232,4 +233,66 @@ public class ForwardPlannerTests
         var none = Dense(b: 2, l: 0, h: 3, d: 64);
         Assert.That(Plan(none, device: Cpu).Grid, Is.EqualTo((0, 0, 0)), "nothing to launch");
     }
+
+    private static FwdParams Decode(int b, int h, int hkv, int lq, int lk, int d = 128)
+    {
+        var p = Dense(b: b, l: lk, h: h, d: d);
+        p.KvHeads = hkv;
+        p.HeadGroup = h / hkv;
+        p.SeqQ = lq;
+        (p.KStrideB, p.KStrideL, p.KStrideH) = ((long)lk * hkv * d, (long)hkv * d, d);
+        (p.VStrideB, p.VStrideL, p.VStrideH) = (p.KStrideB, p.KStrideL, p.KStrideH);
+        (p.QStrideB, p.OStrideB) = ((long)lq * h * d, (long)lq * h * d);
+        return p;
+    }
+
+    [Test]
+    public void DecodeSplitsTheKeysAndPacksGqa()
+    {
+        // B4 H32 Hkv8, one query over 32K keys: 32 blocks of 4 packed heads on 264 resident groups.
+        var plan = Plan(Decode(4, 32, 8, 1, 32768));
+        Assert.That(plan.KvSplit, Is.Not.Null, plan.Describe());
+        var kv = plan.KvSplit!.Value;
+        Assert.That(kv.Pack, Is.EqualTo(4));
+        Assert.That(kv.Splits, Is.EqualTo(ForwardPlanner.SplitsFor(32, 512, 264)));
+        Assert.That(kv.Splits, Is.GreaterThan(4));
+        Assert.That(TcShapes.Rows(plan.TensorCore!.Value.Shape), Is.EqualTo(64), "a short block takes the 64-row shape");
+        Assert.That(plan.Grid.Y, Is.EqualTo(kv.Splits), "one query block, its splits along y");
+        Assert.That((long)plan.Grid.X * plan.Grid.Z, Is.GreaterThanOrEqualTo(32));
+        Assert.That(kv.WorkFloats, Is.EqualTo((long)kv.Splits * 32 * 4 * 129));
+        Assert.That(plan.Reason, Does.Contain("split-KV").And.Contain("GQA packed"));
+
+        // One query with a mask: rows are per query head, so no packing; still split.
+        var masked = Plan(WithMask(Decode(1, 16, 16, 1, 131072), perKey: true));
+        Assert.That(masked.KvSplit!.Value.Pack, Is.EqualTo(1));
+        Assert.That(masked.KvSplit.Value.Splits, Is.GreaterThan(1));
+
+        // A full GPU: no split (prefill).
+        Assert.That(Plan(Dense(b: 4, l: 4096, h: 16, d: 128)).KvSplit, Is.Null);
+        // Speculative decode: 16 queries of 4 heads fill one 64-row block per kv head; 128 blocks, split in 2.
+        Assert.That(Plan(Decode(16, 32, 8, 16, 16384)).KvSplit, Is.EqualTo(new TcKvSplit(2, 4, 2L * 128 * 64 * 129)));
+        // More queries than one block holds, or a causal band over several queries: not packed.
+        Assert.That(Plan(Decode(16, 32, 8, 17, 16384)).KvSplit, Is.Null, "512 blocks fill 264 groups");
+        var causal = Decode(4, 32, 8, 16, 16384);
+        causal.Causal = 1;
+        Assert.That(Plan(causal).KvSplit!.Value.Pack, Is.EqualTo(1));
+        // Elsewhere than CUDA only when asked.
+        Assert.That(Plan(Decode(4, 32, 8, 1, 32768), device: Cpu, options: new LaunchOptions { TensorCoreOnCpu = true }).KvSplit, Is.Null);
+        var forced = Plan(Decode(4, 32, 8, 1, 32768), device: Cpu, options: new LaunchOptions { TensorCoreOnCpu = true, KvSplits = 3, PackGqa = true });
+        Assert.That(forced.KvSplit, Is.EqualTo(new TcKvSplit(3, 4, 3L * 32 * 4 * 129)));
+        // Variable lengths pack only when every sequence has exactly one query.
+        var varlen = Decode(4, 32, 8, 1, 32768);
+        varlen.Varlen = 1;
+        Assert.That(Plan(varlen).KvSplit!.Value.Pack, Is.EqualTo(1));
+        varlen.SeqQUniform = 1;
+        Assert.That(Plan(varlen).KvSplit!.Value.Pack, Is.EqualTo(4));
+    }
+
+    [TestCase(16, 2048, 264, 15)]  // B1 H16 over 128K keys: 16·15 = 240 groups, 91 % of 264 (14: 84.8 %)
+    [TestCase(32, 512, 264, 7)]    // 224 groups
+    [TestCase(256, 256, 264, 1)]   // nearly full: none
+    [TestCase(16, 3, 264, 3)]      // no more ranges than tiles
+    [TestCase(1, 1, 264, 1)]
+    public void SplitCountFollowsWaveEfficiency(int blocks, int tiles, int slots, int splits)
+        => Assert.That(ForwardPlanner.SplitsFor(blocks, tiles, slots), Is.EqualTo(splits));
 }

@@ -35,7 +35,7 @@ public static class CaseRunner
         if (varlen)
             for (int b = 1; b < B; b++)
             {
-                seqQ[b] = rng.Next(0, c.Lq + 1);
+                if (!c.UniformQ) seqQ[b] = rng.Next(0, c.Lq + 1);
                 seqK[b] = rng.Next(0, c.Lk + 1);
             }
         int Lq = c.Lq, Lk = c.Lk;

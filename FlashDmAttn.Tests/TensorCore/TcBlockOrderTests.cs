@@ -26,7 +26,7 @@ public class TcBlockOrderTests
             for (int y = 0; y < dy; y++)
             for (int x = 0; x < dx; x++)
             {
-                int h = TcBlockOrder.Place(x, y, z, dx, dy, rows, out int row0);
+                int h = TcBlockOrder.Place(x, y, z, dx, dy, rows, 1, out int row0);
                 if (h >= heads) continue; // idle group of a short last chunk
                 Assert.That(h / dx, Is.EqualTo(z), "a chunk's heads are next to each other");
                 Assert.That(row0 % rows, Is.Zero);
@@ -39,6 +39,29 @@ public class TcBlockOrderTests
                 (lastChunk, lastRow) = (z, row0);
             }
             Assert.That(seen.Cast<bool>().All(s => s), $"blocks {blocks} heads {heads} chunk {want}: a block never taken");
+        }
+    }
+
+    [Test]
+    public void SplitsOfABlockSitSideBySideAlongY()
+    {
+        const int rows = 64;
+        foreach (int splits in new[] { 2, 3, 15 })
+        foreach (int blocks in new[] { 1, 3 })
+        {
+            var (dx, dy, dz) = TcBlockOrder.Grid3(blocks, 5, 1, splits);
+            Assert.That(dy, Is.EqualTo(blocks * splits));
+            var seen = new HashSet<(int, int, int)>();
+            for (int z = 0; z < dz; z++)
+            for (int y = 0; y < dy; y++)
+            for (int x = 0; x < dx; x++)
+            {
+                int h = TcBlockOrder.Place(x, y, z, dx, dy, rows, splits, out int row0);
+                if (h >= 5) continue;
+                Assert.That(row0 / rows, Is.InRange(0, blocks - 1));
+                Assert.That(seen.Add((h, row0, y % splits)), Is.True, "each (head, block, split) once");
+            }
+            Assert.That(seen, Has.Count.EqualTo(5 * blocks * splits));
         }
     }
 

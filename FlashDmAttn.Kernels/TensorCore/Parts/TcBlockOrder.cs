@@ -26,18 +26,23 @@ internal static class TcBlockOrder
     public const int MaxGridYz = 65535;
 
     /// <summary>This group's (batch·head) index (past the last head when the last chunk is short: the group has no work)
-    /// and its first query row, for query blocks of <paramref name="rows"/> rows.</summary>
+    /// and its first query row, for query blocks of <paramref name="rows"/> rows; with <paramref name="splits"/> key
+    /// ranges per block (split-KV) each level of y holds a block's splits side by side.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int BatchHead(int rows, out int row0)
-        => Place(Grid.IdxX, Grid.IdxY, Grid.IdxZ, Grid.DimX, Grid.DimY, rows, out row0);
+    public static int BatchHead(int rows, int splits, out int row0)
+        => Place(Grid.IdxX, Grid.IdxY, Grid.IdxZ, Grid.DimX, Grid.DimY, rows, splits, out row0);
 
     /// <summary>The group at (x, y, z) of a grid (<paramref name="dimX"/>, <paramref name="dimY"/>, ·).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int Place(int x, int y, int z, int dimX, int dimY, int rows, out int row0)
+    public static int Place(int x, int y, int z, int dimX, int dimY, int rows, int splits, out int row0)
     {
-        row0 = (dimY - 1 - y) * rows;
+        row0 = splits > 1 ? (dimY / splits - 1 - y / splits) * rows : (dimY - 1 - y) * rows;
         return z * dimX + x;
     }
+
+    /// <summary>Which of a block's key ranges this group takes (0 without split-KV).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int Split(int splits) => splits > 1 ? Grid.IdxY % splits : 0;
 
     /// <summary>
     /// Host side: heads per chunk. One without a causal band or variable lengths (equal work). Otherwise enough heads that
@@ -51,12 +56,12 @@ internal static class TcBlockOrder
     /// <summary>Host side: the grid for <paramref name="blocks"/> query blocks of <paramref name="heads"/> heads in chunks
     /// of about <paramref name="chunk"/> heads: heads / chunk rounded to the nearest count of chunks, the heads split
     /// evenly over them (at most one idle group per chunk and block), and no more chunks than the grid's z size allows.</summary>
-    public static (int X, int Y, int Z) Grid3(int blocks, int heads, int chunk)
+    public static (int X, int Y, int Z) Grid3(int blocks, int heads, int chunk, int splits = 1)
     {
         if (blocks <= 0 || heads <= 0) return (0, 0, 0);
         int want = Math.Clamp(chunk, 1, heads);
         long chunks = Math.Clamp((heads + want / 2) / want, 1, MaxGridYz);
         int size = (int)((heads + chunks - 1) / chunks);
-        return (size, blocks, (heads + size - 1) / size);
+        return (size, blocks * Math.Max(splits, 1), (heads + size - 1) / size);
     }
 }

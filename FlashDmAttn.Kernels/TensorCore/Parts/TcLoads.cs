@@ -43,7 +43,34 @@ internal static class TcLoads
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void LoadQ<THd>(in KernelArgs p, in BlockInfo blk, ulong qG, uint qS, int q0, int rows, int tileRows, int h, int tid)
         where THd : struct, ITcHeadDim
-        => LoadRows<THd>(p.QStrideB, p.QStrideL, p.QStrideH, blk, qG, qS, q0, rows, tileRows, h, tid);
+    {
+        if (p.QPack > 1)
+            LoadPackedQ<THd>(p, blk, qG, qS, q0, rows, tileRows, h, tid);
+        else
+            LoadRows<THd>(p.QStrideB, p.QStrideL, p.QStrideH, blk, qG, qS, q0, rows, tileRows, h, tid);
+    }
+
+    /// <summary>
+    /// Packed GQA (KernelArgs.QPack): row R of kv head h's block is query R % QPackRows of query head
+    /// h·QPack + R / QPackRows (the sequence's own rows start at RowQ0 / QPack); rows past <paramref name="rows"/> zero-filled.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void LoadPackedQ<THd>(in KernelArgs p, in BlockInfo blk, ulong qG, uint qS, int q0, int rows, int tileRows, int h, int tid)
+        where THd : struct, ITcHeadDim
+    {
+        int cpr = THd.D / 8;
+        for (int e = tid; e < tileRows * cpr; e += Threads)
+        {
+            int r = e / cpr, c = e - r * cpr;
+            uint dst = qS + (uint)(r * THd.RowBytes + c * 16);
+            int row = q0 + r, j = row / p.QPackRows, i = row - j * p.QPackRows;
+            long off = blk.Batch * p.QStrideB + (long)(blk.RowQ0 / p.QPack + i) * p.QStrideL + (long)(h * p.QPack + j) * p.QStrideH;
+            if (r < rows)
+                Ptx.CpAsync16(dst, qG + (ulong)(off * 2 + c * 16), 16u);
+            else
+                Ptx.CpAsync16(dst, qG, 0u);
+        }
+    }
 
     /// <summary>
     /// <see cref="LoadQ{THd}"/> for any tensor in q's layout (the backward's dO) with its own strides (elements).
