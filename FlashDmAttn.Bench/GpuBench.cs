@@ -18,23 +18,25 @@ public static class GpuBench
 
     /// <param name="backward">Time forward + backward (dq, dk, dv, and dbias where the case has a bias), as peers.py
     /// --backward does (its peers form no dbias); also report the device memory in use at the backward's peak.</param>
-    public static int Run(string cases, int reps, AttentionOptions options, bool backward = false)
+    /// <param name="kvSplits">Split-KV ranges forced on every case (0: the planner's choice).</param>
+    public static int Run(string cases, int reps, AttentionOptions options, bool backward = false, int kvSplits = 0)
     {
         var attn = FlashDmAttention.Auto().WithOptions(options);
         Console.WriteLine($"# FlashDmAttn GPU bench on {attn}{(backward ? ", forward + backward" : "")}");
         using var flush = attn.Accelerator.Allocate1D<int>(64L << 20); // 256 MB, as do_bench's cache clearing
         foreach (var c in cases.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
-            RunCase(attn, c, reps, flush.View, backward);
+            RunCase(attn, c, reps, flush.View, backward, kvSplits);
         return 0;
     }
 
-    private static void RunCase(AttentionBackend attn, string caseString, int reps, ArrayView<int> flush, bool backward)
+    private static void RunCase(AttentionBackend attn, string caseString, int reps, ArrayView<int> flush, bool backward, int kvSplits)
     {
         ForwardPlan? plan = null;
         BackwardPlan? bplan = null;
         long freeAtStart = FreeBytes(attn.Accelerator), peakUsed = 0;
         attn = attn.WithLaunch(o => o with
         {
+            KvSplits = kvSplits,
             Observer = p => plan = p,
             BackwardObserver = p =>
             {
