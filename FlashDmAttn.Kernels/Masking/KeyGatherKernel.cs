@@ -12,42 +12,64 @@ namespace FlashDmAttn.Kernels.Masking;
 /// Lists, once per mask row, the visible keys of a mask that is broadcast over queries (shape (B|1, H|Hkv|1, 1, Lk)),
 /// so the forward kernels walk only those keys instead of all Lk: with keep_window_size w of L keys visible the
 /// work drops by L/w. Output in seqInfo at p.GatherOffset: GatherRows counts, then one SeqK-long slot of ascending
-/// key indices per row, then per row the rank of every key (visible keys below it), so bounds map to slots in one load. One group per row; contiguous chunks per thread and a group exclusive scan
-/// (ILGPU.Algorithms) keep the order.
+/// key indices per row, then per row the rank of every key (visible keys below it), so bounds map to slots in one load.
+/// Two launches over chunks of <see cref="Chunk"/> keys, (row, chunk) per group, so a long row spreads over many SMs:
+/// <see cref="Count"/> counts each chunk's visible keys; <see cref="List"/> starts each chunk at the count of the
+/// chunks before it and gives each thread a contiguous run of it, placed by a group exclusive scan (ILGPU.Algorithms),
+/// which keeps the order.
 /// </summary>
 internal static class KeyGatherKernel
 {
-    public static void Run(ArrayView<byte> mask, ArrayView<int> info, KernelArgs p)
+    /// <summary>Keys per group.</summary>
+    public const int Chunk = 4096;
+
+    /// <summary>Visible keys of chunk Grid.IdxY of mask row Grid.IdxX into counts[row·chunks + chunk].</summary>
+    public static void Count(ArrayView<byte> mask, ArrayView<int> counts, KernelArgs p)
     {
-        int tid = Group.IdxX, nt = Group.DimX;
-        int row = Grid.IdxX;
+        int row = Grid.IdxX, c = Grid.IdxY, tid = Group.IdxX, nt = Group.DimX;
+        int gb = row / p.GatherHeads, gh = row - gb * p.GatherHeads;
+        long maskRow = gb * p.MaskStrideB + gh * p.MaskStrideH;
+        int start = c * Chunk, end = start + Chunk < p.SeqK ? start + Chunk : p.SeqK;
+        int visible = 0;
+        for (int j = start + tid; j < end; j += nt)
+            if (MaskBias.MaskVisible(p, mask, maskRow, j)) visible++;
+        int before = GroupExtensions.ExclusiveScan<int, AddInt32>(visible);
+        if (tid == nt - 1) counts[row * Grid.DimY + c] = before + visible;
+    }
+
+    /// <summary>Slots and ranks of chunk Grid.IdxY of mask row Grid.IdxX; the row's last chunk also writes its count.</summary>
+    public static void List(ArrayView<byte> mask, ArrayView<int> info, ArrayView<int> counts, KernelArgs p)
+    {
+        int row = Grid.IdxX, c = Grid.IdxY, chunks = Grid.DimY, tid = Group.IdxX, nt = Group.DimX;
         int gb = row / p.GatherHeads, gh = row - gb * p.GatherHeads;
         long maskRow = gb * p.MaskStrideB + gh * p.MaskStrideH;
         int n = p.SeqK;
-        int chunk = (n + nt - 1) / nt, start = tid * chunk, end = start + chunk < n ? start + chunk : n;
-        int visible = 0;
-        for (int j = start; j < end; j++)
-            if (MaskBias.MaskVisible(p, mask, maskRow, j)) visible++;
-        int before = GroupExtensions.ExclusiveScan<int, AddInt32>(visible);
-        if (tid == nt - 1) info[p.GatherOffset + row] = before + visible;
-        long slot = p.GatherOffset + p.GatherRows + (long)row * n + before;
+        int before = 0;
+        for (int u = 0; u < c; u++) before += counts[row * chunks + u];
+        long slot = p.GatherOffset + p.GatherRows + (long)row * n;
         long rank = p.GatherOffset + p.GatherRows + (long)(p.GatherRows + row) * n;
-        int seen = before;
-        for (int j = start; j < end; j++)
+        // Each thread a contiguous run of the chunk's keys (a warp reads consecutive bytes), placed after the runs of
+        // the threads before it by one group exclusive scan.
+        int per = (Chunk + nt - 1) / nt;
+        int end = c * Chunk + Chunk < n ? c * Chunk + Chunk : n;
+        int j0 = c * Chunk + tid * per, j1 = j0 + per < end ? j0 + per : end;
+        int visible = 0;
+        for (int j = j0; j < j1; j++)
+            if (MaskBias.MaskVisible(p, mask, maskRow, j)) visible++;
+        int at = before + GroupExtensions.ExclusiveScan<int, AddInt32>(visible);
+        if (c == chunks - 1 && tid == nt - 1) info[p.GatherOffset + row] = at + visible;
+        for (int j = j0; j < j1; j++)
         {
-            info[rank + j] = seen; // visible keys below j
-            if (MaskBias.MaskVisible(p, mask, maskRow, j))
-            {
-                info[slot++] = j;
-                seen++;
-            }
+            info[rank + j] = at; // visible keys below j
+            if (MaskBias.MaskVisible(p, mask, maskRow, j)) info[slot + at++] = j;
         }
     }
 
     /// <summary>
     /// Builds the key table of a <see cref="GatherPlan"/> and sets <paramref name="p"/>'s gather fields from the plan: the
     /// call's <paramref name="seqInfo"/> (cu_seqlens, block table) copied into a scratch buffer of the accelerator,
-    /// followed by the lists. From then on the lists are the mask: <paramref name="p"/> has no mask bytes to read.
+    /// followed by the lists (and, past the table, the chunk counts). From then on the lists are the mask:
+    /// <paramref name="p"/> has no mask bytes to read.
     /// </summary>
     public static ArrayView<int> BuildTable(Accelerator accelerator, GatherPlan g, ref KernelArgs p, ArrayView<byte> mask, ArrayView<int> seqInfo,
         Caching.KernelDiskCache? disk)
@@ -58,13 +80,20 @@ internal static class KeyGatherKernel
         p.GatherOffset = g.Offset;
         long prefixLength = g.Offset;
         long total = g.TableLength;
+        int chunks = Math.Max(1, (p.SeqK + Chunk - 1) / Chunk);
         var cache = KernelCache.For(accelerator);
-        var table = cache.Scratch(checked((int)total));
+        var scratch = cache.Scratch(checked((int)(total + (long)g.Rows * chunks)));
+        var table = scratch.SubView(0, total);
+        var counts = scratch.SubView(total, (long)g.Rows * chunks);
         if (prefixLength > 0) seqInfo.CopyTo(table.SubView(0, prefixLength));
-        var kernel = cache.GetOrAdd("key-gather",
-            acc => Caching.CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<byte>, ArrayView<int>, KernelArgs>>(acc, disk, Run));
+        var count = cache.GetOrAdd("key-gather-count",
+            acc => Caching.CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<byte>, ArrayView<int>, KernelArgs>>(acc, disk, Count));
+        var list = cache.GetOrAdd("key-gather-list",
+            acc => Caching.CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<byte>, ArrayView<int>, ArrayView<int>, KernelArgs>>(acc, disk, List));
         int group = accelerator.AcceleratorType == AcceleratorType.CPU ? Math.Min(accelerator.MaxNumThreadsPerGroup, 16) : 256;
-        kernel(accelerator.DefaultStream, new KernelConfig(p.GatherRows, group), mask, table, p);
+        var config = new KernelConfig(new Index3D(p.GatherRows, chunks, 1), new Index3D(group, 1, 1));
+        count(accelerator.DefaultStream, config, mask, counts, p);
+        list(accelerator.DefaultStream, config, mask, table, counts, p);
         // From here on the lists are the mask: kernels read no mask bytes.
         p.GatherKeys = 1;
         p.HasMask = 0;

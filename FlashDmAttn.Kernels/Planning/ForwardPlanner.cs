@@ -91,9 +91,7 @@ internal static class ForwardPlanner
         int slots = perSm * device.Multiprocessors;
         int tiles = (p.SeqK + TcShapes.KeysPerTile(shape) - 1) / TcShapes.KeysPerTile(shape);
         int splits = options.KvSplits > 0 ? options.KvSplits
-            : device.Type != AcceleratorType.Cuda ? 1
-            : rowsK <= 64 ? DecodeSplitsFor(headsK, tiles, slots)
-            : SplitsFor((long)blocks * headsK, tiles, slots);
+            : device.Type == AcceleratorType.Cuda ? SplitsFor((long)blocks * headsK, tiles, slots) : 1;
         splits = Math.Clamp(splits, 1, Math.Max(1, TcBlockOrder.MaxGridYz / Math.Max(blocks, 1)));
         if ((splits > 1 || pack > 1) && rows > 64 && p.HeadDim <= 128 && (long)blocks * rows > rowsK + 63)
         {
@@ -141,27 +139,6 @@ internal static class ForwardPlanner
                     && p.HasMask == 0 && p.HasBias == 0 && gather is null && (p.Varlen == 0 || p.SeqQUniform != 0);
         bool want = options.PackGqa ?? device.Type == AcceleratorType.Cuda;
         return fits && want ? p.HeadGroup : 1;
-    }
-
-    /// <summary>
-    /// Key ranges per block when every head has one short block (decode): the launch streams K and V once and is
-    /// bound by the bytes in flight, which the resident groups hold. So the count keeps every slot busy to the end:
-    /// between 2 and 8 waves of groups (each range at least 4 tiles), the count whose last wave is fullest (the
-    /// smaller on a tie); with fewer tiles, <see cref="SplitsFor"/>.
-    /// </summary>
-    public static int DecodeSplitsFor(long blocks, int tiles, int slots)
-    {
-        if (blocks <= 0 || slots <= 0 || blocks >= 2L * slots) return SplitsFor(blocks, tiles, slots);
-        int lo = (int)((2L * slots + blocks - 1) / blocks), hi = (int)Math.Min(4L * lo, tiles / 4);
-        if (hi < lo) return SplitsFor(blocks, tiles, slots);
-        int best = lo;
-        double bestEff = 0;
-        for (int s = lo; s <= hi; s++)
-        {
-            double waves = (double)blocks * s / slots, eff = waves / Math.Ceiling(waves);
-            if (eff > bestEff + 1e-9) (best, bestEff) = (s, eff);
-        }
-        return best;
     }
 
     /// <summary>

@@ -86,19 +86,35 @@ internal static class TcSplitKv
             var blk = BlockInfo.Create(p, seqInfo, b);
             if (i >= blk.SeqQ) continue;
             long row = pack > 1 ? ((long)b * heads + h / pack) * rows + (h % pack) * p.SeqQ + i : ((long)b * heads + h) * rows + i;
-            long step = groups * rows;
+            // Splits four at a time: their loads are independent, so four are in flight at once (the loop is not
+            // unrolled; one load per trip would wait out the memory latency once per split).
+            long step = groups * rows, ls = lseBase + row, os = row * d + x, ostep = step * d;
+            int s4 = splits & ~3;
             float m = float.NegativeInfinity;
-            for (int s = 0; s < splits; s++)
-                m = XMath.Max(m, work[lseBase + s * step + row]);
+            for (int s = 0; s < s4; s += 4)
+            {
+                float a = work[ls + s * step], b2 = work[ls + (s + 1) * step], c = work[ls + (s + 2) * step], e = work[ls + (s + 3) * step];
+                m = XMath.Max(m, XMath.Max(XMath.Max(a, b2), XMath.Max(c, e)));
+            }
+            for (int s = s4; s < splits; s++)
+                m = XMath.Max(m, work[ls + s * step]);
             float val = 0f, l = float.NegativeInfinity;
             if (m != float.NegativeInfinity)
             {
                 float sum = 0f, acc = 0f;
-                for (int s = 0; s < splits; s++)
+                for (int s = 0; s < s4; s += 4)
                 {
-                    float e = XMath.Exp(work[lseBase + s * step + row] - m);
+                    float e0 = work[ls + s * step], e1 = work[ls + (s + 1) * step], e2 = work[ls + (s + 2) * step], e3 = work[ls + (s + 3) * step];
+                    float o0 = work[os + s * ostep], o1 = work[os + (s + 1) * ostep], o2 = work[os + (s + 2) * ostep], o3 = work[os + (s + 3) * ostep];
+                    e0 = XMath.Exp(e0 - m); e1 = XMath.Exp(e1 - m); e2 = XMath.Exp(e2 - m); e3 = XMath.Exp(e3 - m);
+                    sum += (e0 + e1) + (e2 + e3);
+                    acc += (e0 * o0 + e1 * o1) + (e2 * o2 + e3 * o3);
+                }
+                for (int s = s4; s < splits; s++)
+                {
+                    float e = XMath.Exp(work[ls + s * step] - m);
                     sum += e;
-                    acc += e * work[(s * step + row) * d + x];
+                    acc += e * work[os + s * ostep];
                 }
                 val = acc / sum;
                 l = m + XMath.Log(sum);
