@@ -92,7 +92,7 @@ internal static class KeyGatherKernel
             acc => Caching.CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<byte>, ArrayView<int>, ArrayView<int>, KernelArgs>>(acc, disk, List));
         int group = accelerator.AcceleratorType == AcceleratorType.CPU ? Math.Min(accelerator.MaxNumThreadsPerGroup, 16) : 256;
         var config = new KernelConfig(new Index3D(p.GatherRows, chunks, 1), new Index3D(group, 1, 1));
-        count(accelerator.DefaultStream, config, mask, counts, p);
+        if (chunks > 1) count(accelerator.DefaultStream, config, mask, counts, p); // one chunk starts at 0
         list(accelerator.DefaultStream, config, mask, table, counts, p);
         // From here on the lists are the mask: kernels read no mask bytes.
         p.GatherKeys = 1;
