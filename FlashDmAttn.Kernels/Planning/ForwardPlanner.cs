@@ -105,6 +105,13 @@ internal static class ForwardPlanner
             why += $"; {rows} rows per group for a block of {rowsK} rows";
         }
         TcKvSplit? kv = null;
+        if ((splits > 1 || pack > 1) && TcSplitKv.WorkFloats(splits, headsK, rowsK, p.HeadDim) > int.MaxValue)
+        {
+            // The work buffer would pass a scratch buffer's int range: run unsplit and unpacked.
+            (splits, pack, rowsK, headsK, causal) = (1, 1, p.SeqQ, p.Batch * p.Heads, p.Causal != 0);
+            spec = spec with { Causal = causal };
+            blocks = (rowsK + rows - 1) / rows;
+        }
         if (splits > 1 || pack > 1)
         {
             kv = new TcKvSplit(splits, pack, TcSplitKv.WorkFloats(splits, headsK, rowsK, p.HeadDim));

@@ -281,6 +281,10 @@ public class ForwardPlannerTests
         Assert.That(Plan(Decode(4, 32, 8, 1, 32768), device: Cpu, options: new LaunchOptions { TensorCoreOnCpu = true }).KvSplit, Is.Null);
         var forced = Plan(Decode(4, 32, 8, 1, 32768), device: Cpu, options: new LaunchOptions { TensorCoreOnCpu = true, KvSplits = 3, PackGqa = true });
         Assert.That(forced.KvSplit, Is.EqualTo(new TcKvSplit(3, 4, 3L * 32 * 4 * 129)));
+        // A work buffer past a scratch buffer's range: neither packed nor split.
+        var huge = Plan(Decode(60000, 320, 80, 1, 64));
+        Assert.That(huge.KvSplit, Is.Null, huge.Describe());
+        Assert.That(huge.TensorCore, Is.Not.Null);
         // Variable lengths pack only when every sequence has exactly one query.
         var varlen = Decode(4, 32, 8, 1, 32768);
         varlen.Varlen = 1;
