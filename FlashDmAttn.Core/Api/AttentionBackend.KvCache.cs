@@ -56,10 +56,7 @@ public sealed partial class AttentionBackend
         long b = c.Batch, lq = c.SeqQ, h = p.Heads, d = p.HeadDim;
         if (output is not null)
         {
-            Check.Rank(output.Shape, 4, "(batch, seqlen_q, heads, head_dim)", nameof(output));
-            Check.Lengths(nameof(output), output.Shape, b, lq, h, d);
-            CheckTensor(output, nameof(output));
-            Check.NoOverlap(output.Shape, output.Strides, nameof(output));
+            CheckOutput(output, b, lq, h, d);
             FlattenBatch(output, nameof(output));
         }
         else

@@ -61,13 +61,7 @@ public sealed partial class AttentionBackend
     {
         var (p, rows) = ResolveDense(query, key, value, attnMask, attnBias, scale, isCausal, softcap);
         long b = p.Batch, lq = p.SeqQ, h = p.Heads, d = p.HeadDim;
-        if (output is not null)
-        {
-            Check.Rank(output.Shape, 4, "(batch, seqlen_q, heads, head_dim)", nameof(output));
-            Check.Lengths(nameof(output), output.Shape, b, lq, h, d);
-            CheckTensor(output, nameof(output));
-            Check.NoOverlap(output.Shape, output.Strides, nameof(output));
-        }
+        if (output is not null) CheckOutput(output, b, lq, h, d);
         else
         {
             Check.Allocation<T>(Accelerator, [b, lq, h, d], "output (batch, seqlen_q, heads, head_dim)", nameof(query));
@@ -289,5 +283,14 @@ public sealed partial class AttentionBackend
         }
         RowBroadcast.Apply(Accelerator, rp, o.Data, rows.Mask is null ? default : mask!.Bytes,
             rp.HasBias != 0 ? bias!.Data : default, lse?.Data ?? default, seqInfo, LaunchOptions.DiskCache);
+    }
+
+    /// <summary>A caller's (B, Lq, H, D) output: rank, lengths, dtype and accelerator, no overlapping elements.</summary>
+    private void CheckOutput<T>(DeviceTensor<T> output, long b, long lq, long h, long d) where T : unmanaged
+    {
+        Check.Rank(output.Shape, 4, "(batch, seqlen_q, heads, head_dim)", nameof(output));
+        Check.Lengths(nameof(output), output.Shape, b, lq, h, d);
+        CheckTensor(output, nameof(output));
+        Check.NoOverlap(output.Shape, output.Strides, nameof(output));
     }
 }

@@ -69,6 +69,18 @@ internal static class TcSoftmax
         return o;
     }
 
+    /// <summary>The lane's two rows' softmax sums over the quad (the four lanes that share a row).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void RowSums(in MRow st, out float lA, out float lB)
+    {
+        lA = st.LA;
+        lB = st.LB;
+        lA += Warp.ShuffleXor(lA, 1);
+        lA += Warp.ShuffleXor(lA, 2);
+        lB += Warp.ShuffleXor(lB, 1);
+        lB += Warp.ShuffleXor(lB, 2);
+    }
+
     /// <summary>
     /// The end of the online softmax for one m-tile: row sums across the quad, O normalised by them and written (packed
     /// 32-bit stores when <paramref name="oVec"/>), and the log-sum-exp (natural log) of each row; a row with no visible
@@ -79,11 +91,7 @@ internal static class TcSoftmax
         ArrayView<float> lse, ulong oG, bool oVec, int b, int h, int rA, int t)
         where TE : struct, ITcElem where THd : struct, ITcHeadDim
     {
-        float lA = st.LA, lB = st.LB;
-        lA += Warp.ShuffleXor(lA, 1);
-        lA += Warp.ShuffleXor(lA, 2);
-        lB += Warp.ShuffleXor(lB, 1);
-        lB += Warp.ShuffleXor(lB, 2);
+        RowSums(st, out float lA, out float lB);
         int rB = rA + 8;
         bool okA = rA < blk.SeqQ, okB = rB < blk.SeqQ;
         long oA = blk.QOffset(p.OStrideB, p.OStrideL, p.OStrideH, rA, h) + 2 * t;

@@ -42,11 +42,7 @@ internal static class TcSplitKv
     internal static void StorePartial<THd>(in KernelArgs p, in BlockInfo blk, OAcc acc, MRow st, ArrayView<float> work,
         int slot, int rA, int t) where THd : struct, ITcHeadDim
     {
-        float lA = st.LA, lB = st.LB;
-        lA += Warp.ShuffleXor(lA, 1);
-        lA += Warp.ShuffleXor(lA, 2);
-        lB += Warp.ShuffleXor(lB, 1);
-        lB += Warp.ShuffleXor(lB, 2);
+        TcSoftmax.RowSums(st, out float lA, out float lB);
         int rB = rA + 8;
         bool okA = rA < blk.SeqQ, okB = rB < blk.SeqQ;
         long at = (long)slot * p.SeqQ;
