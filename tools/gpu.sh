@@ -15,7 +15,7 @@
 #   test [PART...]                     the GPU test category in 7 processes at once (PART: 0..6, default all)
 #   ptx [--sass [NAME]]                ptxas -v (registers, spills, stack) over the carried PTX; --sass: the SASS
 #                                      around each local-memory access of tc_fwd_NAME*.ptx (default bf16_d128_dense)
-#   bench [CASES] [--reps N] [--peers P|--no-peers] [--backward]
+#   bench [CASES] [--reps N] [--peers P|--no-peers] [--backward] [--kv-splits N] [--l2-prefetch N]
 #                                      (--backward: forward + backward, ours with dbias where a case has a bias; the
 #                                      peers' without: peers.py --backward)
 #                                      our bench, then peers.py on the same cases (default sdpa-flash,sdpa-cudnn,flex),
@@ -173,7 +173,7 @@ ptx_step() {
 
 # Parses [CASES] [--reps N] [--repeat N] [--peers P|--no-peers] [--times] into globals.
 step_args() {
-  list=$1; shift; reps=""; repeat=2; peers="sdpa-flash,sdpa-cudnn,flex"; times=0; backward=""
+  list=$1; shift; reps=""; repeat=2; peers="sdpa-flash,sdpa-cudnn,flex"; times=0; backward=""; bargs=""
   while [ $# -gt 0 ]; do
     case $1 in
       --reps) reps=${2:?--reps N}; shift ;;
@@ -182,6 +182,7 @@ step_args() {
       --no-peers) peers="" ;;
       --times) times=1 ;;
       --backward) backward=--backward ;;
+      --kv-splits|--l2-prefetch) bargs+=" $1 ${2:?$1 N}"; shift ;;
       -*) die "unknown option $1" ;;
       *) list=$1 ;;
     esac
@@ -198,7 +199,8 @@ peers_run() { # CASES -> $LOG/peers.txt
 
 bench_step() {
   step_args default "$@"
-  app FlashDmAttn.Bench --gpu --cases "$cs" ${reps:+--reps "$reps"} $backward > "$LOG/ours.txt" 2>&1
+  # shellcheck disable=SC2086 # bargs: the bench's own A/B options, word-split on purpose
+  app FlashDmAttn.Bench --gpu --cases "$cs" ${reps:+--reps "$reps"} $backward $bargs > "$LOG/ours.txt" 2>&1
   grep -v '^FlashDmAttn|' "$LOG/ours.txt"
   peers_run "$cs"
   python3 FlashDmAttn.Bench/compare.py "$LOG/ours.txt" "$LOG/peers.txt" | tee "$LOG/compare.txt"

@@ -100,21 +100,22 @@ internal static class KeyGatherKernel
         return table;
     }
 
-    /// <summary>The bias of (b, h) at slot n of its key list: a (B, H, 1, SeqK) table in key-slot order.</summary>
+    /// <summary>
+    /// The bias of (b, h) = Grid.IdxX at the slots of chunk Grid.IdxY (<see cref="Chunk"/> slots) of its key list: a
+    /// (B, H, 1, SeqK) table in key-slot order. Only the visible keys' slots are written (a group whose chunk starts past
+    /// the row's count returns at once), so a top-w mask costs B·H·w copies, not B·H·SeqK.
+    /// </summary>
     public static void GatherBiasKernel<TElem>(ArrayView<TElem> bias, ArrayView<int> info, ArrayView<TElem> gathered, KernelArgs p)
         where TElem : unmanaged
     {
-        long total = (long)p.Batch * p.Heads * p.SeqK;
-        for (long e = Grid.GlobalIndex.X; e < total; e += (long)Grid.DimX * Group.DimX)
-        {
-            int n = (int)(e % p.SeqK);
-            int bh = (int)(e / p.SeqK);
-            int b = bh / p.Heads, h = bh - b * p.Heads;
-            var blk = BlockInfo.Create(p, info, b);
-            int row = blk.GatherRow(p, h);
-            if (n < BlockInfo.KeySlots(p, info, row, 0))
-                gathered[e] = bias[MaskBias.BiasIndex(p, b, h, 0) + BlockInfo.KeyAt(p, info, row, n)];
-        }
+        int bh = Grid.IdxX, b = bh / p.Heads, h = bh - b * p.Heads;
+        var blk = BlockInfo.Create(p, info, b);
+        int row = blk.GatherRow(p, h);
+        int count = BlockInfo.KeySlots(p, info, row, 0);
+        int start = Grid.IdxY * Chunk, end = start + Chunk < count ? start + Chunk : count;
+        long src = MaskBias.BiasIndex(p, b, h, 0), dst = (long)bh * p.SeqK;
+        for (int n = start + Group.IdxX; n < end; n += Group.DimX)
+            gathered[dst + n] = bias[src + BlockInfo.KeyAt(p, info, row, n)];
     }
 
     /// <summary>
@@ -132,7 +133,10 @@ internal static class KeyGatherKernel
         var kernel = cache.GetOrAdd(("bias-gather", typeof(TElem)),
             acc => Caching.CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<TElem>, ArrayView<int>,
                 ArrayView<TElem>, KernelArgs>>(acc, disk, GatherBiasKernel<TElem>));
-        kernel(accelerator.DefaultStream, KernelCache.Linear(accelerator, total), bias, info, gathered, p);
+        int chunks = Math.Max(1, (p.SeqK + Chunk - 1) / Chunk);
+        int group = accelerator.AcceleratorType == AcceleratorType.CPU ? Math.Min(accelerator.MaxNumThreadsPerGroup, 16) : 256;
+        kernel(accelerator.DefaultStream, new KernelConfig(new Index3D(p.Batch * p.Heads, chunks, 1), new Index3D(group, 1, 1)),
+            bias, info, gathered, p);
         p.BiasStrideB = (long)p.Heads * p.SeqK;
         p.BiasStrideH = p.SeqK;
         p.BiasStrideQ = 0;

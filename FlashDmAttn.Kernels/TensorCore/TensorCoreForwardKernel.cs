@@ -212,6 +212,7 @@ internal static class TensorCoreForwardKernel
             uint kLaneOff = (uint)((((lane >> 4) << 3) + (lane & 7)) * rowBytes + ((lane >> 3) & 1) * 16);
             uint vLaneOff = (uint)(((((lane >> 3) & 1) << 3) + (lane & 7)) * rowBytes + (lane >> 4) * 16);
 
+            bool live = warp * 16 * THd.Mt < rows;
             var neg = new MRow { MA = float.NegativeInfinity, MB = float.NegativeInfinity, LA = 0f, LB = 0f };
             MRow st0 = neg, st1 = neg;
             OAcc2 acc = default;
@@ -267,6 +268,9 @@ internal static class TensorCoreForwardKernel
                     if (TF.Bias && biasStage && nxt * THd.Bc + THd.Bc <= blk.SeqK)
                         TcLoads.LoadBiasTile<THd>(p, blk, biasG, biasS + (uint)(buf ^ 1) * stageBytes, b, h, q0, nxt * THd.Bc, tid);
                 }
+                // Split-KV and packed decode: tile nxt + L2Prefetch on its way into L2 (keys not gathered).
+                if (p.L2Prefetch > 0 && !gather && nxt + p.L2Prefetch < nTiles)
+                    TcLoads.PrefetchKv<THd>(p, blk, seqInfo, kG, vG, (nxt + p.L2Prefetch) * THd.Bc, kEnd, hk, tid);
                 if (!splitKv)
                 {
                     Ptx.CpAsyncCommit();
@@ -304,10 +308,12 @@ internal static class TensorCoreForwardKernel
                     }
                 }
 
-                // S = Q·Kᵀ for the warp's m-tiles.
+                // S = Q·Kᵀ for the warp's m-tiles; a warp whose rows all lie past the block's (a short block: decode, the
+                // last block of a sequence) skips the tile's math, and its rows are never stored.
                 uint kA = kCur + kLaneOff;
-                SAcc2 s;
-                if (THd.QInRegs) s = Frag.QkRegs2<TE, THd>(qf0, qf1, kA);
+                SAcc2 s = default;
+                if (!live) { }
+                else if (THd.QInRegs) s = Frag.QkRegs2<TE, THd>(qf0, qf1, kA);
                 else if (TF.Causal) s = Frag.QkSmem2<TE, THd>(qLane0, qLane1, kA);
                 else
                 {
@@ -327,40 +333,43 @@ internal static class TensorCoreForwardKernel
                 uint bs = biasS + (uint)buf * stageBytes + bsLane; // this lane's staged bias pair (row A, m-tile 0)
                 uint rowB = (uint)(8 * BiasRowBytes<THd>());
 
-                // Scores (log2 domain): whole tiles skip the per-element visibility.
-                sa0.Col0 = k0 + col0;
-                sa1.Col0 = k0 + col0;
-                bool full = !hasMask && k0 + THd.Bc <= fullEnd;
-                if (full)
+                if (live)
                 {
-                    s.A = TcScore.Apply<TE, THd, TF>(s.A, 0xFFFFFFFFu, sa0, true, hasBias, pre, staged, bw0, bs, bs + rowB);
-                    if (THd.Mt > 1) s.B = TcScore.Apply<TE, THd, TF>(s.B, 0xFFFFFFFFu, sa1, true, hasBias, pre, staged, bw1, bs + 2u * rowB, bs + 3u * rowB);
-                }
-                else
-                {
-                    if (!hasMask)
+                    // Scores (log2 domain): whole tiles skip the per-element visibility.
+                    sa0.Col0 = k0 + col0;
+                    sa1.Col0 = k0 + col0;
+                    bool full = !hasMask && k0 + THd.Bc <= fullEnd;
+                    if (full)
                     {
-                        TcVisibility.OtherLimits<TF>(lm, kEnd, out int limB0, out int limA1, out int limB1);
-                        curBits.X = TcGeom.FromLimits(THd.Bc, k0 + col0, lm.LimA0, limB0);
-                        curBits.Y = THd.Mt > 1 ? TcGeom.FromLimits(THd.Bc, k0 + col0, limA1, limB1) : 0u;
+                        s.A = TcScore.Apply<TE, THd, TF>(s.A, 0xFFFFFFFFu, sa0, true, hasBias, pre, staged, bw0, bs, bs + rowB);
+                        if (THd.Mt > 1) s.B = TcScore.Apply<TE, THd, TF>(s.B, 0xFFFFFFFFu, sa1, true, hasBias, pre, staged, bw1, bs + 2u * rowB, bs + 3u * rowB);
                     }
-                    s.A = TcScore.Apply<TE, THd, TF>(s.A, curBits.X, sa0, false, hasBias, pre, staged, bw0, bs, bs + rowB);
-                    if (THd.Mt > 1) s.B = TcScore.Apply<TE, THd, TF>(s.B, curBits.Y, sa1, false, hasBias, pre, staged, bw1, bs + 2u * rowB, bs + 3u * rowB);
-                }
+                    else
+                    {
+                        if (!hasMask)
+                        {
+                            TcVisibility.OtherLimits<TF>(lm, kEnd, out int limB0, out int limA1, out int limB1);
+                            curBits.X = TcGeom.FromLimits(THd.Bc, k0 + col0, lm.LimA0, limB0);
+                            curBits.Y = THd.Mt > 1 ? TcGeom.FromLimits(THd.Bc, k0 + col0, limA1, limB1) : 0u;
+                        }
+                        s.A = TcScore.Apply<TE, THd, TF>(s.A, curBits.X, sa0, false, hasBias, pre, staged, bw0, bs, bs + rowB);
+                        if (THd.Mt > 1) s.B = TcScore.Apply<TE, THd, TF>(s.B, curBits.Y, sa1, false, hasBias, pre, staged, bw1, bs + 2u * rowB, bs + 3u * rowB);
+                    }
 
-                // Online softmax, then O = O·α + P·V.
-                Smx x0 = TcSoftmax.Step<TE, THd, TF>(s.A, st0, sa0.ScaleLog2);
-                st0 = x0.R;
-                // Both m-tiles' steps in one straight block, then one rescale branch: their latency chains (row max,
-                // shuffles, ex2) interleave.
-                Smx x1 = default;
-                if (THd.Mt > 1)
-                {
-                    x1 = TcSoftmax.Step<TE, THd, TF>(s.B, st1, sa1.ScaleLog2);
-                    st1 = x1.R;
+                    // Online softmax, then O = O·α + P·V.
+                    Smx x0 = TcSoftmax.Step<TE, THd, TF>(s.A, st0, sa0.ScaleLog2);
+                    st0 = x0.R;
+                    // Both m-tiles' steps in one straight block, then one rescale branch: their latency chains (row max,
+                    // shuffles, ex2) interleave.
+                    Smx x1 = default;
+                    if (THd.Mt > 1)
+                    {
+                        x1 = TcSoftmax.Step<TE, THd, TF>(s.B, st1, sa1.ScaleLog2);
+                        st1 = x1.R;
+                    }
+                    acc = TcSoftmax.Rescale<THd>(acc, x0.AlA, x0.AlB, x1.AlA, x1.AlB);
+                    acc = Frag.Pv2<TE, THd>(acc, x0.P, x1.P, kCur + tileBytes + vLaneOff);
                 }
-                acc = TcSoftmax.Rescale<THd>(acc, x0.AlA, x0.AlB, x1.AlA, x1.AlB);
-                acc = Frag.Pv2<TE, THd>(acc, x0.P, x1.P, kCur + tileBytes + vLaneOff);
 
                 cur = nxt;
                 curBits = nxtBits;
