@@ -28,7 +28,7 @@
 #   check                              ptx, then sanitize beside test (one call before committing a kernel change)
 #   coldstart [CASES]                  first forward of each case in fresh processes: kernel cache off, empty, filled,
 #                                      filled with the driver's JIT cache off (default list `first-call`)
-#   ab [CASES] [--repeat N] [--peers P|--no-peers]
+#   ab [CASES] [--repeat N] [--peers P|--no-peers] [--backward]
 #                                      this bundle's bench against .gpu/base's (bundle --base), alternated N times
 #                                      (default 2; default list `ab-set`), median per case, best peer of the same call
 # CASES: a list name of tools/gpu/cases.txt, or case strings "kind:B=..,H=..;kind:..." (peers.py's syntax).
@@ -269,8 +269,8 @@ ab_step() {
   local base=base
   echo "new: this bundle; base: $(cat "$BUNDLE"/base/commit 2>/dev/null || echo '?')"
   for _ in $(seq 1 "$repeat"); do
-    app FlashDmAttn.Bench --gpu --cases "$cs" ${reps:+--reps "$reps"} | grep '^FlashDmAttn|' | sed "s/^FlashDmAttn|/new|/" >> "$LOG/ab.txt"
-    GPU_APPS=$BUNDLE/base/apps app FlashDmAttn.Bench --gpu --cases "$cs" ${reps:+--reps "$reps"} \
+    app FlashDmAttn.Bench --gpu --cases "$cs" ${reps:+--reps "$reps"} $backward | grep '^FlashDmAttn|' | sed "s/^FlashDmAttn|/new|/" >> "$LOG/ab.txt"
+    GPU_APPS=$BUNDLE/base/apps app FlashDmAttn.Bench --gpu --cases "$cs" ${reps:+--reps "$reps"} $backward \
       | grep '^FlashDmAttn|' | sed "s/^FlashDmAttn|/$base|/" >> "$LOG/ab.txt"
   done
   peers_run "$cs"
