@@ -19,19 +19,17 @@ public static class GpuBench
     /// <param name="backward">Time forward + backward (dq, dk, dv, and dbias where the case has a bias), as peers.py
     /// --backward does (its peers form no dbias); also report the device memory in use at the backward's peak.</param>
     /// <param name="kvSplits">Split-KV ranges forced on every case (0: the planner's choice).</param>
-    /// <param name="l2Prefetch">L2 prefetch distance of split-KV launches in tiles (null: the planner's choice; A/B).</param>
-    public static int Run(string cases, int reps, AttentionOptions options, bool backward = false, int kvSplits = 0, int? l2Prefetch = null)
+    public static int Run(string cases, int reps, AttentionOptions options, bool backward = false, int kvSplits = 0)
     {
         var attn = FlashDmAttention.Auto().WithOptions(options);
         Console.WriteLine($"# FlashDmAttn GPU bench on {attn}{(backward ? ", forward + backward" : "")}");
         using var flush = attn.Accelerator.Allocate1D<int>(64L << 20); // 256 MB, as do_bench's cache clearing
         foreach (var c in cases.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
-            RunCase(attn, c, reps, flush.View, backward, kvSplits, l2Prefetch);
+            RunCase(attn, c, reps, flush.View, backward, kvSplits);
         return 0;
     }
 
-    private static void RunCase(AttentionBackend attn, string caseString, int reps, ArrayView<int> flush, bool backward, int kvSplits,
-        int? l2Prefetch)
+    private static void RunCase(AttentionBackend attn, string caseString, int reps, ArrayView<int> flush, bool backward, int kvSplits)
     {
         ForwardPlan? plan = null;
         BackwardPlan? bplan = null;
@@ -39,7 +37,6 @@ public static class GpuBench
         attn = attn.WithLaunch(o => o with
         {
             KvSplits = kvSplits,
-            L2PrefetchTiles = l2Prefetch,
             Observer = p => plan = p,
             BackwardObserver = p =>
             {

@@ -10,7 +10,6 @@ using FlashDmAttn.Bench;
 //                                                                          then one case a line, '#' comments; default list: default)
 //   [--backward]                                                           time forward + backward (peers.py --backward), peak memory
 //   [--kv-splits N]                                                        force N split-KV ranges (A/B; 0: the planner's choice)
-//   [--l2-prefetch N]                                                      L2 prefetch distance of split-KV launches, tiles (A/B; 0: off)
 //   [--portable] [--stream-k auto|on|off]                                  launch options (AttentionOptions)
 //   --first-call CASE                                                      cold start: this process's first forward of CASE
 //   [--no-kernel-cache] [--kernel-cache DIR]                               the disk kernel cache off, or in DIR
@@ -35,8 +34,7 @@ if (args.Contains("--gpu"))
 {
     string cases = Arg("--cases-file") is { } file ? CaseList(file, Arg("--list") ?? "default")
         : Arg("--cases") ?? throw new ArgumentException("--cases or --cases-file: expected a case list");
-    return GpuBench.Run(cases, int.Parse(Arg("--reps") ?? "30"), options, args.Contains("--backward"), int.Parse(Arg("--kv-splits") ?? "0"),
-        Arg("--l2-prefetch") is { } pf ? int.Parse(pf) : null);
+    return GpuBench.Run(cases, int.Parse(Arg("--reps") ?? "30"), options, args.Contains("--backward"), int.Parse(Arg("--kv-splits") ?? "0"));
 }
 BenchmarkSwitcher.FromAssembly(typeof(CpuForwardBenchmarks).Assembly).Run(args);
 return 0;

@@ -15,7 +15,7 @@
 #   test [PART...]                     the GPU test category in 7 processes at once (PART: 0..6, default all)
 #   ptx [--sass [NAME]]                ptxas -v (registers, spills, stack) over the carried PTX; --sass: the SASS
 #                                      around each local-memory access of tc_fwd_NAME*.ptx (default bf16_d128_dense)
-#   bench [CASES] [--reps N] [--peers P|--no-peers] [--backward] [--kv-splits N] [--l2-prefetch N]
+#   bench [CASES] [--reps N] [--peers P|--no-peers] [--backward] [--kv-splits N]
 #                                      (--backward: forward + backward, ours with dbias where a case has a bias; the
 #                                      peers' without: peers.py --backward)
 #                                      our bench, then peers.py on the same cases (default sdpa-flash,sdpa-cudnn,flex),
@@ -182,7 +182,7 @@ step_args() {
       --no-peers) peers="" ;;
       --times) times=1 ;;
       --backward) backward=--backward ;;
-      --kv-splits|--l2-prefetch) bargs+=" $1 ${2:?$1 N}"; shift ;;
+      --kv-splits) bargs+=" $1 ${2:?$1 N}"; shift ;;
       -*) die "unknown option $1" ;;
       *) list=$1 ;;
     esac

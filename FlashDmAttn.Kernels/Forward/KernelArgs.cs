@@ -55,10 +55,6 @@ internal struct KernelArgs
     // are the rows of one block (row R: query R % QPackRows of head h·QPack + R / QPackRows; TcLoads.LoadQ), with
     // heads, rows and the causal flag in the kernel's coordinates (ForwardLauncher.SplitArgs).
     public int KvSplits, Partial, QPack, QPackRows;
-    // L2Prefetch > 0 (tensor-core kernel, keys not gathered): with tile n's copies each group also asks L2 for the K/V
-    // lines of tile n + L2Prefetch (TcLoads.PrefetchKv), so more of the cache is on its way from HBM than the shared
-    // buffers hold.
-    public int L2Prefetch;
     /// <summary>The problem's fields; the launch fields start at zero (no gathering, no split).</summary>
     public static KernelArgs From(in FwdParams p) => new()
     {

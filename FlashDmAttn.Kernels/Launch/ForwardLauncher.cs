@@ -91,7 +91,6 @@ internal static class ForwardLauncher
         var a = args;
         a.KvSplits = kv.Splits;
         a.Partial = 1;
-        a.L2Prefetch = kv.PrefetchTiles;
         if (kv.Pack > 1)
         {
             a.QPack = kv.Pack;

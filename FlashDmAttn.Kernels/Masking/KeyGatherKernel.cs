@@ -15,8 +15,8 @@ namespace FlashDmAttn.Kernels.Masking;
 /// key indices per row, then per row the rank of every key (visible keys below it), so bounds map to slots in one load.
 /// Two launches over chunks of <see cref="Chunk"/> keys, (row, chunk) per group, so a long row spreads over many SMs:
 /// <see cref="Count"/> counts each chunk's visible keys; <see cref="List"/> starts each chunk at the count of the
-/// chunks before it and gives each thread a contiguous run of it, placed by a group exclusive scan (ILGPU.Algorithms),
-/// which keeps the order.
+/// chunks before it and walks it in coalesced passes, each placed by a group exclusive scan (ILGPU.Algorithms), which
+/// keeps the order.
 /// </summary>
 internal static class KeyGatherKernel
 {
@@ -48,21 +48,23 @@ internal static class KeyGatherKernel
         for (int u = 0; u < c; u++) before += counts[row * chunks + u];
         long slot = p.GatherOffset + p.GatherRows + (long)row * n;
         long rank = p.GatherOffset + p.GatherRows + (long)(p.GatherRows + row) * n;
-        // Each thread a contiguous run of the chunk's keys (a warp reads consecutive bytes), placed after the runs of
-        // the threads before it by one group exclusive scan.
-        int per = (Chunk + nt - 1) / nt;
+        // The chunk in passes of nt keys (a warp reads consecutive mask bytes and writes consecutive ranks): a key's rank
+        // is the visible keys before the pass plus its group exclusive scan (ILGPU.Algorithms), which keeps the order;
+        // the pass's last thread carries the count on.
         int end = c * Chunk + Chunk < n ? c * Chunk + Chunk : n;
-        int j0 = c * Chunk + tid * per, j1 = j0 + per < end ? j0 + per : end;
-        int visible = 0;
-        for (int j = j0; j < j1; j++)
-            if (MaskBias.MaskVisible(p, mask, maskRow, j)) visible++;
-        int at = before + GroupExtensions.ExclusiveScan<int, AddInt32>(visible);
-        if (c == chunks - 1 && tid == nt - 1) info[p.GatherOffset + row] = at + visible;
-        for (int j = j0; j < j1; j++)
+        for (int j0 = c * Chunk; j0 < end; j0 += nt)
         {
-            info[rank + j] = at; // visible keys below j
-            if (MaskBias.MaskVisible(p, mask, maskRow, j)) info[slot + at++] = j;
+            int j = j0 + tid;
+            int visible = j < end && MaskBias.MaskVisible(p, mask, maskRow, j) ? 1 : 0;
+            int at = before + GroupExtensions.ExclusiveScan<int, AddInt32>(visible);
+            if (j < end)
+            {
+                info[rank + j] = at; // visible keys below j
+                if (visible != 0) info[slot + at] = j;
+            }
+            before = Group.Broadcast(at + visible, nt - 1);
         }
+        if (c == chunks - 1 && tid == 0) info[p.GatherOffset + row] = before;
     }
 
     /// <summary>

@@ -32,10 +32,9 @@ internal sealed record GatherPlan(int Heads, int BatchStride, int Rows, int Offs
 /// A split-KV launch of the tensor-core kernel (<see cref="TcSplitKv"/>): each query block's key tiles in
 /// <paramref name="Splits"/> ranges, every range's O and LSE into a work buffer of <paramref name="WorkFloats"/> floats,
 /// then the combine kernel. <paramref name="Pack"/> &gt; 1: packed GQA, the kv head's <paramref name="Pack"/> query heads
-/// (one query each) are the rows of one block, so each K/V byte is read once per block. <paramref name="PrefetchTiles"/>
-/// &gt; 0: each group asks L2 for the K/V of the tile that many ahead of its copies (<c>KernelArgs.L2Prefetch</c>).
+/// (one query each) are the rows of one block, so each K/V byte is read once per block.
 /// </summary>
-internal readonly record struct TcKvSplit(int Splits, int Pack, long WorkFloats, int PrefetchTiles = 0);
+internal readonly record struct TcKvSplit(int Splits, int Pack, long WorkFloats);
 
 /// <summary>Tile shape and group size of the portable kernel.</summary>
 internal readonly record struct PortableShape(int TileQ, int TileK, int GroupSize);
@@ -84,8 +83,7 @@ internal sealed record ForwardPlan
         string gather = Gather is null ? "" : $", gathered keys ({Gather.Rows} lists{(Gather.GatherBias ? ", bias gathered" : "")})";
         string split = StreamK is { } s ? $", stream-K {s.Dp}+{s.Workers} groups x {s.PerWorker} tiles" : "";
         if (KvSplit is { } kv)
-            split += $", split-KV {kv.Splits}{(kv.Pack > 1 ? $", GQA packed {kv.Pack} heads per block" : "")}"
-                     + (kv.PrefetchTiles > 0 ? $", L2 prefetch {kv.PrefetchTiles} tiles ahead" : "");
+            split += $", split-KV {kv.Splits}{(kv.Pack > 1 ? $", GQA packed {kv.Pack} heads per block" : "")}";
         string occ = Family == KernelFamily.TensorCore ? $", {GroupsPerSm}/SM" : "";
         return $"{kernel}; grid {Grid.X}x{Grid.Y}x{Grid.Z} of {GroupSize}, {SharedBytes} B shared{occ}{gather}{split}; {Reason}";
     }

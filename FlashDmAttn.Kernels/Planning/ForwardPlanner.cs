@@ -114,10 +114,7 @@ internal static class ForwardPlanner
         }
         if (splits > 1 || pack > 1)
         {
-            // Keys that are not gathered: L2 prefetch ahead of the copies (CUDA), so more bytes are in flight per SM
-            // than the two shared K/V buffers hold.
-            int prefetch = options.L2PrefetchTiles ?? (device.Type == AcceleratorType.Cuda && gather is null ? DecodePrefetchTiles : 0);
-            kv = new TcKvSplit(splits, pack, TcSplitKv.WorkFloats(splits, headsK, rowsK, p.HeadDim), gather is null ? prefetch : 0);
+            kv = new TcKvSplit(splits, pack, TcSplitKv.WorkFloats(splits, headsK, rowsK, p.HeadDim));
             why += (splits > 1 ? $"; split-KV: {(long)blocks * headsK} blocks on {slots} resident groups, each block's {tiles} key tiles in {splits} ranges" : "")
                    + (pack > 1 ? $"; GQA packed: the {pack} query heads of a kv head ({rowsK} rows) in one block" : "");
         }
@@ -150,9 +147,6 @@ internal static class ForwardPlanner
         bool want = options.PackGqa ?? device.Type == AcceleratorType.Cuda;
         return fits && want ? p.HeadGroup : 1;
     }
-
-    /// <summary>L2 prefetch distance (tiles) of split-KV and packed launches on CUDA (docs/perf/DECODE.md).</summary>
-    internal const int DecodePrefetchTiles = 2;
 
     /// <summary>
     /// Key ranges per block (FlashAttention-2's num_splits_heuristic): none when the blocks fill at least 80 % of the

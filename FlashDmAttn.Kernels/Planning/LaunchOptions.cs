@@ -35,10 +35,6 @@ internal sealed record LaunchOptions
     /// <summary>Packed GQA for one query per sequence: null chooses (CUDA), true/false forces where it applies (tests, bench).</summary>
     public bool? PackGqa { get; init; }
 
-    /// <summary>L2 prefetch distance in tiles of split-KV and packed launches: null chooses, 0 off, n ≥ 1 forces n
-    /// (tests, bench A/B).</summary>
-    public int? L2PrefetchTiles { get; init; }
-
     /// <summary>Tests: the tensor-core kernel also on a CPU accelerator with 32-thread warps.</summary>
     public bool TensorCoreOnCpu { get; init; }
 

@@ -212,7 +212,9 @@ internal static class TensorCoreForwardKernel
             uint kLaneOff = (uint)((((lane >> 4) << 3) + (lane & 7)) * rowBytes + ((lane >> 3) & 1) * 16);
             uint vLaneOff = (uint)(((((lane >> 3) & 1) << 3) + (lane & 7)) * rowBytes + (lane >> 4) * 16);
 
-            bool live = warp * 16 * THd.Mt < rows;
+            // Short blocks of the unmasked 64-row kernels (decode): a warp whose rows all lie past the block's skips
+            // the tile math (a compile-time choice: the other kernels keep their code and registers as they are).
+            bool live = !(THd.Mt == 1 && !TF.Mask && !TF.Bias) || warp * 16 < rows;
             var neg = new MRow { MA = float.NegativeInfinity, MB = float.NegativeInfinity, LA = 0f, LB = 0f };
             MRow st0 = neg, st1 = neg;
             OAcc2 acc = default;
@@ -268,9 +270,6 @@ internal static class TensorCoreForwardKernel
                     if (TF.Bias && biasStage && nxt * THd.Bc + THd.Bc <= blk.SeqK)
                         TcLoads.LoadBiasTile<THd>(p, blk, biasG, biasS + (uint)(buf ^ 1) * stageBytes, b, h, q0, nxt * THd.Bc, tid);
                 }
-                // Split-KV and packed decode: tile nxt + L2Prefetch on its way into L2 (keys not gathered).
-                if (p.L2Prefetch > 0 && !gather && nxt + p.L2Prefetch < nTiles)
-                    TcLoads.PrefetchKv<THd>(p, blk, seqInfo, kG, vG, (nxt + p.L2Prefetch) * THd.Bc, kEnd, hk, tid);
                 if (!splitKv)
                 {
                     Ptx.CpAsyncCommit();
@@ -308,8 +307,7 @@ internal static class TensorCoreForwardKernel
                     }
                 }
 
-                // S = Q·Kᵀ for the warp's m-tiles; a warp whose rows all lie past the block's (a short block: decode, the
-                // last block of a sequence) skips the tile's math, and its rows are never stored.
+                // S = Q·Kᵀ for the warp's m-tiles (skipped by a warp with no live rows, whose rows are never stored).
                 uint kA = kCur + kLaneOff;
                 SAcc2 s = default;
                 if (!live) { }

@@ -4,17 +4,13 @@ using NUnit.Framework;
 
 namespace FlashDmAttn.Tests.Decode;
 
-/// <summary>Runs a case with the tensor-core kernel and a forced split-KV / GQA-packing choice; returns the plans. On the
-/// CPU the L2 prefetch (a no-op there) is forced on, so its address arithmetic runs against the views' bounds.</summary>
+/// <summary>Runs a case with the tensor-core kernel and a forced split-KV / GQA-packing choice; returns the plans.</summary>
 internal static class SplitKvRunner
 {
     public static IReadOnlyList<ForwardPlan> Run(AttentionBackend backend, AttentionCase c, int splits, bool? pack, bool onCpu)
     {
         var plans = new List<ForwardPlan>();
-        var recording = backend.WithLaunch(o => o with
-        {
-            TensorCoreOnCpu = onCpu, KvSplits = splits, PackGqa = pack, L2PrefetchTiles = onCpu ? 1 : null, Observer = plans.Add,
-        });
+        var recording = backend.WithLaunch(o => o with { TensorCoreOnCpu = onCpu, KvSplits = splits, PackGqa = pack, Observer = plans.Add });
         CaseRunner.Run(recording, c);
         return plans;
     }
@@ -66,7 +62,6 @@ public class SplitKvCpuTests
             Assert.That(p.KvSplit, Is.Not.Null, p.Describe());
             Assert.That(p.KvSplit!.Value.Splits, Is.EqualTo(splits), p.Describe());
             Assert.That(p.KvSplit.Value.Pack, Is.EqualTo(expectPack), p.Describe());
-            Assert.That(p.KvSplit.Value.PrefetchTiles, Is.EqualTo(p.Gather is null ? 1 : 0), p.Describe());
         }
     }
 }

@@ -261,20 +261,17 @@ public class ForwardPlannerTests
         Assert.That((long)plan.Grid.X * plan.Grid.Z, Is.GreaterThanOrEqualTo(32));
         Assert.That(kv.WorkFloats, Is.EqualTo((long)kv.Splits * 32 * 4 * 129));
         Assert.That(plan.Reason, Does.Contain("split-KV").And.Contain("GQA packed"));
-        Assert.That(kv.PrefetchTiles, Is.EqualTo(ForwardPlanner.DecodePrefetchTiles), "keys not gathered: L2 prefetch on CUDA");
 
         // One query with a mask: rows are per query head, so no packing; still split.
         var masked = Plan(WithMask(Decode(1, 16, 16, 1, 131072), perKey: true));
         Assert.That(masked.KvSplit!.Value.Pack, Is.EqualTo(1));
         Assert.That(masked.KvSplit.Value.Splits, Is.GreaterThan(1));
-        Assert.That(masked.KvSplit.Value.PrefetchTiles, Is.Zero, "gathered keys: their lists are loaded a tile ahead instead");
 
         // A full GPU: no split (prefill).
         Assert.That(Plan(Dense(b: 4, l: 4096, h: 16, d: 128)).KvSplit, Is.Null);
         // Speculative decode: 16 queries of 4 heads fill one 64-row block per kv head; 128 blocks, split in 2.
         int spec = ForwardPlanner.SplitsFor(128, 256, 264);
-        Assert.That(Plan(Decode(16, 32, 8, 16, 16384)).KvSplit,
-            Is.EqualTo(new TcKvSplit(spec, 4, spec * 128L * 64 * 129, ForwardPlanner.DecodePrefetchTiles)));
+        Assert.That(Plan(Decode(16, 32, 8, 16, 16384)).KvSplit, Is.EqualTo(new TcKvSplit(spec, 4, spec * 128L * 64 * 129)));
         // More queries than one block holds, or a causal band over several queries: not packed.
         Assert.That(Plan(Decode(16, 32, 8, 17, 16384)).KvSplit, Is.Null, "17 queries of 4 heads (68 rows): 512 blocks fill 264 groups");
         var causal = Decode(4, 32, 8, 16, 16384);

@@ -234,11 +234,6 @@ internal static class Ptx
     [IntrinsicImplementation]
     public static void CpAsyncCommit() { }
 
-    /// <summary>prefetch.global.L2: asks for the 128-byte line at gaddr in L2 without waiting or writing a register
-    /// (a hint: it may be dropped). CPU twin: nothing.</summary>
-    [IntrinsicImplementation]
-    public static void PrefetchL2(ulong gaddr) { }
-
     /// <summary>cp.async.wait_group n; n must be a literal (a compile-time constant after inlining).</summary>
     [IntrinsicImplementation]
     public static void CpAsyncWait(int n) { }
@@ -276,7 +271,6 @@ internal static class PtxIntrinsics
         Reg(nameof(Ptx.StSharedU32), nameof(PtxGen.StSharedU32));
         Reg(nameof(Ptx.LdSharedU32), nameof(PtxGen.LdSharedU32));
         Reg(nameof(Ptx.CpAsyncCommit), nameof(PtxGen.Commit));
-        Reg(nameof(Ptx.PrefetchL2), nameof(PtxGen.PrefetchL2));
         Reg(nameof(Ptx.CpAsyncWait), nameof(PtxGen.Wait));
         return builder;
     }
@@ -370,14 +364,6 @@ internal static class PtxGen
         cmd.AppendArgumentValue(g);
         cmd.AppendRawValueReference("16");
         cmd.AppendArgument(n);
-    }
-
-    public static void PrefetchL2(PTXBackend backend, PTXCodeGenerator cg, Value value)
-    {
-        var call = (MethodCall)value;
-        var g = Hw(cg, cg.Load(call[0]));
-        using var cmd = cg.BeginCommand("prefetch.global.L2");
-        cmd.AppendArgumentValue(g);
     }
 
     public static void SharedAddr(PTXBackend backend, PTXCodeGenerator cg, Value value)

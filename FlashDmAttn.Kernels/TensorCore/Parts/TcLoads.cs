@@ -169,26 +169,6 @@ internal static class TcLoads
     }
 
     /// <summary>
-    /// prefetch.global.L2 of the K and V rows of keys [k0, k0 + Bc) below kEnd (not gathered; paged through the block
-    /// table): one 128-byte line per thread and step, no shared memory, nothing to wait for.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void PrefetchKv<THd>(in KernelArgs p, in BlockInfo blk, ArrayView<int> seqInfo, ulong kG, ulong vG, int k0, int kEnd,
-        int hk, int tid) where THd : struct, ITcHeadDim
-    {
-        int lpr = THd.D * 2 > 128 ? THd.D * 2 / 128 : 1; // 128-byte lines per row
-        for (int e = tid; e < THd.Bc * lpr; e += Threads)
-        {
-            int r = e / lpr, c = e - r * lpr;
-            if (k0 + r < kEnd)
-            {
-                Ptx.PrefetchL2(kG + (ulong)(blk.KOffset(p, seqInfo, p.KStrideB, p.KStrideL, p.KStrideH, k0 + r, hk) * 2 + c * 128));
-                Ptx.PrefetchL2(vG + (ulong)(blk.KOffset(p, seqInfo, p.VStrideB, p.VStrideL, p.VStrideH, k0 + r, hk) * 2 + c * 128));
-            }
-        }
-    }
-
-    /// <summary>
     /// One sequence of <see cref="LoadKv{THd}"/>'s contiguous copies: chunk <paramref name="c"/> of tile rows r, r + rs,
     /// … (rs a multiple of 8, so the keys step by rs / 4); rows whose key is at or past kEnd are zero-filled.
     /// </summary>
