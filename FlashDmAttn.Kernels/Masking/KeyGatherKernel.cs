@@ -20,8 +20,9 @@ namespace FlashDmAttn.Kernels.Masking;
 /// </summary>
 internal static class KeyGatherKernel
 {
-    /// <summary>Keys per group.</summary>
-    public const int Chunk = 4096;
+    /// <summary>Keys per group: a thread's loads of a chunk wait out the memory latency one after another (a few per
+    /// thread), and a 128K-key row still spreads over 128 groups.</summary>
+    public const int Chunk = 1024;
 
     /// <summary>Visible keys of chunk Grid.IdxY of mask row Grid.IdxX into counts[row·chunks + chunk].</summary>
     public static void Count(ArrayView<byte> mask, ArrayView<int> counts, KernelArgs p)
@@ -44,8 +45,10 @@ internal static class KeyGatherKernel
         int gb = row / p.GatherHeads, gh = row - gb * p.GatherHeads;
         long maskRow = gb * p.MaskStrideB + gh * p.MaskStrideH;
         int n = p.SeqK;
-        int before = 0;
-        for (int u = 0; u < c; u++) before += counts[row * chunks + u];
+        // The visible keys of the chunks before this one: each thread sums some of their counts, one group scan adds up.
+        int mine = 0;
+        for (int u = tid; u < c; u += nt) mine += counts[row * chunks + u];
+        int before = Group.Broadcast(GroupExtensions.ExclusiveScan<int, AddInt32>(mine) + mine, nt - 1);
         long slot = p.GatherOffset + p.GatherRows + (long)row * n;
         long rank = p.GatherOffset + p.GatherRows + (long)(p.GatherRows + row) * n;
         // The chunk in passes of nt keys (a warp reads consecutive mask bytes and writes consecutive ranks): a key's rank
@@ -103,9 +106,9 @@ internal static class KeyGatherKernel
     }
 
     /// <summary>
-    /// The bias of (b, h) = Grid.IdxX at the slots of chunk Grid.IdxY (<see cref="Chunk"/> slots) of its key list: a
-    /// (B, H, 1, SeqK) table in key-slot order. Only the visible keys' slots are written (a group whose chunk starts past
-    /// the row's count returns at once), so a top-w mask costs B·H·w copies, not B·H·SeqK.
+    /// The bias of (b, h) = Grid.IdxX at its key list's slots, one thread per slot from Grid.IdxY·(group size) on (grid y
+    /// steps beyond): a (B, H, 1, SeqK) table in key-slot order. Only the visible keys' slots are written (a group past the
+    /// row's count returns at once), so a top-w mask costs B·H·w copies, not B·H·SeqK, each a single latency chain.
     /// </summary>
     public static void GatherBiasKernel<TElem>(ArrayView<TElem> bias, ArrayView<int> info, ArrayView<TElem> gathered, KernelArgs p)
         where TElem : unmanaged
@@ -114,9 +117,8 @@ internal static class KeyGatherKernel
         var blk = BlockInfo.Create(p, info, b);
         int row = blk.GatherRow(p, h);
         int count = BlockInfo.KeySlots(p, info, row, 0);
-        int start = Grid.IdxY * Chunk, end = start + Chunk < count ? start + Chunk : count;
         long src = MaskBias.BiasIndex(p, b, h, 0), dst = (long)bh * p.SeqK;
-        for (int n = start + Group.IdxX; n < end; n += Group.DimX)
+        for (int n = Grid.IdxY * Group.DimX + Group.IdxX; n < count; n += Grid.DimY * Group.DimX)
             gathered[dst + n] = bias[src + BlockInfo.KeyAt(p, info, row, n)];
     }
 
@@ -135,9 +137,9 @@ internal static class KeyGatherKernel
         var kernel = cache.GetOrAdd(("bias-gather", typeof(TElem)),
             acc => Caching.CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<TElem>, ArrayView<int>,
                 ArrayView<TElem>, KernelArgs>>(acc, disk, GatherBiasKernel<TElem>));
-        int chunks = Math.Max(1, (p.SeqK + Chunk - 1) / Chunk);
         int group = accelerator.AcceleratorType == AcceleratorType.CPU ? Math.Min(accelerator.MaxNumThreadsPerGroup, 16) : 256;
-        kernel(accelerator.DefaultStream, new KernelConfig(new Index3D(p.Batch * p.Heads, chunks, 1), new Index3D(group, 1, 1)),
+        int ys = (int)Math.Clamp((p.SeqK + group - 1L) / group, 1, 65535);
+        kernel(accelerator.DefaultStream, new KernelConfig(new Index3D(p.Batch * p.Heads, ys, 1), new Index3D(group, 1, 1)),
             bias, info, gathered, p);
         p.BiasStrideB = (long)p.Heads * p.SeqK;
         p.BiasStrideH = p.SeqK;

@@ -82,36 +82,33 @@ internal static class TcSplitKv
             var blk = BlockInfo.Create(p, seqInfo, b);
             if (i >= blk.SeqQ) continue;
             long row = pack > 1 ? ((long)b * heads + h / pack) * rows + (h % pack) * p.SeqQ + i : ((long)b * heads + h) * rows + i;
-            // Splits four at a time: their loads are independent, so four are in flight at once (the loop is not
-            // unrolled; one load per trip would wait out the memory latency once per split).
+            // One pass, eight splits a trip: a trip's 16 loads are independent, so a row waits out the memory latency
+            // once per eight splits (the loop is not unrolled); splits past the last read nothing and weigh 0. The
+            // running max rescales what is summed so far, in split order: deterministic.
             long step = groups * rows, ls = lseBase + row, os = row * d + x, ostep = step * d;
-            int s4 = splits & ~3;
-            float m = float.NegativeInfinity;
-            for (int s = 0; s < s4; s += 4)
+            float m = float.NegativeInfinity, sum = 0f, acc = 0f;
+            for (int s = 0; s < splits; s += 8)
             {
-                float a = work[ls + s * step], b2 = work[ls + (s + 1) * step], c = work[ls + (s + 2) * step], e = work[ls + (s + 3) * step];
-                m = XMath.Max(m, XMath.Max(XMath.Max(a, b2), XMath.Max(c, e)));
+                float l0 = Lse(work, ls, step, s, splits), l1 = Lse(work, ls, step, s + 1, splits);
+                float l2 = Lse(work, ls, step, s + 2, splits), l3 = Lse(work, ls, step, s + 3, splits);
+                float l4 = Lse(work, ls, step, s + 4, splits), l5 = Lse(work, ls, step, s + 5, splits);
+                float l6 = Lse(work, ls, step, s + 6, splits), l7 = Lse(work, ls, step, s + 7, splits);
+                float o0 = Out(work, os, ostep, s, splits), o1 = Out(work, os, ostep, s + 1, splits);
+                float o2 = Out(work, os, ostep, s + 2, splits), o3 = Out(work, os, ostep, s + 3, splits);
+                float o4 = Out(work, os, ostep, s + 4, splits), o5 = Out(work, os, ostep, s + 5, splits);
+                float o6 = Out(work, os, ostep, s + 6, splits), o7 = Out(work, os, ostep, s + 7, splits);
+                float mn = XMath.Max(m, XMath.Max(XMath.Max(XMath.Max(l0, l1), XMath.Max(l2, l3)), XMath.Max(XMath.Max(l4, l5), XMath.Max(l6, l7))));
+                if (mn == float.NegativeInfinity) continue; // no split so far saw a key of this row
+                float c = XMath.Exp(m - mn); // 0 while m is −∞
+                float e0 = XMath.Exp(l0 - mn), e1 = XMath.Exp(l1 - mn), e2 = XMath.Exp(l2 - mn), e3 = XMath.Exp(l3 - mn);
+                float e4 = XMath.Exp(l4 - mn), e5 = XMath.Exp(l5 - mn), e6 = XMath.Exp(l6 - mn), e7 = XMath.Exp(l7 - mn);
+                sum = sum * c + (((e0 + e1) + (e2 + e3)) + ((e4 + e5) + (e6 + e7)));
+                acc = acc * c + (((e0 * o0 + e1 * o1) + (e2 * o2 + e3 * o3)) + ((e4 * o4 + e5 * o5) + (e6 * o6 + e7 * o7)));
+                m = mn;
             }
-            for (int s = s4; s < splits; s++)
-                m = XMath.Max(m, work[ls + s * step]);
             float val = 0f, l = float.NegativeInfinity;
             if (m != float.NegativeInfinity)
             {
-                float sum = 0f, acc = 0f;
-                for (int s = 0; s < s4; s += 4)
-                {
-                    float e0 = work[ls + s * step], e1 = work[ls + (s + 1) * step], e2 = work[ls + (s + 2) * step], e3 = work[ls + (s + 3) * step];
-                    float o0 = work[os + s * ostep], o1 = work[os + (s + 1) * ostep], o2 = work[os + (s + 2) * ostep], o3 = work[os + (s + 3) * ostep];
-                    e0 = XMath.Exp(e0 - m); e1 = XMath.Exp(e1 - m); e2 = XMath.Exp(e2 - m); e3 = XMath.Exp(e3 - m);
-                    sum += (e0 + e1) + (e2 + e3);
-                    acc += (e0 * o0 + e1 * o1) + (e2 * o2 + e3 * o3);
-                }
-                for (int s = s4; s < splits; s++)
-                {
-                    float e = XMath.Exp(work[ls + s * step] - m);
-                    sum += e;
-                    acc += e * work[os + s * ostep];
-                }
                 val = acc / sum;
                 l = m + XMath.Log(sum);
             }
@@ -120,4 +117,14 @@ internal static class TcSplitKv
                 lse[b * p.LseStrideB + h * p.LseStrideH + blk.RowQ0 + i] = l;
         }
     }
+
+    /// <summary>Split s's LSE of a row (−∞ past the last split: weight 0, nothing read).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Lse(ArrayView<float> work, long at, long step, int s, int splits)
+        => s < splits ? work[at + s * step] : float.NegativeInfinity;
+
+    /// <summary>Split s's normalised O element of a row (0 past the last split).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Out(ArrayView<float> work, long at, long step, int s, int splits)
+        => s < splits ? work[at + s * step] : 0f;
 }
