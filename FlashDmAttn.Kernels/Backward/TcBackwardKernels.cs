@@ -115,16 +115,14 @@ internal static class TcBackwardKernels
                 continue;
             }
 
-            // Q and dO in two copy groups: S = Q·Kᵀ and P run while dO is still on its way.
             TcLoads.LoadQ<THd>(p, blk, qG, qS, i0, rows, Rows, h, tid);
-            Ptx.CpAsyncCommit();
             TcLoads.LoadRows<THd>(a.L.DoStrideB, a.L.DoStrideL, a.L.DoStrideH, blk, doG, doS, i0, rows, Rows, h, tid);
             Ptx.CpAsyncCommit();
             TcBackwardTile.RowState<TE>(a, lse, dvec, mask, bias, blk, b, h, rA, out float mA, out float dA);
             TcBackwardTile.RowState<TE>(a, lse, dvec, mask, bias, blk, b, h, rA + 8, out float mB, out float dB);
             var sa = TcScore.Args(p, blk, biasG, b, h, rA, hasBias);
             sa.Col0 = k0 + col0;
-            Ptx.CpAsyncWait(1);
+            Ptx.CpAsyncWait(0);
             Group.Barrier();
 
             // P (fp32, and 16-bit into shared memory), dP = dO·Vᵀ, dS = P∘(dP − D).
@@ -134,8 +132,6 @@ internal static class TcBackwardKernels
             RowWords bw = pre ? TcBackwardTile.BiasWords<THd>(sa, biasV4) : default;
             SAcc pr = TcBackwardTile.Probabilities<TE, THd, TF>(s, bits, sa, hasBias, pre, bw, mA, mB);
             Frag.StoreShared<TE, THd>(pr, pS + sLane, pS + sLane + rowB, 1f);
-            Ptx.CpAsyncWait(0);
-            Group.Barrier(); // dO visible to every warp
             SAcc ds = Frag.ScoreGrad<THd>(pr, Frag.QkSmem2<TE, THd>(doLane, 0u, vS + kLaneOff).A, dA, dB);
 
             // The bias gradient is dS itself: per element, or summed over this tile's rows.
