@@ -67,5 +67,12 @@ internal struct BwdArgs
     /// <summary>1: the tensor-core key-block kernel stores dk and dv itself (no GQA, no gathered keys): no scratch.</summary>
     public int KvDirect;
 
+    /// <summary>
+    /// Tiles of the dS scratch per (batch, head): query tiles × key tiles, both &gt; 0 when the tensor-core key-block
+    /// kernel stores each tile's dS·slope (16-bit, 64 × 64) and the dq kernel reads it back (one product instead of the
+    /// query-block kernel's three); 0 × 0 when the query-block kernel recomputes dS.
+    /// </summary>
+    public int DsQTiles, DsKTiles;
+
     public static BwdArgs From(in BwdParams p) => new() { F = KernelArgs.From(p.Forward), L = p.L };
 }

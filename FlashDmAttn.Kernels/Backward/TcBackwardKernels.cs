@@ -37,7 +37,7 @@ internal static class TcBackwardKernels
         ArrayView<ushort> q, ArrayView<ushort> k, ArrayView<ushort> v, ArrayView<ushort> dO, ArrayView<ushort> bias,
         ArrayView<byte> mask, ArrayView<float> lse, ArrayView<float> dvec, ArrayView<int> seqInfo,
         ArrayView<float> dkh, ArrayView<float> dvh, ArrayView<float> dbias, ArrayView<ushort> dbiasOut,
-        ArrayView<ushort> dk, ArrayView<ushort> dv, BwdArgs a)
+        ArrayView<ushort> dk, ArrayView<ushort> dv, ArrayView<ushort> dsTiles, ArrayView<int> dsFlags, BwdArgs a)
         where TE : struct, ITcElem
         where THd : struct, ITcHeadDim
         where TF : struct, ITcFlags
@@ -83,6 +83,11 @@ internal static class TcBackwardKernels
         bool dbSums = dbKeys && a.DbRows == 1;
         bool dbDirect = dbKeys && a.DbDirect != 0; // dS straight into the bias gradient, every element of the block's keys
         ulong dbG = dbDirect ? Ptx.GlobalAddr(ref dbiasOut[0]) : 0ul;
+        // dS·slope of every tile with a visible element into the dS scratch, for the dq kernel (QueryGrad); the tile's
+        // flag says it was written.
+        bool dsOut = a.DsKTiles != 0;
+        ulong dsG = dsOut ? Ptx.GlobalAddr(ref dsTiles[0]) : 0ul;
+        long dsRow = ((long)b * p.Heads + h) * a.DsQTiles;
         int col0 = TcKeyOrder.LaneKey0(THd.Bc, t);
         uint qLane = qS + (uint)((warp * 16 + (lane & 15)) * rowBytes + (lane >> 4) * 16);
         uint doLane = qLane - qS + doS;
@@ -99,6 +104,7 @@ internal static class TcBackwardKernels
         int jFirst = gather ? BlockInfo.KeyAt(p, seqInfo, gRow, k0) : k0;
         int iStart = causal ? jFirst - (blk.SeqK - blk.SeqQ) : 0;
         if (iStart < 0) iStart = 0;
+        if (dsOut) iStart -= iStart % Rows; // the dS scratch's query tiles start at multiples of 64
 
         OAcc2 dK = default, dV = default;
         float colAcc = 0f; // threads tid < Bc: the block's key tid summed over the query tiles (DbRows = 1)
@@ -162,6 +168,12 @@ internal static class TcBackwardKernels
             // dV += Pᵀ·dO and dK += (dS·slope)ᵀ·Q for the warp's 16 keys.
             dV = Frag.Pv2<TE, THd>(dV, Frag.LoadAT<THd>(pS + tLane, kStep), default, doS + vLaneOff);
             dK = Frag.Pv2<TE, THd>(dK, Frag.LoadAT<THd>(dsS + tLane, kStep), default, qS + vLaneOff);
+            if (dsOut)
+            {
+                long tile = (dsRow + i0 / Rows) * a.DsKTiles + Grid.IdxX;
+                TcBackwardTile.StoreTile(dsS, dsG + (ulong)(tile * 2 * TcBackwardTile.TileElems), tid);
+                if (tid == 0) dsFlags[tile] = 1;
+            }
         }
         Ptx.CpAsyncWait(0); // K and V of a block no query tile sees
 
@@ -222,6 +234,87 @@ internal static class TcBackwardKernels
             Frag.StoreScoresPacked<TE, THd>(ds, dstG + (ulong)(2 * offA), dstG + (ulong)(2 * offB), okA, okB);
         else
             Frag.StoreScores16<TE, THd>(ds, dst, offA, offB, okA, okB, nKeys, a.L.DbStrideK);
+    }
+
+    /// <summary>The dq kernel's shared memory: two K tiles and two dS tiles.</summary>
+    public static int GradSharedBytes<THd>() where THd : struct, ITcHeadDim
+        => 2 * THd.Bc * THd.RowBytes + 2 * Rows * TcBackwardTile.ScoreRowBytes;
+
+    /// <summary>
+    /// dq of 64 query rows of one (batch, head) from the dS scratch that <see cref="KeyBlock{TE, THd, TF}"/> wrote:
+    /// dq = Σ (dS·slope)·K over the key tiles the rows can see whose flag is set, in the order of
+    /// <see cref="QueryBlock{TE, THd, TF}"/> (the same A fragments, so the same sums), one product per tile instead of
+    /// three. K and dS tiles double-buffered by cp.async.
+    /// </summary>
+    public static void QueryGrad<TE, THd, TF>(ArrayView<ushort> k, ArrayView<int> seqInfo, ArrayView<ushort> dsTiles,
+        ArrayView<int> dsFlags, ArrayView<ushort> dq, BwdArgs a)
+        where TE : struct, ITcElem
+        where THd : struct, ITcHeadDim
+        where TF : struct, ITcFlags
+    {
+        var p = a.F;
+        if (!PortableBackwardKernels.Pair(p, out int b, out int h)) return;
+        int hk = h / p.HeadGroup;
+        var blk = BlockInfo.Create(p, seqInfo, b);
+        int i0 = Grid.IdxX * Rows;
+        if (i0 >= blk.SeqQ) return; // uniform over the group
+        int rows = blk.SeqQ - i0 < Rows ? blk.SeqQ - i0 : Rows;
+        bool causal = TF.Causal && p.Causal != 0;
+        bool gather = TF.Mask && p.GatherKeys != 0;
+        int gRow = blk.GatherRow(p, h);
+
+        var smem = SharedMemory.GetDynamic<Chunk16>();
+        uint sBase = Ptx.SharedAddr(ref smem[0]);
+        int tid = Group.IdxX, lane = Warp.LaneIdx, warp = tid >> 5, t = lane & 3;
+        uint tileBytes = (uint)(THd.Bc * THd.RowBytes), dsBytes = (uint)(Rows * TcBackwardTile.ScoreRowBytes);
+        uint kv0 = sBase, ds0 = kv0 + 2u * tileBytes;
+        ulong kG = Ptx.GlobalAddr(ref k[0]), dsG = Ptx.GlobalAddr(ref dsTiles[0]);
+        long flags = (((long)b * p.Heads + h) * a.DsQTiles + Grid.IdxX) * a.DsKTiles;
+
+        int kEnd = causal ? blk.KeyEnd(p, i0 + rows) : blk.SeqK;
+        if (gather) kEnd = BlockInfo.SlotsBelow(p, seqInfo, gRow, BlockInfo.KeySlots(p, seqInfo, gRow, 0), kEnd);
+        int nTiles = (kEnd + THd.Bc - 1) / THd.Bc;
+
+        int cur = 0;
+        while (cur < nTiles && dsFlags[flags + cur] == 0) cur++;
+        if (cur < nTiles)
+        {
+            TcLoads.LoadKv<THd>(p, blk, seqInfo, kG, kG, kv0, kv0, cur * THd.Bc, kEnd, hk, tid, gRow, false, 0, 1);
+            TcBackwardTile.LoadTile(dsG + (ulong)((flags + cur) * 2 * TcBackwardTile.TileElems), ds0, tid);
+        }
+        Ptx.CpAsyncCommit();
+
+        uint aLane = (uint)((warp * 16 + (lane & 15)) * TcBackwardTile.ScoreRowBytes + (lane >> 4) * 16);
+        uint vLaneOff = (uint)(((((lane >> 3) & 1) << 3) + (lane & 7)) * THd.RowBytes + (lane >> 4) * 16);
+        OAcc2 acc = default;
+        int buf = 0;
+        while (cur < nTiles)
+        {
+            // After the barrier tile cur is visible to every warp and every warp is done with the other buffers.
+            Ptx.CpAsyncWait(0);
+            Group.Barrier();
+            int nxt = cur + 1;
+            while (nxt < nTiles && dsFlags[flags + nxt] == 0) nxt++;
+            uint kNxt = kv0 + (uint)(buf ^ 1) * tileBytes, dsNxt = ds0 + (uint)(buf ^ 1) * dsBytes;
+            if (nxt < nTiles)
+            {
+                TcLoads.LoadKv<THd>(p, blk, seqInfo, kG, kG, kNxt, kNxt, nxt * THd.Bc, kEnd, hk, tid, gRow, false, 0, 1);
+                TcBackwardTile.LoadTile(dsG + (ulong)((flags + nxt) * 2 * TcBackwardTile.TileElems), dsNxt, tid);
+            }
+            Ptx.CpAsyncCommit();
+
+            // dQ += (dS·slope)·K: K's rows are the keys in the dS columns' order, as V's are in the forward's P·V.
+            uint dsCur = ds0 + (uint)buf * dsBytes;
+            acc = Frag.Pv2<TE, THd>(acc, Frag.LoadA<THd>(dsCur + aLane), default, kv0 + (uint)buf * tileBytes + vLaneOff);
+            cur = nxt;
+            buf ^= 1;
+        }
+        Ptx.CpAsyncWait(0);
+
+        int rA = i0 + warp * 16 + (lane >> 2);
+        long oA = blk.QOffset(a.L.DqStrideB, a.L.DqStrideL, a.L.DqStrideH, rA, h) + 2 * t;
+        long oB = blk.QOffset(a.L.DqStrideB, a.L.DqStrideL, a.L.DqStrideH, rA + 8, h) + 2 * t;
+        StoreRows<TE, THd>(acc.A, dq, oA, oB, rA < blk.SeqQ, rA + 8 < blk.SeqQ, a.L.DqStrideB | a.L.DqStrideL | a.L.DqStrideH);
     }
 
     /// <summary>dq of 64 query rows of one (batch, head), walking the key tiles they can see: the forward's loop with

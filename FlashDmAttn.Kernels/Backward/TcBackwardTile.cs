@@ -21,6 +21,35 @@ internal static class TcBackwardTile
     /// of 16-byte chunks, so the transposed ldmatrix rows are conflict-free.</summary>
     public const int ScoreRowBytes = 2 * Rows + 16;
 
+    /// <summary>16-bit elements of one tile of the dS scratch: 64 rows of 64 values, rows 128 bytes apart.</summary>
+    public const int TileElems = Rows * Rows;
+
+    /// <summary>
+    /// A shared score tile (rows <see cref="ScoreRowBytes"/> apart) to the dS scratch at <paramref name="g"/> (16-byte
+    /// aligned, rows 128 bytes apart), in 16-byte chunks, by all the group's threads.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void StoreTile(uint s, ulong g, int tid)
+    {
+        for (int e = tid; e < Rows * 8; e += TcBackwardKernels.Threads)
+        {
+            int r = e >> 3, c = e & 7;
+            Ptx.StGlobalV4U32(g + (ulong)(r * 2 * Rows + c * 16), Ptx.LdSharedV4U32(s + (uint)(r * ScoreRowBytes + c * 16)));
+        }
+    }
+
+    /// <summary>cp.async of a tile of the dS scratch at <paramref name="g"/> into a shared score tile (the inverse of
+    /// <see cref="StoreTile"/>), by all the group's threads.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void LoadTile(ulong g, uint s, int tid)
+    {
+        for (int e = tid; e < Rows * 8; e += TcBackwardKernels.Threads)
+        {
+            int r = e >> 3, c = e & 7;
+            Ptx.CpAsync16(s + (uint)(r * ScoreRowBytes + c * 16), g + (ulong)(r * 2 * Rows + c * 16), 16u);
+        }
+    }
+
     /// <summary>
     /// Row r's LSE in log2 units (+∞ for a row past the sequence or one that sees no key: all its P are then 0, as
     /// 2^(s − ∞) = 0 for every finite or −∞ score) and its D.

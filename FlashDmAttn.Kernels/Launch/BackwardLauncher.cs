@@ -55,6 +55,8 @@ internal static class BackwardLauncher
         a.DbRows = plan.DbRows;
         a.DbDirect = plan.DbDirect ? 1 : 0;
         a.KvDirect = plan.KvDirect ? 1 : 0;
+        a.DsQTiles = plan.DsQTiles;
+        a.DsKTiles = plan.DsKTiles;
         var f = p.Forward;
         long rowsTotal = (long)f.Batch * f.Heads * f.SeqQ;
 
@@ -72,6 +74,10 @@ internal static class BackwardLauncher
         dvh.MemSetToZero();
         dbs.MemSetToZero();
         dvec.MemSetToZero();
+        // The dS tiles (16-bit) and one flag per tile: set where the key blocks wrote the tile.
+        using var dsTiles = accelerator.Allocate1D<ushort>(plan.DsTiles ? plan.DsBytes / sizeof(ushort) : 1);
+        using var dsFlags = accelerator.Allocate1D<int>(plan.DsTiles ? plan.DsBytes / (sizeof(ushort) * TcBackwardTile.TileElems) : 1);
+        dsFlags.MemSetToZero();
         // After the scratch is allocated: an observer that reads the device's memory sees the call's peak.
         options.BackwardObserver?.Invoke(plan);
 
@@ -103,7 +109,8 @@ internal static class BackwardLauncher
                 TcBackwardLauncher.Execute(accelerator, plan, a, new TcBwdBuffers(
                     b.Q.Cast<ushort>(), b.K.Cast<ushort>(), b.V.Cast<ushort>(), b.DO.Cast<ushort>(), tcBias, mask, lse, dvec.View, seq,
                     b.DQ.Cast<ushort>(), dkh.View, dvh.View, dbs.View,
-                    plan.DbDirect ? b.DBias.Cast<ushort>() : dummy.Cast<ushort>(), b.DK.Cast<ushort>(), b.DV.Cast<ushort>()), disk);
+                    plan.DbDirect ? b.DBias.Cast<ushort>() : dummy.Cast<ushort>(), b.DK.Cast<ushort>(), b.DV.Cast<ushort>(),
+                    dsTiles.View, dsFlags.View), disk);
             }
             else if (plan.QueryGrid.X > 0)
             {

@@ -14,16 +14,21 @@ internal readonly record struct TcBwdBuffers(
     ArrayView<ushort> Q, ArrayView<ushort> K, ArrayView<ushort> V, ArrayView<ushort> DO, ArrayView<ushort> Bias,
     ArrayView<byte> Mask, ArrayView<float> Lse, ArrayView<float> D, ArrayView<int> SeqInfo,
     ArrayView<ushort> DQ, ArrayView<float> DKh, ArrayView<float> DVh, ArrayView<float> DBias, ArrayView<ushort> DBiasOut,
-    ArrayView<ushort> DK, ArrayView<ushort> DV);
+    ArrayView<ushort> DK, ArrayView<ushort> DV, ArrayView<ushort> DsTiles, ArrayView<int> DsFlags);
 
 /// <summary>Loads the tensor-core backward's kernels by <see cref="TcKernelSpec"/> (through the disk cache) and runs
-/// them: the query-block kernel (dq), then the key-block kernel (dk, dv and the bias gradient).</summary>
+/// them: the query-block kernel (dq), then the key-block kernel (dk, dv and the bias gradient); or, with the dS scratch
+/// (<see cref="BackwardPlan.DsTiles"/>), the key-block kernel first, then the dq kernel that reads its dS tiles.</summary>
 internal static class TcBackwardLauncher
 {
     private delegate void KeyKernel(AcceleratorStream stream, KernelConfig config, ArrayView<ushort> q, ArrayView<ushort> k,
         ArrayView<ushort> v, ArrayView<ushort> dO, ArrayView<ushort> bias, ArrayView<byte> mask, ArrayView<float> lse,
         ArrayView<float> dvec, ArrayView<int> seqInfo, ArrayView<float> dkh, ArrayView<float> dvh, ArrayView<float> dbias,
-        ArrayView<ushort> dbiasOut, ArrayView<ushort> dk, ArrayView<ushort> dv, BwdArgs a);
+        ArrayView<ushort> dbiasOut, ArrayView<ushort> dk, ArrayView<ushort> dv, ArrayView<ushort> dsTiles, ArrayView<int> dsFlags,
+        BwdArgs a);
+
+    private delegate void GradKernel(AcceleratorStream stream, KernelConfig config, ArrayView<ushort> k, ArrayView<int> seqInfo,
+        ArrayView<ushort> dsTiles, ArrayView<int> dsFlags, ArrayView<ushort> dq, BwdArgs a);
 
     private delegate void QueryKernel(AcceleratorStream stream, KernelConfig config, ArrayView<ushort> q, ArrayView<ushort> k,
         ArrayView<ushort> v, ArrayView<ushort> dO, ArrayView<ushort> bias, ArrayView<byte> mask, ArrayView<float> lse,
@@ -35,11 +40,21 @@ internal static class TcBackwardLauncher
     /// <summary>The query-block kernel method of a specialization.</summary>
     public static MethodInfo QueryMethod(TcKernelSpec spec) => TcStaticSwitch.Dispatch<QueryMethodVisitor, MethodInfo>(spec, default);
 
+    /// <summary>The dq kernel (from the dS scratch) of a specialization.</summary>
+    public static MethodInfo GradMethod(TcKernelSpec spec) => TcStaticSwitch.Dispatch<GradMethodVisitor, MethodInfo>(spec, default);
+
     /// <summary>The key-block kernel's signature (more parameters than an Action takes).</summary>
     private delegate void KeyBlockMethod(ArrayView<ushort> q, ArrayView<ushort> k, ArrayView<ushort> v, ArrayView<ushort> dO,
         ArrayView<ushort> bias, ArrayView<byte> mask, ArrayView<float> lse, ArrayView<float> dvec, ArrayView<int> seqInfo,
         ArrayView<float> dkh, ArrayView<float> dvh, ArrayView<float> dbias, ArrayView<ushort> dbiasOut,
-        ArrayView<ushort> dk, ArrayView<ushort> dv, BwdArgs a);
+        ArrayView<ushort> dk, ArrayView<ushort> dv, ArrayView<ushort> dsTiles, ArrayView<int> dsFlags, BwdArgs a);
+
+    private readonly struct GradMethodVisitor : ITcKernelVisitor<MethodInfo>
+    {
+        public MethodInfo Visit<TE, THd, TF>() where TE : struct, ITcElem where THd : struct, ITcHeadDim where TF : struct, ITcFlags
+            => new Action<ArrayView<ushort>, ArrayView<int>, ArrayView<ushort>, ArrayView<int>, ArrayView<ushort>, BwdArgs>(
+                TcBackwardKernels.QueryGrad<TE, THd, TF>).Method;
+    }
 
     private readonly struct KeyMethodVisitor : ITcKernelVisitor<MethodInfo>
     {
@@ -68,7 +83,7 @@ internal static class TcBackwardLauncher
     {
         var spec = plan.TensorCore!.Value;
         var cache = KernelCache.For(acc);
-        if (plan.QueryGrid.X > 0)
+        if (plan.QueryGrid.X > 0 && !plan.DsTiles)
         {
             int shared = plan.QuerySharedBytes;
             var kernel = cache.GetOrAdd(("tc-bwd-query", spec), x => Load<QueryKernel>(x, disk, QueryMethod(spec), shared));
@@ -79,7 +94,13 @@ internal static class TcBackwardLauncher
             int shared = plan.KeySharedBytes;
             var kernel = cache.GetOrAdd(("tc-bwd-key", spec), x => Load<KeyKernel>(x, disk, KeyMethod(spec), shared));
             kernel(acc.DefaultStream, Config(plan.KeyGrid, shared), b.Q, b.K, b.V, b.DO, b.Bias, b.Mask, b.Lse, b.D, b.SeqInfo,
-                b.DKh, b.DVh, b.DBias, b.DBiasOut, b.DK, b.DV, a);
+                b.DKh, b.DVh, b.DBias, b.DBiasOut, b.DK, b.DV, b.DsTiles, b.DsFlags, a);
+        }
+        if (plan.QueryGrid.X > 0 && plan.DsTiles)
+        {
+            int shared = plan.QuerySharedBytes;
+            var kernel = cache.GetOrAdd(("tc-bwd-grad", spec), x => Load<GradKernel>(x, disk, GradMethod(spec), shared));
+            kernel(acc.DefaultStream, Config(plan.QueryGrid, shared), b.K, b.SeqInfo, b.DsTiles, b.DsFlags, b.DQ, a);
         }
     }
 

@@ -38,6 +38,17 @@ internal sealed record BackwardPlan
     /// gathered keys): no fp32 scratch, no head sums.</summary>
     public bool KvDirect { get; init; }
 
+    /// <summary>The tensor-core key-block kernel stores dS·slope per visible 64 × 64 tile into a 16-bit scratch of
+    /// <see cref="DsQTiles"/> × <see cref="DsKTiles"/> tiles per (batch, head), and the dq kernel
+    /// (<see cref="TcBackwardKernels.QueryGrad{TE, THd, TF}"/>) runs after it with one product per tile, in place of the
+    /// query-block kernel's three (S and dP recomputed).</summary>
+    public bool DsTiles { get; init; }
+    public int DsQTiles { get; init; }
+    public int DsKTiles { get; init; }
+
+    /// <summary>Bytes of the dS scratch (0 without it).</summary>
+    public long DsBytes { get; init; }
+
     /// <summary>The bias-gradient scratch (B, H, rows, cols) in fp32 (0 × 0 without a bias).</summary>
     public int DbRows { get; init; }
     public int DbCols { get; init; }
@@ -58,7 +69,8 @@ internal sealed record BackwardPlan
             _ => "",
         };
         string kernels = TensorCore is { } tc
-            ? $"tensor-core backward {tc} 64x64{(KvDirect ? ", dk/dv stored by the key blocks" : "")}"
+            ? $"tensor-core backward {tc} 64x64{(KvDirect ? ", dk/dv stored by the key blocks" : "")}" +
+              (DsTiles ? $", dq from {DsQTiles}x{DsKTiles} dS tiles per head ({DsBytes >> 20} MiB)" : ", dq recomputing dS")
             : $"portable backward {Shape.TileQ}x{Shape.TileK}";
         return $"{kernels}; dq grid {QueryGrid.X}x{QueryGrid.Y}x{QueryGrid.Z}, " +
                $"dk/dv grid {KeyGrid.X}x{KeyGrid.Y}x{KeyGrid.Z} of {GroupSize}, {QuerySharedBytes}/{KeySharedBytes} B shared{gather}{db}; {Reason}";
@@ -96,6 +108,24 @@ internal static class BackwardPlanner
         long pairs = (long)f.Batch * f.Heads;
         int gridY = (int)Math.Min(pairs, TcBlockOrder.MaxGridYz), gridZ = gridY == 0 ? 0 : (int)((pairs + gridY - 1) / gridY);
         int qx = (f.SeqQ + tileQ - 1) / tileQ, kx = (f.SeqK + tileK - 1) / tileK;
+        // dq from the key blocks' dS tiles (one product per tile) where the tiles fit an eighth of the device's memory:
+        // the query-block kernel recomputes S and dP (three products per tile) without any scratch.
+        bool dsTiles = false;
+        long dsBytes = spec is null ? 0 : pairs * qx * kx * TcBackwardTile.TileElems * sizeof(ushort);
+        var opts = options ?? LaunchOptions.Default;
+        if (spec is { } s && qx > 0 && kx > 0)
+        {
+            if (opts.BackwardDsTiles is { } forced)
+            {
+                dsTiles = forced;
+                why += forced ? "; dS tiles requested by the options" : "; dq recomputing dS requested by the options";
+            }
+            else if (dsBytes <= device.MemoryBytes / 8)
+                dsTiles = true;
+            else
+                why += $"; dq recomputes dS: its tiles would take {dsBytes} B, more than an eighth of the device's {device.MemoryBytes} B";
+            if (dsTiles) qBytes = TcGradShared(s.Shape);
+        }
         var mode = ModeOf(p);
         // Without keys the query-block kernel still writes dq = 0; without queries the key blocks' zeros come from the
         // cleared scratch.
@@ -115,6 +145,10 @@ internal static class BackwardPlanner
                        && p.L.DbQ == f.SeqQ && p.L.DbK == f.SeqK && f.Varlen == 0,
             DbCols = mode switch { DBiasMode.Keys => f.SeqK, DBiasMode.Rows => 1, _ => 0 },
             KeyScratch = KeyScratchOf(f),
+            DsTiles = dsTiles,
+            DsQTiles = dsTiles ? qx : 0,
+            DsKTiles = dsTiles ? kx : 0,
+            DsBytes = dsTiles ? dsBytes : 0,
             Reason = why,
         };
     }
@@ -126,6 +160,16 @@ internal static class BackwardPlanner
         TcShape.D64Bwd => (TcBackwardKernels.QuerySharedBytes<Hd64Bwd>(), TcBackwardKernels.KeySharedBytes<Hd64Bwd>()),
         TcShape.D96Bwd => (TcBackwardKernels.QuerySharedBytes<Hd96Bwd>(), TcBackwardKernels.KeySharedBytes<Hd96Bwd>()),
         TcShape.D128Bwd => (TcBackwardKernels.QuerySharedBytes<Hd128Bwd>(), TcBackwardKernels.KeySharedBytes<Hd128Bwd>()),
+        _ => throw new ArgumentOutOfRangeException(nameof(shape), shape, "not a backward shape"),
+    };
+
+    /// <summary>Shared bytes of the dq kernel that reads the dS tiles.</summary>
+    public static int TcGradShared(TcShape shape) => shape switch
+    {
+        TcShape.D32Bwd => TcBackwardKernels.GradSharedBytes<Hd32Bwd>(),
+        TcShape.D64Bwd => TcBackwardKernels.GradSharedBytes<Hd64Bwd>(),
+        TcShape.D96Bwd => TcBackwardKernels.GradSharedBytes<Hd96Bwd>(),
+        TcShape.D128Bwd => TcBackwardKernels.GradSharedBytes<Hd128Bwd>(),
         _ => throw new ArgumentOutOfRangeException(nameof(shape), shape, "not a backward shape"),
     };
 

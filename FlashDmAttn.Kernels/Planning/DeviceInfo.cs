@@ -23,6 +23,9 @@ internal sealed record DeviceInfo(
     /// <summary>Resident groups per SM where the driver is not asked (the D ≤ 128 kernels' occupancy on Hopper).</summary>
     public const int DefaultGroupsPerSm = 2;
 
+    /// <summary>The accelerator's memory in bytes (0: unknown, and the planner takes no scratch it may choose to skip).</summary>
+    public long MemoryBytes { get; init; }
+
     /// <summary>Occupancy of a tensor-core kernel (loads it); null: <see cref="DefaultGroupsPerSm"/>.</summary>
     public Func<TcKernelSpec, int>? GroupsPerSm { get; init; }
 
@@ -37,9 +40,10 @@ internal sealed record DeviceInfo(
             var arch = cuda.Architecture;
             return new DeviceInfo(AcceleratorType.Cuda, arch.Major * 10 + arch.Minor, cuda.NumMultiprocessors,
                 CudaDriver.OptInSharedLimit(cuda), cuda.MaxSharedMemoryPerGroup, cuda.WarpSize, cuda.MaxNumThreadsPerGroup)
-            { GroupsPerSm = groupsPerSm };
+            { GroupsPerSm = groupsPerSm, MemoryBytes = cuda.MemorySize };
         }
         return new DeviceInfo(accelerator.AcceleratorType, 0, 1, accelerator.MaxSharedMemoryPerGroup,
-            accelerator.MaxSharedMemoryPerGroup, accelerator.WarpSize, accelerator.MaxNumThreadsPerGroup);
+            accelerator.MaxSharedMemoryPerGroup, accelerator.WarpSize, accelerator.MaxNumThreadsPerGroup)
+        { MemoryBytes = accelerator.MemorySize };
     }
 }

@@ -35,6 +35,10 @@ internal sealed record LaunchOptions
     /// <summary>Packed GQA for one query per sequence: null chooses (CUDA), true/false forces where it applies (tests, bench).</summary>
     public bool? PackGqa { get; init; }
 
+    /// <summary>The tensor-core backward's dq from the key blocks' dS tiles: null chooses (where the tiles take at most an
+    /// eighth of the device's memory), true/false forces it on or off (tests, bench).</summary>
+    public bool? BackwardDsTiles { get; init; }
+
     /// <summary>Tests: the tensor-core kernel also on a CPU accelerator with 32-thread warps.</summary>
     public bool TensorCoreOnCpu { get; init; }
 

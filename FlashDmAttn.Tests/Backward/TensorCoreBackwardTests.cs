@@ -7,14 +7,33 @@ namespace FlashDmAttn.Tests.Backward;
 /// <summary>Runs backward cases with the tensor-core backward forced onto a backend, asserting that it ran.</summary>
 internal static class TensorCoreBackwardRunner
 {
-    public static void Run(AttentionBackend backend, BackwardCase c)
+    /// <param name="dsTiles">dq from the key blocks' dS tiles (true), from the query-block kernel (false), or as the
+    /// planner chooses (null: it must choose the dS tiles for these small shapes).</param>
+    public static void Run(AttentionBackend backend, BackwardCase c, bool? dsTiles = null)
     {
         var plans = new List<BackwardPlan>();
-        var recording = backend.WithLaunch(o => o with { TensorCoreOnCpu = true, BackwardObserver = plans.Add });
+        var recording = backend.WithLaunch(o => o with { TensorCoreOnCpu = true, BackwardObserver = plans.Add, BackwardDsTiles = dsTiles });
         BackwardCaseRunner.Run(recording, c);
         Assert.That(plans, Is.Not.Empty, $"{c}: no backward plan");
-        Assert.That(plans.All(p => p.TensorCore is not null), Is.True,
-            $"{c}: the tensor-core backward did not run ({string.Join("; ", plans.Select(p => p.Describe()))})");
+        string described = string.Join("; ", plans.Select(p => p.Describe()));
+        Assert.That(plans.All(p => p.TensorCore is not null), Is.True, $"{c}: the tensor-core backward did not run ({described})");
+        bool expectTiles = dsTiles ?? true;
+        Assert.That(plans.All(p => p.DsTiles == expectTiles || p.QueryGrid.X == 0 || p.KeyGrid.X == 0), Is.True,
+            $"{c}: expected dq {(expectTiles ? "from dS tiles" : "by the query-block kernel")} ({described})");
+    }
+
+    /// <summary>Cases for the query-block kernel (dq recomputing dS), the path for problems whose dS tiles would not fit:
+    /// causal Lq ≠ Lk, masks and biases, gathered keys, softcap, varlen.</summary>
+    public static IEnumerable<TestCaseData> QueryBlockCases()
+    {
+        BackwardCase[] cases =
+        [
+            new(new("bf16", 1, 70, 20, 2, 1, 128, Causal: true)),
+            new(new("bf16", 2, 17, 40, 2, 2, 64, MaskShape: [1, 1, 0, 0], MaskKind: MaskKind.Dtype, BiasShape: [0, 1, 1, 0], Softcap: 5f)),
+            new(new("bf16", 2, 70, 150, 4, 2, 64, Causal: true, MaskShape: [0, 0, 1, 0], BiasShape: [0, 0, 1, 0]), NaNHiddenKeys: true),
+            new(new("bf16", 3, 21, 60, 2, 2, 32, Causal: true, Path: ApiPath.Varlen, MaskShape: [0, 0, 1, 0], BiasShape: [0, 0, 1, 0])),
+        ];
+        return cases.Select(c => Named("TensorCoreBackwardQueryBlock", c));
     }
 
     private static TestCaseData Named(string prefix, BackwardCase c) => new TestCaseData(c).SetName($"{prefix} {c}");
@@ -76,6 +95,9 @@ public class TensorCoreBackwardCpuTests
 {
     [TestCaseSource(typeof(TensorCoreBackwardRunner), nameof(TensorCoreBackwardRunner.CpuCases))]
     public void MatchesFloat64Reference(BackwardCase c) => TensorCoreBackwardRunner.Run(TestBackends.Get("cpu"), c);
+
+    [TestCaseSource(typeof(TensorCoreBackwardRunner), nameof(TensorCoreBackwardRunner.QueryBlockCases))]
+    public void QueryBlockKernelMatchesFloat64Reference(BackwardCase c) => TensorCoreBackwardRunner.Run(TestBackends.Get("cpu"), c, false);
 }
 
 /// <summary>The tensor-core backward on the CUDA device, larger shapes.</summary>
@@ -84,4 +106,7 @@ public class TensorCoreBackwardGpuTests(string backendName)
 {
     [TestCaseSource(typeof(TensorCoreBackwardRunner), nameof(TensorCoreBackwardRunner.GpuCases))]
     public void MatchesFloat64Reference(BackwardCase c) => TensorCoreBackwardRunner.Run(TestBackends.Get(backendName), c);
+
+    [TestCaseSource(typeof(TensorCoreBackwardRunner), nameof(TensorCoreBackwardRunner.QueryBlockCases))]
+    public void QueryBlockKernelMatchesFloat64Reference(BackwardCase c) => TensorCoreBackwardRunner.Run(TestBackends.Get(backendName), c, false);
 }

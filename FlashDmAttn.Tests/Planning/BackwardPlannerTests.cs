@@ -55,6 +55,30 @@ public class BackwardPlannerTests
         => BackwardPlanner.Plan(p, new BufferFacts(ElemKind.BFloat16, aligned, 0), device ?? H200, options);
 
     [Test]
+    public void DqFromDsTilesWhereTheyFitAnEighthOfTheDevicesMemory()
+    {
+        // B2 H8 L1000: 16 heads × 16 × 16 tiles of 8 KiB = 32 MiB of dS tiles.
+        var p = Problem(b: 2, lq: 1000, lk: 1000, h: 8, d: 128, causal: true);
+        long tiles = 2L * 8 * 16 * 16;
+        var fits = PlanBf16(p, H200 with { MemoryBytes = 8 * tiles * 8192 });
+        Assert.That(fits.DsTiles, Is.True, fits.Describe());
+        Assert.That((fits.DsQTiles, fits.DsKTiles, fits.DsBytes), Is.EqualTo((16, 16, tiles * 8192)));
+        Assert.That(fits.QuerySharedBytes, Is.EqualTo(BackwardPlanner.TcGradShared(TcShape.D128Bwd)));
+        Assert.That(fits.Describe(), Does.Contain("dq from 16x16 dS tiles per head (32 MiB)"));
+
+        var over = PlanBf16(p, H200 with { MemoryBytes = 8 * tiles * 8192 - 1 });
+        Assert.That((over.DsTiles, over.DsQTiles, over.DsKTiles, over.DsBytes), Is.EqualTo((false, 0, 0, 0L)));
+        Assert.That(over.QuerySharedBytes, Is.EqualTo(BackwardPlanner.TcBackwardShared(TcShape.D128Bwd).Query));
+        Assert.That(over.Describe(), Does.Contain("dq recomputes dS: its tiles would take 33554432 B, more than an eighth"));
+
+        var forcedOn = PlanBf16(p, H200, LaunchOptions.Default with { BackwardDsTiles = true });
+        var forcedOff = PlanBf16(p, H200 with { MemoryBytes = long.MaxValue }, LaunchOptions.Default with { BackwardDsTiles = false });
+        Assert.That((forcedOn.DsTiles, forcedOff.DsTiles), Is.EqualTo((true, false)));
+        // The portable backward never takes them.
+        Assert.That(Plan(p, H200 with { MemoryBytes = long.MaxValue }).DsTiles, Is.False);
+    }
+
+    [Test]
     public void Bf16OnCudaTakesTheTensorCoreBackward()
     {
         var plan = PlanBf16(Problem(b: 3, lq: 100, lk: 70, h: 5, d: 128, causal: true));

@@ -100,7 +100,7 @@ internal static class TensorCorePtx
     public static MethodInfo KernelMethod(TcKernelSpec spec) => TensorCoreLauncher.Method(spec);
 
     /// <summary>
-    /// Compiles the backward's key-block (bwdk_…) and query-block (bwdq_…) kernels of <paramref name="specs"/>, each in
+    /// Compiles the backward's key-block (bwdk_…), query-block (bwdq_…) and dq-from-dS (bwdg_…) kernels of <paramref name="specs"/>, each in
     /// its own context (see <see cref="Compile"/>).
     /// </summary>
     public static IReadOnlyList<Entry> CompileBackward(IEnumerable<TcKernelSpec> specs)
@@ -109,7 +109,12 @@ internal static class TensorCorePtx
         foreach (var spec in specs)
         {
             var (qBytes, kBytes) = BackwardPlanner.TcBackwardShared(spec.Shape);
-            foreach (var (kind, method, shared) in new[] { ("bwdk", TcBackwardLauncher.KeyMethod(spec), kBytes), ("bwdq", TcBackwardLauncher.QueryMethod(spec), qBytes) })
+            var kernels = new[]
+            {
+                ("bwdk", TcBackwardLauncher.KeyMethod(spec), kBytes), ("bwdq", TcBackwardLauncher.QueryMethod(spec), qBytes),
+                ("bwdg", TcBackwardLauncher.GradMethod(spec), BackwardPlanner.TcGradShared(spec.Shape)),
+            };
+            foreach (var (kind, method, shared) in kernels)
             {
                 using (var ctx = Context.Create(b => b.EnableAlgorithms().RegisterTensorCoreIntrinsics().Optimize(OptimizationLevel.O1)))
                 using (var backend = new PTXBackend(ctx, CudaArchitecture.SM_80, CudaInstructionSet.ISA_78, null!))

@@ -48,7 +48,7 @@ public class TensorCorePtxTests
     public void BackwardKernelsCompileWithoutLocalMemoryAndKeepBarrierOrder()
     {
         var entries = TensorCorePtx.CompileBackward(TensorCorePtx.BackwardSpecializations);
-        Assert.That(entries, Has.Count.EqualTo(2 * TensorCorePtx.BackwardSpecializations.Length));
+        Assert.That(entries, Has.Count.EqualTo(3 * TensorCorePtx.BackwardSpecializations.Length));
         foreach (var e in entries)
         {
             TestContext.Out.WriteLine($"{e.Name}: {e.Mma} mma, {e.LdMatrix} ldmatrix, {e.CpAsync} cp.async, {e.BarSync} barriers, {e.SharedStores} st.shared");

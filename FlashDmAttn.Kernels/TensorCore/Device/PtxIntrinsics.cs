@@ -180,6 +180,14 @@ internal static class Ptx
     [IntrinsicImplementation]
     public static unsafe void StGlobalU32(ulong addr, uint value) => *(uint*)addr = value;
 
+    /// <summary>st.global.v4.u32: 16 bytes (addr 16-byte aligned).</summary>
+    [IntrinsicImplementation]
+    public static unsafe void StGlobalV4U32(ulong addr, U4 value)
+    {
+        uint* x = (uint*)addr;
+        x[0] = value.X; x[1] = value.Y; x[2] = value.Z; x[3] = value.W;
+    }
+
     /// <summary>ld.global.nc.u32 (read-only path; addr 4-byte aligned).</summary>
     [IntrinsicImplementation]
     public static unsafe uint LdGlobalNcU32(ulong addr) => *(uint*)addr;
@@ -263,6 +271,7 @@ internal static class PtxIntrinsics
         Reg(nameof(Ptx.Ex2), nameof(PtxGen.Ex2));
         Reg(nameof(Ptx.CpAsync16), nameof(PtxGen.CpAsync));
         Reg(nameof(Ptx.StGlobalU32), nameof(PtxGen.StGlobalU32));
+        Reg(nameof(Ptx.StGlobalV4U32), nameof(PtxGen.StGlobalV4U32));
         Reg(nameof(Ptx.LdGlobalNcU32), nameof(PtxGen.LdGlobalNcU32));
         Reg(nameof(Ptx.LdGlobalNcU16), nameof(PtxGen.LdGlobalNcU16));
         Reg(nameof(Ptx.LdGlobalNcV4U32), nameof(PtxGen.LdGlobalNcV4U32));
@@ -402,6 +411,16 @@ internal static class PtxGen
         using var cmd = cg.BeginCommand("st.global.u32");
         cmd.AppendArgumentValue(a);
         cmd.AppendArgument(v);
+    }
+
+    public static void StGlobalV4U32(PTXBackend backend, PTXCodeGenerator cg, Value value)
+    {
+        var call = (MethodCall)value;
+        var a = Hw(cg, cg.Load(call[0]));
+        var v = Parts(cg, cg.Load(call[1]), 4);
+        using var cmd = cg.BeginCommand("st.global.v4.u32");
+        cmd.AppendArgumentValue(a);
+        cmd.AppendVectorArgument(Vec(v));
     }
 
     public static void StSharedU32(PTXBackend backend, PTXCodeGenerator cg, Value value)

@@ -747,6 +747,18 @@ internal static class Frag
         return p;
     }
 
+    /// <summary>Backward: A fragments of a 16-bit row-major shared tile (rows: the product's m dim; along a row: its k dim), by ldmatrix.x4; addr = this lane's address: row lane % 16, byte 16·(lane / 16) of k step 0.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static PFrag LoadA<THd>(uint addr) where THd : struct, ITcHeadDim
+    {
+        PFrag p = default;
+        if (THd.Bc > 0) p.P0 = Ptx.LdMatrixX4(addr + 0u);
+        if (THd.Bc > 16) p.P1 = Ptx.LdMatrixX4(addr + 32u);
+        if (THd.Bc > 32) p.P2 = Ptx.LdMatrixX4(addr + 64u);
+        if (THd.Bc > 48) p.P3 = Ptx.LdMatrixX4(addr + 96u);
+        return p;
+    }
+
     /// <summary>Backward: the column sums of this warp's 16 rows of a score tile (rows g and g + 8, then over g by shuffles); lanes with g = 0 store key 2j + u of their columns as fp32 at addr + 8j + 4u.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void ColumnSums<THd>(SAcc s, uint addr, bool store) where THd : struct, ITcHeadDim
