@@ -95,7 +95,7 @@ internal static class KeyGatherKernel
             acc => Caching.CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<byte>, ArrayView<int>, KernelArgs>>(acc, disk, Count));
         var list = cache.GetOrAdd("key-gather-list",
             acc => Caching.CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<byte>, ArrayView<int>, ArrayView<int>, KernelArgs>>(acc, disk, List));
-        int group = accelerator.AcceleratorType == AcceleratorType.CPU ? Math.Min(accelerator.MaxNumThreadsPerGroup, 16) : 256;
+        int group = GroupSize(accelerator);
         var config = new KernelConfig(new Index3D(p.GatherRows, chunks, 1), new Index3D(group, 1, 1));
         if (chunks > 1) count(accelerator.DefaultStream, config, mask, counts, p); // one chunk starts at 0
         list(accelerator.DefaultStream, config, mask, table, counts, p);
@@ -104,6 +104,11 @@ internal static class KeyGatherKernel
         p.HasMask = 0;
         return table;
     }
+
+    /// <summary>Threads per group of the list and bias-gather kernels: 256 on a GPU; 16 on the CPU accelerator, where every
+    /// group thread is an OS thread and group barriers cost the most.</summary>
+    private static int GroupSize(Accelerator accelerator)
+        => accelerator.AcceleratorType == AcceleratorType.CPU ? Math.Min(accelerator.MaxNumThreadsPerGroup, 16) : 256;
 
     /// <summary>
     /// The bias of (b, h) = Grid.IdxX at its key list's slots, one thread per slot from Grid.IdxY·(group size) on (grid y
@@ -137,7 +142,7 @@ internal static class KeyGatherKernel
         var kernel = cache.GetOrAdd(("bias-gather", typeof(TElem)),
             acc => Caching.CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<TElem>, ArrayView<int>,
                 ArrayView<TElem>, KernelArgs>>(acc, disk, GatherBiasKernel<TElem>));
-        int group = accelerator.AcceleratorType == AcceleratorType.CPU ? Math.Min(accelerator.MaxNumThreadsPerGroup, 16) : 256;
+        int group = GroupSize(accelerator);
         int ys = (int)Math.Clamp((p.SeqK + group - 1L) / group, 1, 65535);
         kernel(accelerator.DefaultStream, new KernelConfig(new Index3D(p.Batch * p.Heads, ys, 1), new Index3D(group, 1, 1)),
             bias, info, gathered, p);

@@ -84,7 +84,9 @@ internal sealed record BackwardPlan
 /// </summary>
 internal static class BackwardPlanner
 {
-    public static BackwardPlan Plan(in BwdParams p, BufferFacts facts, DeviceInfo device, LaunchOptions? options = null)
+    /// <param name="keySlots">With gathered keys, the most keys any list holds (known once the lists are built; the
+    /// dS tiles' key dim is sized by it); −1: not known, Lk.</param>
+    public static BackwardPlan Plan(in BwdParams p, BufferFacts facts, DeviceInfo device, LaunchOptions? options = null, int keySlots = -1)
     {
         var f = p.Forward;
         var gather = ForwardPlanner.PlanGather(f, facts.SeqInfoLength);
@@ -111,9 +113,10 @@ internal static class BackwardPlanner
         // dq from the key blocks' dS tiles (one product per tile) where the tiles fit an eighth of the device's memory:
         // the query-block kernel recomputes S and dP (three products per tile) without any scratch.
         bool dsTiles = false;
-        long dsBytes = spec is null ? 0 : pairs * qx * kx * TcBackwardTile.TileElems * sizeof(ushort);
+        int dsKx = gather is not null && keySlots >= 0 ? Math.Min(kx, (keySlots + tileK - 1) / tileK) : kx;
+        long dsBytes = spec is null ? 0 : pairs * qx * dsKx * TcBackwardTile.TileElems * sizeof(ushort);
         var opts = options ?? LaunchOptions.Default;
-        if (spec is { } s && qx > 0 && kx > 0)
+        if (spec is { } s && qx > 0 && dsKx > 0)
         {
             if (opts.BackwardDsTiles is { } forced)
             {
@@ -147,7 +150,7 @@ internal static class BackwardPlanner
             KeyScratch = KeyScratchOf(f),
             DsTiles = dsTiles,
             DsQTiles = dsTiles ? qx : 0,
-            DsKTiles = dsTiles ? kx : 0,
+            DsKTiles = dsTiles ? dsKx : 0,
             DsBytes = dsTiles ? dsBytes : 0,
             Reason = why,
         };

@@ -221,4 +221,21 @@ public class BackwardPlannerTests
         Assert.That(plan.Gather!.Rows, Is.EqualTo(16));
         Assert.That(plan.Describe(), Does.Contain("gathered keys (16 lists)"));
     }
+
+    [Test]
+    public void GatheredKeysSizeTheDsTilesByTheLongestList()
+    {
+        var p = Problem(b: 2, lq: 1000, lk: 1000, h: 8, causal: true);
+        var f = p.Forward;
+        (f.HasMask, f.MaskElemBytes, f.MaskStrideQ, f.MaskStrideH, f.MaskStrideB) = (1, 1, 0, 1000, 8000);
+        p.Forward = f;
+        var device = H200 with { MemoryBytes = 1L << 40 };
+        Assert.That(PlanBf16(p, device).DsKTiles, Is.EqualTo(16), "lists not known yet: Lk");
+        var plan = BackwardPlanner.Plan(p, new BufferFacts(ElemKind.BFloat16, true, 0), device, null, keySlots: 130);
+        Assert.That((plan.DsTiles, plan.DsQTiles, plan.DsKTiles, plan.DsBytes), Is.EqualTo((true, 16, 3, 16L * 16 * 3 * 8192)));
+        Assert.That(plan.KeyGrid.X, Is.EqualTo(16), "the key blocks past the lists return at once");
+        // Without gathered keys the lists do not matter.
+        Assert.That(BackwardPlanner.Plan(Problem(), new BufferFacts(ElemKind.BFloat16, true, 0), device, null, keySlots: 130).DsKTiles,
+            Is.EqualTo(16));
+    }
 }
