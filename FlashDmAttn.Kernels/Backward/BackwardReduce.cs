@@ -1,4 +1,5 @@
 using ILGPU;
+using ILGPU.Runtime;
 using FlashDmAttn.Kernels.Forward;
 using FlashDmAttn.Kernels.Numerics;
 
@@ -12,27 +13,46 @@ namespace FlashDmAttn.Kernels.Backward;
 /// </summary>
 internal static class BackwardReduce
 {
-    /// <summary>D of every (batch, head, row) in the LSE's layout; rows past a sequence's end are left alone.</summary>
+    /// <summary>
+    /// D of every (batch, head, row) in the LSE's layout; rows past a sequence's end are left alone. One warp per row at
+    /// a time: lane x sums elements x, x + warp size, … (consecutive lanes read consecutive elements), then the lanes'
+    /// sums are added by xor shuffles, a fixed order. The group size must be a multiple of the warp size
+    /// (<see cref="RowDotConfig"/>).
+    /// </summary>
     public static void RowDot<TElem, TCodec>(ArrayView<TElem> o, ArrayView<TElem> dO, ArrayView<int> seqInfo, ArrayView<float> dvec, BwdArgs a)
         where TElem : unmanaged
         where TCodec : struct, IElementCodec<TElem>
     {
         var p = a.F;
         long total = (long)p.Batch * p.Heads * p.SeqQ;
-        for (long w = Grid.GlobalIndex.X; w < total; w += (long)Grid.DimX * Group.DimX)
+        int ws = Warp.WarpSize, lane = Warp.LaneIdx;
+        long warps = (long)Grid.DimX * Group.DimX / ws;
+        for (long w = ((long)Grid.IdxX * Group.DimX + Group.IdxX) / ws; w < total; w += warps)
         {
             long bh = w / p.SeqQ;
             int i = (int)(w - bh * p.SeqQ);
             int b = (int)(bh / p.Heads), h = (int)(bh - (long)b * p.Heads);
             var blk = BlockInfo.Create(p, seqInfo, b);
-            if (i >= blk.SeqQ) continue;
+            if (i >= blk.SeqQ) continue; // uniform over the warp
             long ro = blk.QOffset(p.OStrideB, p.OStrideL, p.OStrideH, i, h);
             long rd = blk.QOffset(a.L.DoStrideB, a.L.DoStrideL, a.L.DoStrideH, i, h);
             float acc = 0f;
-            for (int x = 0; x < p.HeadDim; x++)
+            for (int x = lane; x < p.HeadDim; x += ws)
                 acc += TCodec.ToFloat(o[ro + x]) * TCodec.ToFloat(dO[rd + x]);
-            dvec[b * p.LseStrideB + h * p.LseStrideH + blk.RowQ0 + i] = acc;
+            for (int m = ws >> 1; m > 0; m >>= 1)
+                acc += Warp.ShuffleXor(acc, m);
+            if (lane == 0) dvec[b * p.LseStrideB + h * p.LseStrideH + blk.RowQ0 + i] = acc;
         }
+    }
+
+    /// <summary><see cref="RowDot{TElem, TCodec}"/>'s launch: one warp per row, 8 warps a group (one on the CPU
+    /// accelerator, whose group threads are OS threads), at most 4 096 groups.</summary>
+    public static KernelConfig RowDotConfig(Accelerator accelerator, long rows)
+    {
+        int ws = accelerator.WarpSize;
+        int group = accelerator.AcceleratorType == AcceleratorType.CPU ? ws : Math.Min(8 * ws, accelerator.MaxNumThreadsPerGroup / ws * ws);
+        long groups = (rows * ws + group - 1) / group;
+        return new KernelConfig((int)Math.Clamp(groups, 1, 4096), group);
     }
 
     /// <summary>dk and dv of each (batch, key, kv head): the sum of the query heads' fp32 scratch rows, in head order,

@@ -74,5 +74,9 @@ internal struct BwdArgs
     /// </summary>
     public int DsQTiles, DsKTiles;
 
+    /// <summary>With dS tiles: the first (batch, head) pair of this launch and how many it covers (the scratch holds
+    /// their tiles); 0, 0 otherwise (every pair).</summary>
+    public int DsPair0, DsPairs;
+
     public static BwdArgs From(in BwdParams p) => new() { F = KernelArgs.From(p.Forward), L = p.L };
 }

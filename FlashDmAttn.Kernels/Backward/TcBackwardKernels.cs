@@ -43,7 +43,7 @@ internal static class TcBackwardKernels
         where TF : struct, ITcFlags
     {
         var p = a.F;
-        if (!PortableBackwardKernels.Pair(p, out int b, out int h)) return;
+        if (!Pair(a, out int b, out int h, out int local)) return;
         int hk = h / p.HeadGroup;
         var blk = BlockInfo.Create(p, seqInfo, b);
         bool causal = TF.Causal && p.Causal != 0;
@@ -87,7 +87,7 @@ internal static class TcBackwardKernels
         // flag says it was written.
         bool dsOut = a.DsKTiles != 0;
         ulong dsG = dsOut ? Ptx.GlobalAddr(ref dsTiles[0]) : 0ul;
-        long dsRow = ((long)b * p.Heads + h) * a.DsQTiles;
+        long dsRow = (long)local * a.DsQTiles; // this pair's tiles in the launch's scratch
         int col0 = TcKeyOrder.LaneKey0(THd.Bc, t);
         uint qLane = qS + (uint)((warp * 16 + (lane & 15)) * rowBytes + (lane >> 4) * 16);
         uint doLane = qLane - qS + doS;
@@ -202,6 +202,17 @@ internal static class TcBackwardKernels
             dbias[((long)b * p.Heads + h) * p.SeqK + BlockInfo.KeyAt(p, seqInfo, gRow, k0 + tid)] = colAcc;
     }
 
+    /// <summary>The group's (batch, head): pair <see cref="BwdArgs.DsPair0"/> + <paramref name="local"/>, local from the
+    /// grid's y and z; false past the launch's <see cref="BwdArgs.DsPairs"/> pairs (0: every pair) or past B·H.</summary>
+    private static bool Pair(in BwdArgs a, out int b, out int h, out int local)
+    {
+        local = Grid.IdxZ * Grid.DimY + Grid.IdxY;
+        int bh = a.DsPair0 + local, heads = a.F.Heads > 0 ? a.F.Heads : 1;
+        b = bh / heads;
+        h = bh - b * heads;
+        return (a.DsPairs == 0 || local < a.DsPairs) && bh < a.F.Batch * a.F.Heads;
+    }
+
     /// <summary>This lane's two rows of an fp32 tile in the element type at element offsets offA/offB (column 2·(lane % 4)
     /// included): packed 32-bit stores where the rows are 4-byte aligned (<paramref name="strides"/>: the OR of the
     /// destination's strides).</summary>
@@ -253,7 +264,7 @@ internal static class TcBackwardKernels
         where TF : struct, ITcFlags
     {
         var p = a.F;
-        if (!PortableBackwardKernels.Pair(p, out int b, out int h)) return;
+        if (!Pair(a, out int b, out int h, out int local)) return;
         int hk = h / p.HeadGroup;
         var blk = BlockInfo.Create(p, seqInfo, b);
         int i0 = Grid.IdxX * Rows;
@@ -269,7 +280,7 @@ internal static class TcBackwardKernels
         uint tileBytes = (uint)(THd.Bc * THd.RowBytes), dsBytes = (uint)(Rows * TcBackwardTile.ScoreRowBytes);
         uint kv0 = sBase, ds0 = kv0 + 2u * tileBytes;
         ulong kG = Ptx.GlobalAddr(ref k[0]), dsG = Ptx.GlobalAddr(ref dsTiles[0]);
-        long flags = (((long)b * p.Heads + h) * a.DsQTiles + Grid.IdxX) * a.DsKTiles;
+        long flags = ((long)local * a.DsQTiles + Grid.IdxX) * a.DsKTiles;
 
         int kEnd = causal ? blk.KeyEnd(p, i0 + rows) : blk.SeqK;
         if (gather) kEnd = BlockInfo.SlotsBelow(p, seqInfo, gRow, BlockInfo.KeySlots(p, seqInfo, gRow, 0), kEnd);

@@ -73,100 +73,92 @@ internal static class BackwardLauncher
         dvh.MemSetToZero();
         dbs.MemSetToZero();
         dvec.MemSetToZero();
-        // The dS tiles (16-bit) and one flag per tile (set where the key blocks wrote the tile), sized once the plan is final.
-        MemoryBuffer1D<ushort, Stride1D.Dense>? dsTiles = null;
-        MemoryBuffer1D<int, Stride1D.Dense>? dsFlags = null;
-        try
+        lock (cache.LaunchLock)
         {
-            lock (cache.LaunchLock)
+            var seq = b.SeqInfo;
+            var mask = b.Mask;
+            if (plan.Gather is { } g)
             {
-                var seq = b.SeqInfo;
-                var mask = b.Mask;
-                if (plan.Gather is { } g)
-                {
-                    seq = KeyGatherKernel.BuildTable(accelerator, g, ref a.F, b.Mask, b.SeqInfo, disk);
-                    if (plan.TensorCore is not null)
-                    {
-                        // The dS tiles' key dim is the longest key list, not Lk: plan again with it (one small read back).
-                        var counts = new int[g.Rows];
-                        seq.SubView(a.F.GatherOffset, g.Rows).CopyToCPU(counts);
-                        plan = Plan<TElem, TCodec>(accelerator, options, p, buffers, counts.Length == 0 ? 0 : counts.Max());
-                    }
-                }
-                a.DsQTiles = plan.DsQTiles;
-                a.DsKTiles = plan.DsKTiles;
-                dsTiles = accelerator.Allocate1D<ushort>(plan.DsTiles ? plan.DsBytes / sizeof(ushort) : 1);
-                dsFlags = accelerator.Allocate1D<int>(plan.DsTiles ? plan.DsBytes / (sizeof(ushort) * TcBackwardTile.TileElems) : 1);
-                dsFlags.MemSetToZero();
-                // After the scratch is allocated: an observer that reads the device's memory sees the call's peak.
-                options.BackwardObserver?.Invoke(plan);
-                seq = Or(seq, dummy.Cast<int>());
-                mask = Or(mask, dummy);
-                int group = plan.Shape.GroupSize;
-
-                if (rowsTotal > 0)
-                {
-                    var rowDot = cache.GetOrAdd(("bwd-rowdot", typeof(TElem), typeof(TCodec)),
-                        acc => CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<TElem>, ArrayView<TElem>,
-                            ArrayView<int>, ArrayView<float>, BwdArgs>>(acc, disk, BackwardReduce.RowDot<TElem, TCodec>));
-                    rowDot(accelerator.DefaultStream, KernelCache.Linear(accelerator, rowsTotal), b.O, b.DO, seq, dvec.View, a);
-                }
-
+                seq = KeyGatherKernel.BuildTable(accelerator, g, ref a.F, b.Mask, b.SeqInfo, disk);
                 if (plan.TensorCore is not null)
                 {
-                    var tcBias = bias.Cast<ushort>();
-                    if (plan.Gather is { GatherBias: true } && b.Bias.IsValid && b.Bias.Length > 0)
-                        tcBias = KeyGatherKernel.GatherBias(accelerator, ref a.F, b.Bias, seq, disk).Cast<ushort>();
-                    TcBackwardLauncher.Execute(accelerator, plan, a, new TcBwdBuffers(
-                        b.Q.Cast<ushort>(), b.K.Cast<ushort>(), b.V.Cast<ushort>(), b.DO.Cast<ushort>(), tcBias, mask, lse, dvec.View, seq,
-                        b.DQ.Cast<ushort>(), dkh.View, dvh.View, dbs.View,
-                        plan.DbDirect ? b.DBias.Cast<ushort>() : dummy.Cast<ushort>(), b.DK.Cast<ushort>(), b.DV.Cast<ushort>(),
-                        dsTiles.View, dsFlags.View), disk);
-                }
-                else if (plan.QueryGrid.X > 0)
-                {
-                    var qk = cache.GetOrAdd(("bwd-query", typeof(TElem), typeof(TCodec)),
-                        acc => CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<TElem>, ArrayView<TElem>, ArrayView<TElem>,
-                            ArrayView<TElem>, ArrayView<TElem>, ArrayView<byte>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
-                            ArrayView<TElem>, BwdArgs>>(acc, disk, PortableBackwardKernels.QueryBlock<TElem, TCodec>));
-                    qk(accelerator.DefaultStream, Config(plan.QueryGrid, group, plan.QuerySharedBytes),
-                        b.Q, b.K, b.V, b.DO, bias, mask, lse, dvec.View, seq, b.DQ, a);
-                }
-                if (plan.TensorCore is null && plan.KeyGrid.X > 0)
-                {
-                    var kk = cache.GetOrAdd(("bwd-key", typeof(TElem), typeof(TCodec)),
-                        acc => CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<TElem>, ArrayView<TElem>, ArrayView<TElem>,
-                            ArrayView<TElem>, ArrayView<TElem>, ArrayView<byte>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
-                            ArrayView<float>, ArrayView<float>, ArrayView<float>, BwdArgs>>(acc, disk, PortableBackwardKernels.KeyBlock<TElem, TCodec>));
-                    kk(accelerator.DefaultStream, Config(plan.KeyGrid, group, plan.KeySharedBytes),
-                        b.Q, b.K, b.V, b.DO, bias, mask, lse, dvec.View, seq, dkh.View, dvh.View, dbs.View, a);
-                }
-
-                long keyElems = (long)f.Batch * f.SeqK * f.KvHeads * f.HeadDim;
-                if (keyElems > 0 && !plan.KvDirect)
-                {
-                    var heads = cache.GetOrAdd(("bwd-keyheads", typeof(TElem), typeof(TCodec)),
-                        acc => CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>,
-                            ArrayView<int>, ArrayView<TElem>, ArrayView<TElem>, BwdArgs>>(acc, disk, BackwardReduce.KeyHeads<TElem, TCodec>));
-                    heads(accelerator.DefaultStream, KernelCache.Linear(accelerator, keyElems), dkh.View, dvh.View, seq, b.DK, b.DV, a);
-                }
-
-                long dbElems = (long)p.L.DbB * p.L.DbH * p.L.DbQ * p.L.DbK;
-                if (plan.DBias != DBiasMode.None && !plan.DbDirect && dbElems > 0)
-                {
-                    var red = cache.GetOrAdd(("bwd-dbias", typeof(TElem), typeof(TCodec)),
-                        acc => CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<TElem>,
-                            BwdArgs, int, int>>(acc, disk, BackwardReduce.BiasBroadcast<TElem, TCodec>));
-                    red(accelerator.DefaultStream, KernelCache.Linear(accelerator, dbElems), dbs.View, b.DBias, a, plan.DbRows, plan.DbCols);
+                    // The dS tiles' key dim is the longest key list, not Lk: plan again with it (one small read back).
+                    var counts = new int[g.Rows];
+                    seq.SubView(a.F.GatherOffset, g.Rows).CopyToCPU(counts);
+                    plan = Plan<TElem, TCodec>(accelerator, options, p, buffers, counts.Length == 0 ? 0 : counts.Max());
                 }
             }
-            accelerator.Synchronize();
+            a.DsQTiles = plan.DsQTiles;
+            a.DsKTiles = plan.DsKTiles;
+            // The dS tiles (16-bit) and one flag per tile (set where the key blocks wrote the tile), sized once the
+            // plan is final; kept by the accelerator's cache for the next call (up to the plan's scratch bound), as
+            // an allocation and release of this size each call cost more than the dq kernel.
+            var dsTiles = plan.DsTiles ? cache.Scratch(checked((int)(plan.DsBytes / sizeof(int))), slot: 4).Cast<ushort>() : dummy.Cast<ushort>();
+            var dsFlags = plan.DsTiles ? cache.Scratch(checked((int)(plan.DsBytes / (sizeof(ushort) * TcBackwardTile.TileElems))), slot: 5) : dummy.Cast<int>();
+            if (plan.DsTiles) dsFlags.MemSetToZero(accelerator.DefaultStream);
+            // After the scratch is allocated: an observer that reads the device's memory sees the call's peak.
+            options.BackwardObserver?.Invoke(plan);
+            seq = Or(seq, dummy.Cast<int>());
+            mask = Or(mask, dummy);
+            int group = plan.Shape.GroupSize;
+
+            if (rowsTotal > 0)
+            {
+                var rowDot = cache.GetOrAdd(("bwd-rowdot", typeof(TElem), typeof(TCodec)),
+                    acc => CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<TElem>, ArrayView<TElem>,
+                        ArrayView<int>, ArrayView<float>, BwdArgs>>(acc, disk, BackwardReduce.RowDot<TElem, TCodec>));
+                rowDot(accelerator.DefaultStream, BackwardReduce.RowDotConfig(accelerator, rowsTotal), b.O, b.DO, seq, dvec.View, a);
+            }
+
+            if (plan.TensorCore is not null)
+            {
+                var tcBias = bias.Cast<ushort>();
+                if (plan.Gather is { GatherBias: true } && b.Bias.IsValid && b.Bias.Length > 0)
+                    tcBias = KeyGatherKernel.GatherBias(accelerator, ref a.F, b.Bias, seq, disk).Cast<ushort>();
+                TcBackwardLauncher.Execute(accelerator, plan, a, new TcBwdBuffers(
+                    b.Q.Cast<ushort>(), b.K.Cast<ushort>(), b.V.Cast<ushort>(), b.DO.Cast<ushort>(), tcBias, mask, lse, dvec.View, seq,
+                    b.DQ.Cast<ushort>(), dkh.View, dvh.View, dbs.View,
+                    plan.DbDirect ? b.DBias.Cast<ushort>() : dummy.Cast<ushort>(), b.DK.Cast<ushort>(), b.DV.Cast<ushort>(),
+                    dsTiles, dsFlags), disk);
+            }
+            else if (plan.QueryGrid.X > 0)
+            {
+                var qk = cache.GetOrAdd(("bwd-query", typeof(TElem), typeof(TCodec)),
+                    acc => CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<TElem>, ArrayView<TElem>, ArrayView<TElem>,
+                        ArrayView<TElem>, ArrayView<TElem>, ArrayView<byte>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
+                        ArrayView<TElem>, BwdArgs>>(acc, disk, PortableBackwardKernels.QueryBlock<TElem, TCodec>));
+                qk(accelerator.DefaultStream, Config(plan.QueryGrid, group, plan.QuerySharedBytes),
+                    b.Q, b.K, b.V, b.DO, bias, mask, lse, dvec.View, seq, b.DQ, a);
+            }
+            if (plan.TensorCore is null && plan.KeyGrid.X > 0)
+            {
+                var kk = cache.GetOrAdd(("bwd-key", typeof(TElem), typeof(TCodec)),
+                    acc => CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<TElem>, ArrayView<TElem>, ArrayView<TElem>,
+                        ArrayView<TElem>, ArrayView<TElem>, ArrayView<byte>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
+                        ArrayView<float>, ArrayView<float>, ArrayView<float>, BwdArgs>>(acc, disk, PortableBackwardKernels.KeyBlock<TElem, TCodec>));
+                kk(accelerator.DefaultStream, Config(plan.KeyGrid, group, plan.KeySharedBytes),
+                    b.Q, b.K, b.V, b.DO, bias, mask, lse, dvec.View, seq, dkh.View, dvh.View, dbs.View, a);
+            }
+
+            long keyElems = (long)f.Batch * f.SeqK * f.KvHeads * f.HeadDim;
+            if (keyElems > 0 && !plan.KvDirect)
+            {
+                var heads = cache.GetOrAdd(("bwd-keyheads", typeof(TElem), typeof(TCodec)),
+                    acc => CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>,
+                        ArrayView<int>, ArrayView<TElem>, ArrayView<TElem>, BwdArgs>>(acc, disk, BackwardReduce.KeyHeads<TElem, TCodec>));
+                heads(accelerator.DefaultStream, KernelCache.Linear(accelerator, keyElems), dkh.View, dvh.View, seq, b.DK, b.DV, a);
+            }
+
+            long dbElems = (long)p.L.DbB * p.L.DbH * p.L.DbQ * p.L.DbK;
+            if (plan.DBias != DBiasMode.None && !plan.DbDirect && dbElems > 0)
+            {
+                var red = cache.GetOrAdd(("bwd-dbias", typeof(TElem), typeof(TCodec)),
+                    acc => CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<TElem>,
+                        BwdArgs, int, int>>(acc, disk, BackwardReduce.BiasBroadcast<TElem, TCodec>));
+                red(accelerator.DefaultStream, KernelCache.Linear(accelerator, dbElems), dbs.View, b.DBias, a, plan.DbRows, plan.DbCols);
+            }
         }
-        finally
-        {
-            dsTiles?.Dispose();
-            dsFlags?.Dispose();
-        }
+        accelerator.Synchronize();
     }
 
     private static ArrayView<T> Or<T>(ArrayView<T> view, ArrayView<T> dummy) where T : unmanaged

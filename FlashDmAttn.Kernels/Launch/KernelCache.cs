@@ -30,7 +30,7 @@ internal sealed class KernelCache
     /// </summary>
     public object LaunchLock { get; } = new();
 
-    private readonly MemoryBuffer1D<int, ILGPU.Stride1D.Dense>?[] _scratch = new MemoryBuffer1D<int, ILGPU.Stride1D.Dense>?[4];
+    private readonly MemoryBuffer1D<int, ILGPU.Stride1D.Dense>?[] _scratch = new MemoryBuffer1D<int, ILGPU.Stride1D.Dense>?[6];
 
     /// <summary>
     /// A reusable int buffer of at least <paramref name="length"/> elements for per-call tables, zeroed when allocated.

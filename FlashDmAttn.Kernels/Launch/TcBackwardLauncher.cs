@@ -89,18 +89,32 @@ internal static class TcBackwardLauncher
             var kernel = cache.GetOrAdd(("tc-bwd-query", spec), x => Load<QueryKernel>(x, disk, QueryMethod(spec), shared));
             kernel(acc.DefaultStream, Config(plan.QueryGrid, shared), b.Q, b.K, b.V, b.DO, b.Bias, b.Mask, b.Lse, b.D, b.SeqInfo, b.DQ, a);
         }
+        if (plan.DsTiles)
+        {
+            // Key blocks, then dq from their dS tiles, for DsPairs (batch, head) pairs at a time (the scratch holds theirs).
+            int kShared = plan.KeySharedBytes, gShared = plan.QuerySharedBytes;
+            var key = cache.GetOrAdd(("tc-bwd-key", spec), x => Load<KeyKernel>(x, disk, KeyMethod(spec), kShared));
+            var grad = cache.GetOrAdd(("tc-bwd-grad", spec), x => Load<GradKernel>(x, disk, GradMethod(spec), gShared));
+            long pairs = (long)a.F.Batch * a.F.Heads;
+            var c = a;
+            for (long p0 = 0; p0 < pairs; p0 += plan.DsPairs)
+            {
+                c.DsPair0 = (int)p0;
+                c.DsPairs = (int)Math.Min(plan.DsPairs, pairs - p0);
+                int gy = Math.Min(c.DsPairs, TcBlockOrder.MaxGridYz), gz = (c.DsPairs + gy - 1) / gy;
+                if (p0 > 0) b.DsFlags.MemSetToZero(acc.DefaultStream);
+                key(acc.DefaultStream, Config((plan.KeyGrid.X, gy, gz), kShared), b.Q, b.K, b.V, b.DO, b.Bias, b.Mask, b.Lse, b.D,
+                    b.SeqInfo, b.DKh, b.DVh, b.DBias, b.DBiasOut, b.DK, b.DV, b.DsTiles, b.DsFlags, c);
+                grad(acc.DefaultStream, Config((plan.QueryGrid.X, gy, gz), gShared), b.K, b.SeqInfo, b.DsTiles, b.DsFlags, b.DQ, c);
+            }
+            return;
+        }
         if (plan.KeyGrid.X > 0)
         {
             int shared = plan.KeySharedBytes;
             var kernel = cache.GetOrAdd(("tc-bwd-key", spec), x => Load<KeyKernel>(x, disk, KeyMethod(spec), shared));
             kernel(acc.DefaultStream, Config(plan.KeyGrid, shared), b.Q, b.K, b.V, b.DO, b.Bias, b.Mask, b.Lse, b.D, b.SeqInfo,
                 b.DKh, b.DVh, b.DBias, b.DBiasOut, b.DK, b.DV, b.DsTiles, b.DsFlags, a);
-        }
-        if (plan.QueryGrid.X > 0 && plan.DsTiles)
-        {
-            int shared = plan.QuerySharedBytes;
-            var kernel = cache.GetOrAdd(("tc-bwd-grad", spec), x => Load<GradKernel>(x, disk, GradMethod(spec), shared));
-            kernel(acc.DefaultStream, Config(plan.QueryGrid, shared), b.K, b.SeqInfo, b.DsTiles, b.DsFlags, b.DQ, a);
         }
     }
 

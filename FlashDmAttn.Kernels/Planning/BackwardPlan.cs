@@ -46,6 +46,10 @@ internal sealed record BackwardPlan
     public int DsQTiles { get; init; }
     public int DsKTiles { get; init; }
 
+    /// <summary>(Batch, head) pairs per launch of the two kernels: the dS scratch holds this many pairs' tiles, and the
+    /// launcher runs key blocks then dq for each group of pairs in turn.</summary>
+    public int DsPairs { get; init; }
+
     /// <summary>Bytes of the dS scratch (0 without it).</summary>
     public long DsBytes { get; init; }
 
@@ -70,7 +74,7 @@ internal sealed record BackwardPlan
         };
         string kernels = TensorCore is { } tc
             ? $"tensor-core backward {tc} 64x64{(KvDirect ? ", dk/dv stored by the key blocks" : "")}" +
-              (DsTiles ? $", dq from {DsQTiles}x{DsKTiles} dS tiles per head ({DsBytes >> 20} MiB)" : ", dq recomputing dS")
+              (DsTiles ? $", dq from {DsQTiles}x{DsKTiles} dS tiles per head, {DsPairs} heads a launch ({DsBytes >> 20} MiB)" : ", dq recomputing dS")
             : $"portable backward {Shape.TileQ}x{Shape.TileK}";
         return $"{kernels}; dq grid {QueryGrid.X}x{QueryGrid.Y}x{QueryGrid.Z}, " +
                $"dk/dv grid {KeyGrid.X}x{KeyGrid.Y}x{KeyGrid.Z} of {GroupSize}, {QuerySharedBytes}/{KeySharedBytes} B shared{gather}{db}; {Reason}";
@@ -110,23 +114,28 @@ internal static class BackwardPlanner
         long pairs = (long)f.Batch * f.Heads;
         int gridY = (int)Math.Min(pairs, TcBlockOrder.MaxGridYz), gridZ = gridY == 0 ? 0 : (int)((pairs + gridY - 1) / gridY);
         int qx = (f.SeqQ + tileQ - 1) / tileQ, kx = (f.SeqK + tileK - 1) / tileK;
-        // dq from the key blocks' dS tiles (one product per tile) where the tiles fit an eighth of the device's memory:
-        // the query-block kernel recomputes S and dP (three products per tile) without any scratch.
+        // dq from the key blocks' dS tiles (one product per tile), in launches of as many (batch, head) pairs as the
+        // scratch bound holds; where not even one pair's tiles fit, the query-block kernel recomputes S and dP (three
+        // products per tile) without any scratch.
         bool dsTiles = false;
         int dsKx = gather is not null && keySlots >= 0 ? Math.Min(kx, (keySlots + tileK - 1) / tileK) : kx;
-        long dsBytes = spec is null ? 0 : pairs * qx * dsKx * TcBackwardTile.TileElems * sizeof(ushort);
+        long pairBytes = (long)qx * dsKx * TcBackwardTile.TileElems * sizeof(ushort);
+        long dsPairs = 0;
         var opts = options ?? LaunchOptions.Default;
-        if (spec is { } s && qx > 0 && dsKx > 0)
+        if (spec is { } s && qx > 0 && dsKx > 0 && pairs > 0)
         {
+            long cap = opts.BackwardDsBytes ?? Math.Min(device.MemoryBytes / 8, DefaultDsBytes);
+            dsPairs = Math.Min(pairs, cap / pairBytes);
             if (opts.BackwardDsTiles is { } forced)
             {
                 dsTiles = forced;
+                dsPairs = Math.Max(1, dsPairs);
                 why += forced ? "; dS tiles requested by the options" : "; dq recomputing dS requested by the options";
             }
-            else if (dsBytes <= device.MemoryBytes / 8)
+            else if (dsPairs > 0)
                 dsTiles = true;
             else
-                why += $"; dq recomputes dS: its tiles would take {dsBytes} B, more than an eighth of the device's {device.MemoryBytes} B";
+                why += $"; dq recomputes dS: one (batch, head)'s tiles take {pairBytes} B, more than the scratch bound of {cap} B";
             if (dsTiles) qBytes = TcGradShared(s.Shape);
         }
         var mode = ModeOf(p);
@@ -151,7 +160,8 @@ internal static class BackwardPlanner
             DsTiles = dsTiles,
             DsQTiles = dsTiles ? qx : 0,
             DsKTiles = dsTiles ? dsKx : 0,
-            DsBytes = dsTiles ? dsBytes : 0,
+            DsPairs = dsTiles ? (int)dsPairs : 0,
+            DsBytes = dsTiles ? dsPairs * pairBytes : 0,
             Reason = why,
         };
     }
@@ -165,6 +175,10 @@ internal static class BackwardPlanner
         TcShape.D128Bwd => (TcBackwardKernels.QuerySharedBytes<Hd128Bwd>(), TcBackwardKernels.KeySharedBytes<Hd128Bwd>()),
         _ => throw new ArgumentOutOfRangeException(nameof(shape), shape, "not a backward shape"),
     };
+
+    /// <summary>The dS tiles' scratch bound unless the options set one: 2 GiB, or an eighth of the device's memory where
+    /// that is less.</summary>
+    public const long DefaultDsBytes = 2L << 30;
 
     /// <summary>Shared bytes of the dq kernel that reads the dS tiles.</summary>
     public static int TcGradShared(TcShape shape) => shape switch

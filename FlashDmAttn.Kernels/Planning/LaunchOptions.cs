@@ -35,9 +35,13 @@ internal sealed record LaunchOptions
     /// <summary>Packed GQA for one query per sequence: null chooses (CUDA), true/false forces where it applies (tests, bench).</summary>
     public bool? PackGqa { get; init; }
 
-    /// <summary>The tensor-core backward's dq from the key blocks' dS tiles: null chooses (where the tiles take at most an
-    /// eighth of the device's memory), true/false forces it on or off (tests, bench).</summary>
+    /// <summary>The tensor-core backward's dq from the key blocks' dS tiles: null chooses (wherever one (batch, head)'s
+    /// tiles fit the scratch bound), true/false forces it on or off (tests, bench).</summary>
     public bool? BackwardDsTiles { get; init; }
+
+    /// <summary>The dS tiles' scratch bound in bytes; null: <see cref="BackwardPlanner.DefaultDsBytes"/> or an eighth of
+    /// the device's memory, the smaller (tests set it low to run the pairs in several launches).</summary>
+    public long? BackwardDsBytes { get; init; }
 
     /// <summary>Tests: the tensor-core kernel also on a CPU accelerator with 32-thread warps.</summary>
     public bool TensorCoreOnCpu { get; init; }

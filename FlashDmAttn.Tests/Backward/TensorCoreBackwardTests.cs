@@ -9,10 +9,14 @@ internal static class TensorCoreBackwardRunner
 {
     /// <param name="dsTiles">dq from the key blocks' dS tiles (true), from the query-block kernel (false), or as the
     /// planner chooses (null: it must choose the dS tiles for these small shapes).</param>
-    public static void Run(AttentionBackend backend, BackwardCase c, bool? dsTiles = null)
+    /// <param name="dsBytes">The dS tiles' scratch bound (null: the planner's).</param>
+    public static void Run(AttentionBackend backend, BackwardCase c, bool? dsTiles = null, long? dsBytes = null)
     {
         var plans = new List<BackwardPlan>();
-        var recording = backend.WithLaunch(o => o with { TensorCoreOnCpu = true, BackwardObserver = plans.Add, BackwardDsTiles = dsTiles });
+        var recording = backend.WithLaunch(o => o with
+        {
+            TensorCoreOnCpu = true, BackwardObserver = plans.Add, BackwardDsTiles = dsTiles, BackwardDsBytes = dsBytes,
+        });
         BackwardCaseRunner.Run(recording, c);
         Assert.That(plans, Is.Not.Empty, $"{c}: no backward plan");
         string described = string.Join("; ", plans.Select(p => p.Describe()));
@@ -34,6 +38,18 @@ internal static class TensorCoreBackwardRunner
             new(new("bf16", 3, 21, 60, 2, 2, 32, Causal: true, Path: ApiPath.Varlen, MaskShape: [0, 0, 1, 0], BiasShape: [0, 0, 1, 0])),
         ];
         return cases.Select(c => Named("TensorCoreBackwardQueryBlock", c));
+    }
+
+    /// <summary>Cases whose (batch, head) pairs run in several launches of the key-block and dq kernels (a scratch bound
+    /// of one pair's tiles): GQA with a per-head bias, gathered keys with varlen.</summary>
+    public static IEnumerable<TestCaseData> ChunkedCases()
+    {
+        BackwardCase[] cases =
+        [
+            new(new("bf16", 2, 70, 90, 4, 2, 64, Causal: true, MaskShape: [0, 0, 0, 0], BiasShape: [0, 0, 0, 0])),
+            new(new("fp16", 3, 21, 60, 3, 1, 32, Causal: true, Path: ApiPath.Varlen, MaskShape: [0, 0, 1, 0], BiasShape: [0, 0, 1, 0])),
+        ];
+        return cases.Select(c => Named("TensorCoreBackwardChunked", c));
     }
 
     private static TestCaseData Named(string prefix, BackwardCase c) => new TestCaseData(c).SetName($"{prefix} {c}");
@@ -98,6 +114,11 @@ public class TensorCoreBackwardCpuTests
 
     [TestCaseSource(typeof(TensorCoreBackwardRunner), nameof(TensorCoreBackwardRunner.QueryBlockCases))]
     public void QueryBlockKernelMatchesFloat64Reference(BackwardCase c) => TensorCoreBackwardRunner.Run(TestBackends.Get("cpu"), c, false);
+
+    /// <summary>A scratch bound of one byte: one (batch, head) pair per launch.</summary>
+    [TestCaseSource(typeof(TensorCoreBackwardRunner), nameof(TensorCoreBackwardRunner.ChunkedCases))]
+    public void PairsInSeveralLaunchesMatchFloat64Reference(BackwardCase c)
+        => TensorCoreBackwardRunner.Run(TestBackends.Get("cpu"), c, true, 1);
 }
 
 /// <summary>The tensor-core backward on the CUDA device, larger shapes.</summary>

@@ -55,25 +55,34 @@ public class BackwardPlannerTests
         => BackwardPlanner.Plan(p, new BufferFacts(ElemKind.BFloat16, aligned, 0), device ?? H200, options);
 
     [Test]
-    public void DqFromDsTilesWhereTheyFitAnEighthOfTheDevicesMemory()
+    public void DqFromDsTilesInLaunchesOfAsManyHeadsAsTheScratchBoundHolds()
     {
-        // B2 H8 L1000: 16 heads × 16 × 16 tiles of 8 KiB = 32 MiB of dS tiles.
+        // B2 H8 L1000: 16 heads of 16 × 16 tiles of 8 KiB = 2 MiB each.
         var p = Problem(b: 2, lq: 1000, lk: 1000, h: 8, d: 128, causal: true);
-        long tiles = 2L * 8 * 16 * 16;
-        var fits = PlanBf16(p, H200 with { MemoryBytes = 8 * tiles * 8192 });
-        Assert.That(fits.DsTiles, Is.True, fits.Describe());
-        Assert.That((fits.DsQTiles, fits.DsKTiles, fits.DsBytes), Is.EqualTo((16, 16, tiles * 8192)));
-        Assert.That(fits.QuerySharedBytes, Is.EqualTo(BackwardPlanner.TcGradShared(TcShape.D128Bwd)));
-        Assert.That(fits.Describe(), Does.Contain("dq from 16x16 dS tiles per head (32 MiB)"));
+        const long pair = 16L * 16 * 8192;
+        var all = PlanBf16(p, H200 with { MemoryBytes = 8 * 16 * pair });
+        Assert.That(all.DsTiles, Is.True, all.Describe());
+        Assert.That((all.DsQTiles, all.DsKTiles, all.DsPairs, all.DsBytes), Is.EqualTo((16, 16, 16, 16 * pair)));
+        Assert.That(all.QuerySharedBytes, Is.EqualTo(BackwardPlanner.TcGradShared(TcShape.D128Bwd)));
+        Assert.That(all.Describe(), Does.Contain("dq from 16x16 dS tiles per head, 16 heads a launch (32 MiB)"));
 
-        var over = PlanBf16(p, H200 with { MemoryBytes = 8 * tiles * 8192 - 1 });
-        Assert.That((over.DsTiles, over.DsQTiles, over.DsKTiles, over.DsBytes), Is.EqualTo((false, 0, 0, 0L)));
+        // An eighth of the device's memory holds 5 heads' tiles: launches of 5.
+        var five = PlanBf16(p, H200 with { MemoryBytes = 8 * 5 * pair + 7 });
+        Assert.That((five.DsTiles, five.DsPairs, five.DsBytes), Is.EqualTo((true, 5, 5 * pair)));
+        // The default bound (2 GiB) where the device is larger; the options' bound before either.
+        Assert.That(PlanBf16(Problem(b: 4, lq: 8192, lk: 8192, h: 16, causal: true), H200 with { MemoryBytes = 1L << 40 }).DsPairs,
+            Is.EqualTo(16), "2 GiB of 128 MiB heads");
+        Assert.That(PlanBf16(p, H200 with { MemoryBytes = 1L << 40 }, LaunchOptions.Default with { BackwardDsBytes = 3 * pair }).DsPairs,
+            Is.EqualTo(3));
+
+        var over = PlanBf16(p, H200 with { MemoryBytes = 8 * pair - 1 });
+        Assert.That((over.DsTiles, over.DsQTiles, over.DsKTiles, over.DsPairs, over.DsBytes), Is.EqualTo((false, 0, 0, 0, 0L)));
         Assert.That(over.QuerySharedBytes, Is.EqualTo(BackwardPlanner.TcBackwardShared(TcShape.D128Bwd).Query));
-        Assert.That(over.Describe(), Does.Contain("dq recomputes dS: its tiles would take 33554432 B, more than an eighth"));
+        Assert.That(over.Describe(), Does.Contain("dq recomputes dS: one (batch, head)'s tiles take 2097152 B, more than the scratch bound"));
 
         var forcedOn = PlanBf16(p, H200, LaunchOptions.Default with { BackwardDsTiles = true });
         var forcedOff = PlanBf16(p, H200 with { MemoryBytes = long.MaxValue }, LaunchOptions.Default with { BackwardDsTiles = false });
-        Assert.That((forcedOn.DsTiles, forcedOff.DsTiles), Is.EqualTo((true, false)));
+        Assert.That((forcedOn.DsTiles, forcedOn.DsPairs, forcedOff.DsTiles), Is.EqualTo((true, 1, false)));
         // The portable backward never takes them.
         Assert.That(Plan(p, H200 with { MemoryBytes = long.MaxValue }).DsTiles, Is.False);
     }
@@ -232,7 +241,7 @@ public class BackwardPlannerTests
         var device = H200 with { MemoryBytes = 1L << 40 };
         Assert.That(PlanBf16(p, device).DsKTiles, Is.EqualTo(16), "lists not known yet: Lk");
         var plan = BackwardPlanner.Plan(p, new BufferFacts(ElemKind.BFloat16, true, 0), device, null, keySlots: 130);
-        Assert.That((plan.DsTiles, plan.DsQTiles, plan.DsKTiles, plan.DsBytes), Is.EqualTo((true, 16, 3, 16L * 16 * 3 * 8192)));
+        Assert.That((plan.DsTiles, plan.DsQTiles, plan.DsKTiles, plan.DsPairs, plan.DsBytes), Is.EqualTo((true, 16, 3, 16, 16L * 16 * 3 * 8192)));
         Assert.That(plan.KeyGrid.X, Is.EqualTo(16), "the key blocks past the lists return at once");
         // Without gathered keys the lists do not matter.
         Assert.That(BackwardPlanner.Plan(Problem(), new BufferFacts(ElemKind.BFloat16, true, 0), device, null, keySlots: 130).DsKTiles,
