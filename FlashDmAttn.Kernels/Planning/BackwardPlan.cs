@@ -124,9 +124,10 @@ internal static class BackwardPlanner
         var opts = options ?? LaunchOptions.Default;
         if (spec is { } s && qx > 0 && dsKx > 0 && pairs > 0)
         {
-            long cap = opts.BackwardDsBytes ?? Math.Min(device.MemoryBytes / 8, DefaultDsBytes);
+            // The scratch is one buffer of 32-bit words (the accelerator cache's): at most int.MaxValue of them.
+            long cap = Math.Min(opts.BackwardDsBytes ?? Math.Min(device.MemoryBytes / 8, DefaultDsBytes), 4L * int.MaxValue);
             dsPairs = Math.Min(pairs, cap / pairBytes);
-            if (opts.BackwardDsTiles is { } forced)
+            if (opts.BackwardDsTiles is { } forced && (dsPairs > 0 || pairBytes <= 4L * int.MaxValue))
             {
                 dsTiles = forced;
                 dsPairs = Math.Max(1, dsPairs);

@@ -83,6 +83,9 @@ public class BackwardPlannerTests
         var forcedOn = PlanBf16(p, H200, LaunchOptions.Default with { BackwardDsTiles = true });
         var forcedOff = PlanBf16(p, H200 with { MemoryBytes = long.MaxValue }, LaunchOptions.Default with { BackwardDsTiles = false });
         Assert.That((forcedOn.DsTiles, forcedOn.DsPairs, forcedOff.DsTiles), Is.EqualTo((true, 1, false)));
+        // Not even forced past what one scratch buffer (int.MaxValue words) holds: 32 GiB of tiles for one L = 128K head.
+        var huge = PlanBf16(Problem(b: 1, lq: 131072, lk: 131072, h: 1), H200, LaunchOptions.Default with { BackwardDsTiles = true });
+        Assert.That(huge.DsTiles, Is.False, huge.Describe());
         // The portable backward never takes them.
         Assert.That(Plan(p, H200 with { MemoryBytes = long.MaxValue }).DsTiles, Is.False);
     }
