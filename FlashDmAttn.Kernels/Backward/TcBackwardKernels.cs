@@ -213,6 +213,24 @@ internal static class TcBackwardKernels
         return (a.DsPairs == 0 || local < a.DsPairs) && bh < a.F.Batch * a.F.Heads;
     }
 
+    /// <summary>The key slots (keys, unless gathered) that query rows below <paramref name="qEnd"/> can see: the causal
+    /// band's end, then the slots of the gathered list below it.</summary>
+    private static int KeySlotEnd(in KernelArgs p, in BlockInfo blk, ArrayView<int> seqInfo, int gRow, int qEnd, bool causal, bool gather)
+    {
+        int kEnd = causal ? blk.KeyEnd(p, qEnd) : blk.SeqK;
+        return gather ? BlockInfo.SlotsBelow(p, seqInfo, gRow, BlockInfo.KeySlots(p, seqInfo, gRow, 0), kEnd) : kEnd;
+    }
+
+    /// <summary>This lane's rows rA and rA + 8 of dq (t = lane % 4) in the input dtype at dq's layout.</summary>
+    private static void StoreDq<TE, THd>(OAcc acc, ArrayView<ushort> dq, in BwdArgs a, in BlockInfo blk, int h, int rA, int t)
+        where TE : struct, ITcElem
+        where THd : struct, ITcHeadDim
+    {
+        long oA = blk.QOffset(a.L.DqStrideB, a.L.DqStrideL, a.L.DqStrideH, rA, h) + 2 * t;
+        long oB = blk.QOffset(a.L.DqStrideB, a.L.DqStrideL, a.L.DqStrideH, rA + 8, h) + 2 * t;
+        StoreRows<TE, THd>(acc, dq, oA, oB, rA < blk.SeqQ, rA + 8 < blk.SeqQ, a.L.DqStrideB | a.L.DqStrideL | a.L.DqStrideH);
+    }
+
     /// <summary>This lane's two rows of an fp32 tile in the element type at element offsets offA/offB (column 2·(lane % 4)
     /// included): packed 32-bit stores where the rows are 4-byte aligned (<paramref name="strides"/>: the OR of the
     /// destination's strides).</summary>
@@ -282,8 +300,7 @@ internal static class TcBackwardKernels
         ulong kG = Ptx.GlobalAddr(ref k[0]), dsG = Ptx.GlobalAddr(ref dsTiles[0]);
         long flags = ((long)local * a.DsQTiles + Grid.IdxX) * a.DsKTiles;
 
-        int kEnd = causal ? blk.KeyEnd(p, i0 + rows) : blk.SeqK;
-        if (gather) kEnd = BlockInfo.SlotsBelow(p, seqInfo, gRow, BlockInfo.KeySlots(p, seqInfo, gRow, 0), kEnd);
+        int kEnd = KeySlotEnd(p, blk, seqInfo, gRow, i0 + rows, causal, gather);
         int nTiles = (kEnd + THd.Bc - 1) / THd.Bc;
 
         int cur = 0;
@@ -323,9 +340,7 @@ internal static class TcBackwardKernels
         Ptx.CpAsyncWait(0);
 
         int rA = i0 + warp * 16 + (lane >> 2);
-        long oA = blk.QOffset(a.L.DqStrideB, a.L.DqStrideL, a.L.DqStrideH, rA, h) + 2 * t;
-        long oB = blk.QOffset(a.L.DqStrideB, a.L.DqStrideL, a.L.DqStrideH, rA + 8, h) + 2 * t;
-        StoreRows<TE, THd>(acc.A, dq, oA, oB, rA < blk.SeqQ, rA + 8 < blk.SeqQ, a.L.DqStrideB | a.L.DqStrideL | a.L.DqStrideH);
+        StoreDq<TE, THd>(acc.A, dq, a, blk, h, rA, t);
     }
 
     /// <summary>dq of 64 query rows of one (batch, head), walking the key tiles they can see: the forward's loop with
@@ -371,13 +386,7 @@ internal static class TcBackwardKernels
         TcLoads.LoadRows<THd>(a.L.DoStrideB, a.L.DoStrideL, a.L.DoStrideH, blk, doG, doS, i0, rows, Rows, h, tid);
         Ptx.CpAsyncCommit();
 
-        int kEnd = blk.KeyEnd(p, i0 + rows);
-        if (!causal) kEnd = blk.SeqK;
-        if (gather)
-        {
-            int slots = BlockInfo.KeySlots(p, seqInfo, gRow, 0);
-            kEnd = BlockInfo.SlotsBelow(p, seqInfo, gRow, slots, kEnd);
-        }
+        int kEnd = KeySlotEnd(p, blk, seqInfo, gRow, i0 + rows, causal, gather);
         int nTiles = (kEnd + THd.Bc - 1) / THd.Bc;
         int rA = i0 + warp * 16 + g;
         int col0 = TcKeyOrder.LaneKey0(THd.Bc, t);
@@ -441,8 +450,6 @@ internal static class TcBackwardKernels
         }
         Ptx.CpAsyncWait(0);
 
-        long oA = blk.QOffset(a.L.DqStrideB, a.L.DqStrideL, a.L.DqStrideH, rA, h) + 2 * t;
-        long oB = blk.QOffset(a.L.DqStrideB, a.L.DqStrideL, a.L.DqStrideH, rA + 8, h) + 2 * t;
-        StoreRows<TE, THd>(acc.A, dq, oA, oB, rA < blk.SeqQ, rA + 8 < blk.SeqQ, a.L.DqStrideB | a.L.DqStrideL | a.L.DqStrideH);
+        StoreDq<TE, THd>(acc.A, dq, a, blk, h, rA, t);
     }
 }
