@@ -80,9 +80,10 @@ internal static class BackwardLauncher
             if (plan.Gather is { } g)
             {
                 seq = KeyGatherKernel.BuildTable(accelerator, g, ref a.F, b.Mask, b.SeqInfo, disk);
-                if (plan.TensorCore is not null)
+                if (plan.TensorCore is not null && options.BackwardDsTiles != false)
                 {
-                    // The dS tiles' key dim is the longest key list, not Lk: plan again with it (one small read back).
+                    // The dS tiles' key dim is the longest key list, not Lk: plan again with it (one small read back),
+                    // unless the options ask for the query-block path, where the lists' lengths do not matter.
                     var counts = new int[g.Rows];
                     seq.SubView(a.F.GatherOffset, g.Rows).CopyToCPU(counts);
                     plan = Plan<TElem, TCodec>(accelerator, options, p, buffers, counts.Length == 0 ? 0 : counts.Max());

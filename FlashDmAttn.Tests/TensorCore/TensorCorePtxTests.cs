@@ -39,7 +39,7 @@ public class TensorCorePtxTests
         string dir = TestContext.Parameters.Get("ptx-dir", Path.Combine(TestContext.CurrentContext.WorkDirectory, "tc-ptx-all"));
         TestContext.Out.WriteLine(TensorCorePtx.Dump(dir, null, out var entries, extra: true));
         Assert.That(entries, Has.Count.EqualTo(TensorCorePtx.Specializations.Length + TensorCorePtx.ExtraSpecializations.Length
-            + 2 * (TensorCorePtx.BackwardSpecializations.Length + TensorCorePtx.ExtraBackwardSpecializations.Length)));
+            + 3 * (TensorCorePtx.BackwardSpecializations.Length + TensorCorePtx.ExtraBackwardSpecializations.Length)));
     }
 
     /// <summary>The tensor-core backward's kernels: register-only fragments (no local memory), no calls, mma, ordered
