@@ -7,9 +7,12 @@
 # kernels on the same cases), tools/gpu/cases.txt (the named case lists), FlashDmAttn.Bench/compare.py.
 #
 # Here:
-#   tools/gpu.sh bundle [--ptx] [--base REV]
+#   tools/gpu.sh bundle [--ptx] [--base REV] [--variant NAME=REV ...]
 #       --ptx       also dump the tensor-core PTX (the explicit test DumpLaunchedKernels, a few minutes) into .gpu/ptx.tgz for `ptx`
 #       --base REV  also publish the bench of commit REV into .gpu/base/ for `ab`
+#       --variant NAME=REV  also the bench and tests of commit REV, as their own assemblies only (FlashDmAttn.*.dll, laid
+#                   over this bundle's apps when run: the packages must be the same), into .gpu/var/NAME/; `ab` times
+#                   every variant beside this bundle and the base; GPU_VARIANT=NAME runs any step on a variant's build
 #   tools/gpu.sh cases [LIST]          print a case list (no LIST: the list names)
 # On the GPU host (device run with carry [".gpu"]); several steps in one call: tools/gpu.sh test ptx bench all
 #   test [PART...]                     the GPU test category in 7 processes at once (PART: 0..6, default all)
@@ -61,11 +64,12 @@ list_names() { grep -oE '^\[[^]]+\]' "$CASES_FILE" | tr -d '[]' | tr '\n' ' '; }
 
 # ---------------------------------------------------------------- here: bundle
 bundle() {
-  local ptx=0 base=""
+  local ptx=0 base="" variants=()
   while [ $# -gt 0 ]; do
     case $1 in
       --ptx) ptx=1 ;;
       --base) base=${2:?--base REV}; shift ;;
+      --variant) [[ ${2:-} == ?*=?* ]] || die "bundle: --variant NAME=REV"; variants+=("$2"); shift ;;
       *) die "bundle: unknown argument $1" ;;
     esac
     shift
@@ -92,6 +96,24 @@ bundle() {
     git rev-parse --short "$base" > "$BUNDLE/base/commit"
     rm -rf "$src"
   fi
+  rm -rf "$BUNDLE/var"
+  local v
+  for v in "${variants[@]}"; do
+    # A variant: its commit's bench and tests published, then only its own assemblies kept (a few hundred KB).
+    local name=${v%%=*} rev=${v#*=} vsrc
+    vsrc=$(mktemp -d /tmp/flashdmattn-var.XXXXXX)
+    git archive "$rev" | tar x -C "$vsrc"
+    for p in FlashDmAttn.Tests FlashDmAttn.Bench; do
+      publish "$vsrc/$p/$p.csproj" "$vsrc/out/$p"
+      if ! diff <(cd "$vsrc/out/$p" && ls | grep -v '^FlashDmAttn\.') <(cd "$BUNDLE/apps/$p" && ls | grep -v '^FlashDmAttn\.') > /dev/null; then
+        rm -rf "$vsrc"; die "bundle: variant $name's $p has other dependencies than this bundle's: publish it as the bundle instead"
+      fi
+      mkdir -p "$BUNDLE/var/$name/$p"
+      cp "$vsrc/out/$p"/FlashDmAttn.*.dll "$BUNDLE/var/$name/$p/"
+    done
+    echo "variant $name: $(git rev-parse --short "$rev")" | tee "$BUNDLE/var/$name/commit"
+    rm -rf "$vsrc"
+  done
   if [ "$ptx" = 1 ]; then
     # Dumped here: on the GPU host the dump ran past a 600 s call. Packed (the 64 MiB limit); `ptx` unpacks it.
     local dir; dir=$(mktemp -d /tmp/flashdmattn-ptx.XXXXXX)
@@ -102,7 +124,7 @@ bundle() {
     echo "ptx: $(tar tzf "$BUNDLE/ptx.tgz" | grep -c '\.ptx$') kernels in $BUNDLE/ptx.tgz"
   fi
   set +e
-  du -sh "$BUNDLE/dotnet.txz" "$BUNDLE"/apps/* "$BUNDLE"/base "$BUNDLE"/ptx.tgz 2>/dev/null
+  du -sh "$BUNDLE/dotnet.txz" "$BUNDLE"/apps/* "$BUNDLE"/base "$BUNDLE"/var "$BUNDLE"/ptx.tgz 2>/dev/null
   local tree gpu
   tree=$(git ls-files -z -co --exclude-standard | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
   gpu=$(du -sb "$BUNDLE" | cut -f1)
@@ -268,10 +290,17 @@ ab_step() {
   [ -x "$BUNDLE"/base/apps/FlashDmAttn.Bench/FlashDmAttn.Bench ] || die "ab: no $BUNDLE/base (tools/gpu.sh bundle --base REV)"
   local base=base
   echo "new: this bundle; base: $(cat "$BUNDLE"/base/commit 2>/dev/null || echo '?')"
+  local v vars=()
+  for v in "$BUNDLE"/var/*/; do [ -d "$v" ] && vars+=("$(basename "$v")"); done
+  [ ${#vars[@]} -eq 0 ] || echo "variants: $(cat "$BUNDLE"/var/*/commit | tr '\n' ' ')"
   for _ in $(seq 1 "$repeat"); do
     app FlashDmAttn.Bench --gpu --cases "$cs" ${reps:+--reps "$reps"} $backward | grep '^FlashDmAttn|' | sed "s/^FlashDmAttn|/new|/" >> "$LOG/ab.txt"
     GPU_APPS=$BUNDLE/base/apps app FlashDmAttn.Bench --gpu --cases "$cs" ${reps:+--reps "$reps"} $backward \
       | grep '^FlashDmAttn|' | sed "s/^FlashDmAttn|/$base|/" >> "$LOG/ab.txt"
+    for v in "${vars[@]}"; do
+      GPU_VARIANT=$v app FlashDmAttn.Bench --gpu --cases "$cs" ${reps:+--reps "$reps"} $backward \
+        | grep '^FlashDmAttn|' | sed "s/^FlashDmAttn|/$v|/" >> "$LOG/ab.txt"
+    done
   done
   peers_run "$cs"
   python3 "$G"/ab-summary.py "$LOG/ab.txt" "$LOG/peers.txt" --base "$base" | tee "$LOG/compare.txt"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On the GPU host, from the repository root: runs a program that `tools/gpu.sh bundle` published into .gpu/apps on the
 # .NET runtime packed beside it (the host has no .NET).  Adapted from the team's shared GPU run script.
-#   bash tools/gpu/run.sh NAME [ARGS...]     runs .gpu/apps/NAME/NAME (GPU_APPS=DIR: DIR/NAME/NAME instead)
+#   bash tools/gpu/run.sh NAME [ARGS...]     runs .gpu/apps/NAME/NAME (GPU_APPS=DIR: DIR/NAME/NAME instead; GPU_VARIANT=V:
+#                                            a copy of it with .gpu/var/V/NAME's assemblies laid over, see gpu.sh bundle)
 #   bash tools/gpu/run.sh --unpack           only unpacks the runtime
 # The runtime is unpacked once into /tmp/dotnet-gpu-VERSION; into a fresh folder renamed into place, so processes
 # started at once never see a half-unpacked runtime.
@@ -20,4 +21,11 @@ export PATH="$DOTNET_ROOT:$PATH"
 name=${1:?usage: run.sh NAME [ARGS...]}; shift
 apps=${GPU_APPS:-$bundle/apps}
 case $apps in /*) ;; *) apps=$root/$apps ;; esac
+if [ -n "${GPU_VARIANT:-}" ]; then
+  over=$bundle/var/$GPU_VARIANT/$name
+  [ -d "$over" ] || { echo "run.sh: no variant $GPU_VARIANT of $name in $bundle/var" >&2; exit 2; }
+  dir=$(mktemp -d "/tmp/gpu-var-$GPU_VARIANT.XXXXXX")
+  cp -r "$apps/$name" "$dir/" && cp "$over"/*.dll "$dir/$name/"
+  apps=$dir
+fi
 exec "$apps/$name/$name" "$@"
