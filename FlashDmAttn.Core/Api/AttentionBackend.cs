@@ -32,6 +32,19 @@ public sealed partial class AttentionBackend
 
     public override string ToString() => $"{Name} ({Accelerator.Name})";
 
+    /// <summary>
+    /// Device memory held between calls by the buffers this library keeps on <see cref="Accelerator"/>: the backward's
+    /// dS tiles (up to 2 GiB, or an eighth of the device's memory), the forward's split-KV partial outputs, key lists and
+    /// gathered bias. Kept because allocating them in every call cost more than the kernels that use them.
+    /// </summary>
+    public long CachedScratchBytes => KernelCache.For(Accelerator).ScratchBytes;
+
+    /// <summary>
+    /// Frees the buffers of <see cref="CachedScratchBytes"/> once the work enqueued on the accelerator has finished; the
+    /// next call that needs one allocates it again. Calls from other threads on this accelerator wait while it runs.
+    /// </summary>
+    public void ReleaseCachedScratch() => KernelCache.For(Accelerator).ReleaseScratch();
+
     /// <summary>Same as <see cref="Forward{T}"/>: the backend is callable with the main signature.</summary>
     public DeviceTensor<T> Invoke<T>(DeviceTensor<T> query, DeviceTensor<T> key, DeviceTensor<T> value,
         DeviceMask? attnMask = null, DeviceTensor<T>? attnBias = null, float? scale = null, bool isCausal = false,

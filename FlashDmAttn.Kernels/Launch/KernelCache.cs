@@ -57,6 +57,34 @@ internal sealed class KernelCache
         }
     }
 
+    /// <summary>Bytes of device memory the scratch buffers hold now.</summary>
+    public long ScratchBytes
+    {
+        get
+        {
+            lock (_entries) return _scratch.Sum(b => b is null ? 0L : b.LengthInBytes);
+        }
+    }
+
+    /// <summary>
+    /// Frees every scratch buffer (the next call that needs one allocates it again), after the work already enqueued on
+    /// the accelerator has finished. Under <see cref="LaunchLock"/>, so no call is between enqueuing its kernels and
+    /// returning while the buffers go.
+    /// </summary>
+    public void ReleaseScratch()
+    {
+        lock (LaunchLock)
+        lock (_entries)
+        {
+            _accelerator.Synchronize();
+            for (int i = 0; i < _scratch.Length; i++)
+            {
+                _scratch[i]?.Dispose();
+                _scratch[i] = null;
+            }
+        }
+    }
+
     private DeviceInfo? _device;
 
     /// <summary>The accelerator's properties for the planner, made once.</summary>

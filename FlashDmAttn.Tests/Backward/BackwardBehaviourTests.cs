@@ -111,6 +111,37 @@ public class BackwardBehaviourTests(string backendName)
         }
     }
 
+    [Test]
+    public void ReleasingTheCachedScratchFreesItAndLaterCallsAllocateAgain()
+    {
+        // A per-key mask: forward and backward build key lists in the scratch the accelerator keeps between calls.
+        const int B = 1, H = 2, Lq = 20, Lk = 70, D = 32;
+        var rng = TestData.NewRandom(out int seed);
+        var qt = Up(TestData.Normal<float>(rng, B * Lq * H * D).Values, B, Lq, H, D);
+        var kt = Up(TestData.Normal<float>(rng, B * Lk * H * D).Values, B, Lk, H, D);
+        var vt = Up(TestData.Normal<float>(rng, B * Lk * H * D).Values, B, Lk, H, D);
+        var dOt = Up(TestData.Normal<float>(rng, B * Lq * H * D).Values, B, Lq, H, D);
+        var md = new byte[B * H * Lk];
+        for (int i = 0; i < md.Length; i++) md[i] = (byte)(rng.NextDouble() < 0.5 ? 1 : 0);
+        DeviceMask mask = Up(md, B, H, 1, Lk);
+        float[] Run()
+        {
+            var o = Own(DeviceTensor<float>.Allocate(_backend.Accelerator, B, Lq, H, D));
+            var lse = Own(DeviceTensor<float>.Allocate(_backend.Accelerator, B, H, Lq));
+            _backend.Forward(qt, kt, vt, mask, output: o, softmaxLse: lse);
+            using var g = _backend.Backward(dOt, qt, kt, vt, o, lse, mask);
+            return [.. o.ToHost(), .. g.DQuery.ToHost(), .. g.DKey.ToHost(), .. g.DValue.ToHost()];
+        }
+
+        var first = Run();
+        Assert.That(_backend.CachedScratchBytes, Is.GreaterThan(0), "the key lists' scratch is kept after the call");
+        _backend.ReleaseCachedScratch();
+        Assert.That(_backend.CachedScratchBytes, Is.Zero, "released");
+        var again = Run();
+        Assert.That(again, Is.EqualTo(first), $"output and gradients after the release (seed={seed})");
+        Assert.That(_backend.CachedScratchBytes, Is.GreaterThan(0), "allocated again by the next call");
+    }
+
     [TestCase(false, false)]
     [TestCase(true, false)]
     [TestCase(false, true)]
