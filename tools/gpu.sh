@@ -293,6 +293,16 @@ ab_step() {
   local v vars=()
   for v in "$BUNDLE"/var/*/; do [ -d "$v" ] && vars+=("$(basename "$v")"); done
   [ ${#vars[@]} -eq 0 ] || echo "variants: $(cat "$BUNDLE"/var/*/commit | tr '\n' ' ')"
+  # Every build compiles its own kernels (10-20 s a specialization, CPU-bound on the host): one untimed pass of all
+  # builds at once fills each build's disk kernel cache and the driver's, so the timed passes below load, not compile.
+  local t0=$SECONDS
+  app FlashDmAttn.Bench --gpu --cases "$cs" --reps 1 $backward > "$LOG/prewarm-new.log" 2>&1 &
+  GPU_APPS=$BUNDLE/base/apps app FlashDmAttn.Bench --gpu --cases "$cs" --reps 1 $backward > "$LOG/prewarm-base.log" 2>&1 &
+  for v in "${vars[@]}"; do
+    GPU_VARIANT=$v app FlashDmAttn.Bench --gpu --cases "$cs" --reps 1 $backward > "$LOG/prewarm-$v.log" 2>&1 &
+  done
+  wait
+  echo "prewarm: $((SECONDS - t0)) s"
   for _ in $(seq 1 "$repeat"); do
     app FlashDmAttn.Bench --gpu --cases "$cs" ${reps:+--reps "$reps"} $backward | grep '^FlashDmAttn|' | sed "s/^FlashDmAttn|/new|/" >> "$LOG/ab.txt"
     GPU_APPS=$BUNDLE/base/apps app FlashDmAttn.Bench --gpu --cases "$cs" ${reps:+--reps "$reps"} $backward \
