@@ -16,7 +16,14 @@ internal sealed class KernelCache
     {
         _accelerator = accelerator;
         Dummy = accelerator.Allocate1D<byte>(64);
-        accelerator.Disposed += (_, _) => Dummy.Dispose();
+        // One handler for everything held: the scratch buffers present when the accelerator goes (a buffer replaced
+        // or released earlier was disposed then).
+        accelerator.Disposed += (_, _) =>
+        {
+            Dummy.Dispose();
+            lock (_entries)
+                foreach (var b in _scratch) b?.Dispose();
+        };
     }
 
     /// <summary>64 bytes that stand in for absent optional buffers (never written).</summary>
@@ -51,7 +58,6 @@ internal sealed class KernelCache
                 buffer = _accelerator.Allocate1D<int>(Math.Max(length, 1024));
                 buffer.MemSetToZero();
                 _scratch[slot] = buffer;
-                _accelerator.Disposed += (_, _) => buffer.Dispose();
             }
             return buffer.View.SubView(0, length);
         }
