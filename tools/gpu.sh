@@ -15,7 +15,8 @@
 #                   every variant beside this bundle and the base; GPU_VARIANT=NAME runs any step on a variant's build
 #   tools/gpu.sh cases [LIST]          print a case list (no LIST: the list names)
 # On the GPU host (device run with carry [".gpu"]); several steps in one call: tools/gpu.sh test ptx bench all
-#   test [PART...]                     the GPU test category in 7 processes at once (PART: 0..6, default all)
+#   test [PART...]                     the GPU test category in 7 processes at once (PART: 0..6, default all; or a
+#                                      filter expression without spaces, its own process)
 #   ptx [--sass [NAME]]                ptxas -v (registers, spills, stack) over the carried PTX; --sass: the SASS
 #                                      around each local-memory access of tc_fwd_NAME*.ptx (default bf16_d128_dense)
 #   bench [CASES] [--reps N] [--peers P|--no-peers] [--backward] [--kv-splits N]
@@ -25,9 +26,10 @@
 #                                      then compare.py's ratio table; default CASES: the list `default`
 #   sanitize [CASES] [--backward]      compute-sanitizer memcheck and racecheck (default list `small`); --backward: the
 #                                      forward + backward of each case
-#   ncu [CASES] [--times]              Nsight Compute, full set, one tensor-core launch per case after the warm-ups
+#   ncu [CASES] [--times] [--backward] [--kernel NAME]
+#                                      Nsight Compute, full set, one launch of NAME (default the forward's) per case
 #                                      (default list `profile`); --times: every kernel's duration in one forward
-#                                      (default list `ktime`)
+#                                      (default list `ktime`), or one forward + backward with --backward
 #   check                              ptx, then sanitize beside test (one call before committing a kernel change)
 #   coldstart [CASES]                  first forward of each case in fresh processes: kernel cache off, empty, filled,
 #                                      filled with the driver's JIT cache off (default list `first-call`)
@@ -156,8 +158,12 @@ test_step() {
                "FullyQualifiedName~ForwardCoverage&FullyQualifiedName!~fp16&FullyQualifiedName!~bf16"
                "FullyQualifiedName!~TensorCoreGpu&FullyQualifiedName!~ForwardCoverage&$sk"
                "FullyQualifiedName~TcStreamKGpu")
-  local sel=("$@"); [ ${#sel[@]} -gt 0 ] || sel=("${!parts[@]}")
-  for i in "${sel[@]}"; do [[ $i =~ ^[0-9]+$ && -n "${parts[$i]:-}" ]] || die "test: no part $i (0..$((${#parts[@]} - 1)))"; done
+  # A PART that is not a number is a filter expression of its own (no spaces), e.g. FullyQualifiedName~Lq257&FullyQualifiedName~D128.
+  local sel=("$@") n=${#parts[@]}; [ ${#sel[@]} -gt 0 ] || sel=("${!parts[@]}")
+  for i in "${!sel[@]}"; do
+    if [[ ${sel[$i]} =~ ^[0-9]+$ ]]; then [ -n "${parts[${sel[$i]}]:-}" ] || die "test: no part ${sel[$i]} (0..$((n - 1)))"
+    else parts+=("${sel[$i]}"); sel[i]=$((${#parts[@]} - 1)); fi
+  done
   for i in "${sel[@]}"; do
     app FlashDmAttn.Tests --filter "TestCategory=GPU&${parts[$i]}" --output detailed > "$LOG/tests$i.log" 2>&1 &
   done
@@ -195,7 +201,7 @@ ptx_step() {
 
 # Parses [CASES] [--reps N] [--repeat N] [--peers P|--no-peers] [--times] into globals.
 step_args() {
-  list=$1; shift; reps=""; repeat=2; peers="sdpa-flash,sdpa-cudnn,flex"; times=0; backward=""; bargs=""
+  list=$1; shift; reps=""; repeat=2; peers="sdpa-flash,sdpa-cudnn,flex"; times=0; backward=""; bargs=""; kname=Kernel_Run
   while [ $# -gt 0 ]; do
     case $1 in
       --reps) reps=${2:?--reps N}; shift ;;
@@ -204,6 +210,7 @@ step_args() {
       --no-peers) peers="" ;;
       --times) times=1 ;;
       --backward) backward=--backward ;;
+      --kernel) kname=${2:?--kernel NAME}; shift ;;
       --kv-splits) bargs+=" $1 ${2:?$1 N}"; shift ;;
       -*) die "unknown option $1" ;;
       *) list=$1 ;;
@@ -262,14 +269,17 @@ ncu_step() {
   for c in "${ncs[@]}"; do
     i=$((i + 1))
     if [ "$times" = 1 ]; then
-      # Duration of every kernel of one timed forward (after the warm-ups): where a multi-launch forward spends.
+      # Duration of every kernel of one timed forward (after the warm-ups): where a multi-launch forward spends; with
+      # --backward, of one forward + backward (the last 16 launches).
+      local tail=8; [ -n "$backward" ] && tail=16
       echo "== $c" | tee -a "$LOG/ktime.txt"
-      ncu --metrics gpu__time_duration.sum --csv bash "$G"/run.sh FlashDmAttn.Bench --gpu --cases "$c" --reps 1 2>/dev/null \
-        | grep -E '^"' | awk -F'","' '{print $5" | "$9" | "$NF}' | tail -8 | tee -a "$LOG/ktime.txt"
+      ncu --metrics gpu__time_duration.sum --csv bash "$G"/run.sh FlashDmAttn.Bench --gpu --cases "$c" --reps 1 $backward 2>/dev/null \
+        | grep -E '^"' | awk -F'","' '{print $5" | "$9" | "$NF}' | tail -"$tail" | tee -a "$LOG/ktime.txt"
     else
-      # One tensor-core launch (after the 3 warm-ups), full section set: details text and SASS source counters.
-      ncu --kernel-name Kernel_Run --launch-skip 3 --launch-count 1 --set full -f -o "/tmp/ncu$i" \
-        bash "$G"/run.sh FlashDmAttn.Bench --gpu --cases "$c" --reps 1 > "$LOG/ncu$i.log" 2>&1
+      # One launch of kernel NAME (--kernel, default the forward's Kernel_Run; with --backward the backward's, e.g.
+      # Kernel_KeyBlock) after 3 warm-ups, full section set: details text and SASS source counters.
+      ncu --kernel-name "$kname" --launch-skip 3 --launch-count 1 --set full -f -o "/tmp/ncu$i" \
+        bash "$G"/run.sh FlashDmAttn.Bench --gpu --cases "$c" --reps 1 $backward > "$LOG/ncu$i.log" 2>&1
       echo "ncu $i $c rc=$?" | tee -a "$LOG/ncu$i.log"
       ncu -i "/tmp/ncu$i.ncu-rep" --page details > "$LOG/ncu$i-details.txt" 2>&1
       ncu -i "/tmp/ncu$i.ncu-rep" --page source --print-source sass --csv 2>&1 | gzip > "$LOG/ncu$i-sass.csv.gz"

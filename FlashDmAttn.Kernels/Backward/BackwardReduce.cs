@@ -17,7 +17,7 @@ internal static class BackwardReduce
     /// D of every (batch, head, row) in the LSE's layout; rows past a sequence's end are left alone. One warp per row at
     /// a time: lane x sums elements x, x + warp size, … (consecutive lanes read consecutive elements), then the lanes'
     /// sums are added by xor shuffles, a fixed order. The group size must be a multiple of the warp size
-    /// (<see cref="RowDotConfig"/>).
+    /// (<see cref="WarpRowsConfig"/>).
     /// </summary>
     public static void RowDot<TElem, TCodec>(ArrayView<TElem> o, ArrayView<TElem> dO, ArrayView<int> seqInfo, ArrayView<float> dvec, BwdArgs a)
         where TElem : unmanaged
@@ -45,18 +45,24 @@ internal static class BackwardReduce
         }
     }
 
-    /// <summary><see cref="RowDot{TElem, TCodec}"/>'s launch: one warp per row, 8 warps a group (one on the CPU
-    /// accelerator, whose group threads are OS threads), at most 4 096 groups.</summary>
-    public static KernelConfig RowDotConfig(Accelerator accelerator, long rows)
+    /// <summary>The launch of the warp-per-row kernels (<see cref="RowDot{TElem, TCodec}"/>,
+    /// <see cref="KeyHeads{TElem, TCodec}"/>): 8 warps a group and on a GPU a warp for every row (up to 2^20 groups),
+    /// so that every row's loads are in flight at once rather than a warp's rows one after another; on the CPU
+    /// accelerator (group threads are OS threads) one warp a group and at most 4 096 groups.</summary>
+    public static KernelConfig WarpRowsConfig(Accelerator accelerator, long rows)
     {
         int ws = accelerator.WarpSize;
-        int group = accelerator.AcceleratorType == AcceleratorType.CPU ? ws : Math.Min(8 * ws, accelerator.MaxNumThreadsPerGroup / ws * ws);
+        bool cpu = accelerator.AcceleratorType == AcceleratorType.CPU;
+        int group = cpu ? ws : Math.Min(8 * ws, accelerator.MaxNumThreadsPerGroup / ws * ws);
         long groups = (rows * ws + group - 1) / group;
-        return new KernelConfig((int)Math.Clamp(groups, 1, 4096), group);
+        return new KernelConfig((int)Math.Clamp(groups, 1, cpu ? 4096 : 1 << 20), group);
     }
 
     /// <summary>dk and dv of each (batch, key, kv head): the sum of the query heads' fp32 scratch rows, in head order,
-    /// stored in the input dtype at the key's place in k's layout (through the block table when paged).</summary>
+    /// stored in the input dtype at the key's place in k's layout (through the block table when paged). One warp per
+    /// (batch, key, kv head) row at a time, lane x on elements x, x + warp size, …: the row's index arithmetic (64-bit
+    /// divisions, the sequence bounds, the layout offset) is paid once per row, not once per element. Launched like
+    /// <see cref="RowDot{TElem, TCodec}"/> (<see cref="WarpRowsConfig"/>).</summary>
     public static void KeyHeads<TElem, TCodec>(ArrayView<float> dkh, ArrayView<float> dvh, ArrayView<int> seqInfo,
         ArrayView<TElem> dk, ArrayView<TElem> dv, BwdArgs a)
         where TElem : unmanaged
@@ -64,25 +70,30 @@ internal static class BackwardReduce
     {
         var p = a.F;
         int d = p.HeadDim, g = p.HeadGroup;
-        long total = (long)p.Batch * p.SeqK * p.KvHeads * d;
-        for (long w = Grid.GlobalIndex.X; w < total; w += (long)Grid.DimX * Group.DimX)
+        long rows = (long)p.Batch * p.SeqK * p.KvHeads;
+        int ws = Warp.WarpSize, lane = Warp.LaneIdx;
+        long warps = (long)Grid.DimX * Group.DimX / ws;
+        for (long w = ((long)Grid.IdxX * Group.DimX + Group.IdxX) / ws; w < rows; w += warps)
         {
-            int x = (int)(w % d);
-            long row = w / d;
-            int hk = (int)(row % p.KvHeads);
-            long bj = row / p.KvHeads;
-            int j = (int)(bj % p.SeqK), b = (int)(bj / p.SeqK);
+            long bj = w / p.KvHeads;
+            int hk = (int)(w - bj * p.KvHeads);
+            int b = (int)(bj / p.SeqK), j = (int)(bj - (long)b * p.SeqK);
             var blk = BlockInfo.Create(p, seqInfo, b);
-            if (j >= blk.SeqK) continue;
-            long src = ((long)b * p.SeqK + j) * p.Heads * d + (long)hk * g * d + x;
-            float sk = 0f, sv = 0f;
-            for (int u = 0; u < g; u++)
+            if (j >= blk.SeqK) continue; // uniform over the warp
+            long src = (bj * p.Heads + (long)hk * g) * d;
+            long ok = blk.KOffset(p, seqInfo, a.L.DkStrideB, a.L.DkStrideL, a.L.DkStrideH, j, hk);
+            long ov = blk.KOffset(p, seqInfo, a.L.DvStrideB, a.L.DvStrideL, a.L.DvStrideH, j, hk);
+            for (int x = lane; x < d; x += ws)
             {
-                sk += dkh[src + (long)u * d];
-                sv += dvh[src + (long)u * d];
+                float sk = 0f, sv = 0f;
+                for (int u = 0; u < g; u++)
+                {
+                    sk += dkh[src + (long)u * d + x];
+                    sv += dvh[src + (long)u * d + x];
+                }
+                dk[ok + x] = TCodec.FromFloat(sk);
+                dv[ov + x] = TCodec.FromFloat(sv);
             }
-            dk[blk.KOffset(p, seqInfo, a.L.DkStrideB, a.L.DkStrideL, a.L.DkStrideH, j, hk) + x] = TCodec.FromFloat(sk);
-            dv[blk.KOffset(p, seqInfo, a.L.DvStrideB, a.L.DvStrideL, a.L.DvStrideH, j, hk) + x] = TCodec.FromFloat(sv);
         }
     }
 

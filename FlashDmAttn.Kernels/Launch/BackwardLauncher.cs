@@ -108,7 +108,7 @@ internal static class BackwardLauncher
                 var rowDot = cache.GetOrAdd(("bwd-rowdot", typeof(TElem), typeof(TCodec)),
                     acc => CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<TElem>, ArrayView<TElem>,
                         ArrayView<int>, ArrayView<float>, BwdArgs>>(acc, disk, BackwardReduce.RowDot<TElem, TCodec>));
-                rowDot(accelerator.DefaultStream, BackwardReduce.RowDotConfig(accelerator, rowsTotal), b.O, b.DO, seq, dvec.View, a);
+                rowDot(accelerator.DefaultStream, BackwardReduce.WarpRowsConfig(accelerator, rowsTotal), b.O, b.DO, seq, dvec.View, a);
             }
 
             if (plan.TensorCore is not null)
@@ -147,7 +147,7 @@ internal static class BackwardLauncher
                 var heads = cache.GetOrAdd(("bwd-keyheads", typeof(TElem), typeof(TCodec)),
                     acc => CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>,
                         ArrayView<int>, ArrayView<TElem>, ArrayView<TElem>, BwdArgs>>(acc, disk, BackwardReduce.KeyHeads<TElem, TCodec>));
-                heads(accelerator.DefaultStream, KernelCache.Linear(accelerator, keyElems), dkh.View, dvh.View, seq, b.DK, b.DV, a);
+                heads(accelerator.DefaultStream, BackwardReduce.WarpRowsConfig(accelerator, (long)f.Batch * f.SeqK * f.KvHeads), dkh.View, dvh.View, seq, b.DK, b.DV, a);
             }
 
             long dbElems = (long)p.L.DbB * p.L.DbH * p.L.DbQ * p.L.DbK;
