@@ -46,16 +46,14 @@ internal static class BackwardReduce
     }
 
     /// <summary>The launch of the warp-per-row kernels (<see cref="RowDot{TElem, TCodec}"/>,
-    /// <see cref="KeyHeads{TElem, TCodec}"/>): 8 warps a group and on a GPU a warp for every row (up to 2^20 groups),
-    /// so that every row's loads are in flight at once rather than a warp's rows one after another; on the CPU
-    /// accelerator (group threads are OS threads) one warp a group and at most 4 096 groups.</summary>
+    /// <see cref="KeyHeads{TElem, TCodec}"/>): one warp per row, 8 warps a group (one on the CPU accelerator, whose
+    /// group threads are OS threads), at most 4 096 groups (a warp takes its rows one after another beyond that).</summary>
     public static KernelConfig WarpRowsConfig(Accelerator accelerator, long rows)
     {
         int ws = accelerator.WarpSize;
-        bool cpu = accelerator.AcceleratorType == AcceleratorType.CPU;
-        int group = cpu ? ws : Math.Min(8 * ws, accelerator.MaxNumThreadsPerGroup / ws * ws);
+        int group = accelerator.AcceleratorType == AcceleratorType.CPU ? ws : Math.Min(8 * ws, accelerator.MaxNumThreadsPerGroup / ws * ws);
         long groups = (rows * ws + group - 1) / group;
-        return new KernelConfig((int)Math.Clamp(groups, 1, cpu ? 4096 : 1 << 20), group);
+        return new KernelConfig((int)Math.Clamp(groups, 1, 4096), group);
     }
 
     /// <summary>dk and dv of each (batch, key, kv head): the sum of the query heads' fp32 scratch rows, in head order,
