@@ -26,12 +26,10 @@ internal static class BackwardReduce
         var p = a.F;
         long total = (long)p.Batch * p.Heads * p.SeqQ;
         int ws = Warp.WarpSize, lane = Warp.LaneIdx;
-        long warps = (long)Grid.DimX * Group.DimX / ws;
-        for (long w = ((long)Grid.IdxX * Group.DimX + Group.IdxX) / ws; w < total; w += warps)
+        for (long w = FirstWarpRow(out long warps); w < total; w += warps)
         {
-            long bh = w / p.SeqQ;
-            int i = (int)(w - bh * p.SeqQ);
-            int b = (int)(bh / p.Heads), h = (int)(bh - (long)b * p.Heads);
+            long bh = Split(w, p.SeqQ, out int i);
+            int b = (int)Split(bh, p.Heads, out int h);
             var blk = BlockInfo.Create(p, seqInfo, b);
             if (i >= blk.SeqQ) continue; // uniform over the warp
             long ro = blk.QOffset(p.OStrideB, p.OStrideL, p.OStrideH, i, h);
@@ -43,6 +41,22 @@ internal static class BackwardReduce
                 acc += Warp.ShuffleXor(acc, m);
             if (lane == 0) dvec[b * p.LseStrideB + h * p.LseStrideH + blk.RowQ0 + i] = acc;
         }
+    }
+
+    /// <summary>This warp's first row in the warp-per-row kernels, and (<paramref name="warps"/>) the grid's warp count,
+    /// the stride to its next row.</summary>
+    private static long FirstWarpRow(out long warps)
+    {
+        warps = (long)Grid.DimX * Group.DimX / Warp.WarpSize;
+        return ((long)Grid.IdxX * Group.DimX + Group.IdxX) / Warp.WarpSize;
+    }
+
+    /// <summary>An index split by its innermost dim: the outer index, and <paramref name="inner"/> the index within it.</summary>
+    private static long Split(long index, int dim, out int inner)
+    {
+        long outer = index / dim;
+        inner = (int)(index - outer * dim);
+        return outer;
     }
 
     /// <summary>The launch of the warp-per-row kernels (<see cref="RowDot{TElem, TCodec}"/>,
@@ -70,12 +84,10 @@ internal static class BackwardReduce
         int d = p.HeadDim, g = p.HeadGroup;
         long rows = (long)p.Batch * p.SeqK * p.KvHeads;
         int ws = Warp.WarpSize, lane = Warp.LaneIdx;
-        long warps = (long)Grid.DimX * Group.DimX / ws;
-        for (long w = ((long)Grid.IdxX * Group.DimX + Group.IdxX) / ws; w < rows; w += warps)
+        for (long w = FirstWarpRow(out long warps); w < rows; w += warps)
         {
-            long bj = w / p.KvHeads;
-            int hk = (int)(w - bj * p.KvHeads);
-            int b = (int)(bj / p.SeqK), j = (int)(bj - (long)b * p.SeqK);
+            long bj = Split(w, p.KvHeads, out int hk);
+            int b = (int)Split(bj, p.SeqK, out int j);
             var blk = BlockInfo.Create(p, seqInfo, b);
             if (j >= blk.SeqK) continue; // uniform over the warp
             long src = (bj * p.Heads + (long)hk * g) * d;
