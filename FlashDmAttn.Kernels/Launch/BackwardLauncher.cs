@@ -63,16 +63,6 @@ internal static class BackwardLauncher
         var b = buffers;
         var bias = Or(b.Bias, dummy.Cast<TElem>());
         var lse = Or(b.Lse, dummy.Cast<float>());
-        using var dvec = accelerator.Allocate1D<float>(Math.Max(1, b.Lse.Length));
-        long keyScratch = plan.KvDirect ? 1 : Math.Max(1, plan.KeyScratch);
-        using var dkh = accelerator.Allocate1D<float>(keyScratch);
-        using var dvh = accelerator.Allocate1D<float>(keyScratch);
-        long dbLength = plan.DBias == DBiasMode.None || plan.DbDirect ? 1 : (long)f.Batch * f.Heads * plan.DbRows * plan.DbCols;
-        using var dbs = accelerator.Allocate1D<float>(Math.Max(1, dbLength));
-        dkh.MemSetToZero();
-        dvh.MemSetToZero();
-        dbs.MemSetToZero();
-        dvec.MemSetToZero();
         lock (cache.LaunchLock)
         {
             var seq = b.SeqInfo;
@@ -89,6 +79,15 @@ internal static class BackwardLauncher
                     plan = Plan<TElem, TCodec>(accelerator, options, p, buffers, counts.Length == 0 ? 0 : counts.Max());
                 }
             }
+            // The D vector and the fp32 scratch (dk and dv per query head, the bias gradient before its reduction) are
+            // the cache's, as the dS tiles are: freeing a per-call buffer would synchronise the device, and the backward,
+            // like the forward, returns with its kernels enqueued. Each is zeroed in stream order.
+            var dvec = Zeroed(accelerator, cache, b.Lse.Length, 6);
+            long keyScratch = plan.KvDirect ? 1 : plan.KeyScratch;
+            var dkh = Zeroed(accelerator, cache, keyScratch, 7);
+            var dvh = Zeroed(accelerator, cache, keyScratch, 8);
+            long dbLength = plan.DBias == DBiasMode.None || plan.DbDirect ? 1 : (long)f.Batch * f.Heads * plan.DbRows * plan.DbCols;
+            var dbs = Zeroed(accelerator, cache, dbLength, 9);
             a.DsQTiles = plan.DsQTiles;
             a.DsKTiles = plan.DsKTiles;
             // The dS tiles (16-bit) and one flag per tile (set where the key blocks wrote the tile), sized once the
@@ -108,7 +107,7 @@ internal static class BackwardLauncher
                 var rowDot = cache.GetOrAdd(("bwd-rowdot", typeof(TElem), typeof(TCodec)),
                     acc => CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<TElem>, ArrayView<TElem>,
                         ArrayView<int>, ArrayView<float>, BwdArgs>>(acc, disk, BackwardReduce.RowDot<TElem, TCodec>));
-                rowDot(accelerator.DefaultStream, BackwardReduce.WarpRowsConfig(accelerator, rowsTotal), b.O, b.DO, seq, dvec.View, a);
+                rowDot(accelerator.DefaultStream, BackwardReduce.WarpRowsConfig(accelerator, rowsTotal), b.O, b.DO, seq, dvec, a);
             }
 
             if (plan.TensorCore is not null)
@@ -117,8 +116,8 @@ internal static class BackwardLauncher
                 if (plan.Gather is { GatherBias: true } && b.Bias.IsValid && b.Bias.Length > 0)
                     tcBias = KeyGatherKernel.GatherBias(accelerator, ref a.F, b.Bias, seq, disk).Cast<ushort>();
                 TcBackwardLauncher.Execute(accelerator, plan, a, new TcBwdBuffers(
-                    b.Q.Cast<ushort>(), b.K.Cast<ushort>(), b.V.Cast<ushort>(), b.DO.Cast<ushort>(), tcBias, mask, lse, dvec.View, seq,
-                    b.DQ.Cast<ushort>(), dkh.View, dvh.View, dbs.View,
+                    b.Q.Cast<ushort>(), b.K.Cast<ushort>(), b.V.Cast<ushort>(), b.DO.Cast<ushort>(), tcBias, mask, lse, dvec, seq,
+                    b.DQ.Cast<ushort>(), dkh, dvh, dbs,
                     plan.DbDirect ? b.DBias.Cast<ushort>() : dummy.Cast<ushort>(), b.DK.Cast<ushort>(), b.DV.Cast<ushort>(),
                     dsTiles, dsFlags), disk);
             }
@@ -129,7 +128,7 @@ internal static class BackwardLauncher
                         ArrayView<TElem>, ArrayView<TElem>, ArrayView<byte>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
                         ArrayView<TElem>, BwdArgs>>(acc, disk, PortableBackwardKernels.QueryBlock<TElem, TCodec>));
                 qk(accelerator.DefaultStream, Config(plan.QueryGrid, group, plan.QuerySharedBytes),
-                    b.Q, b.K, b.V, b.DO, bias, mask, lse, dvec.View, seq, b.DQ, a);
+                    b.Q, b.K, b.V, b.DO, bias, mask, lse, dvec, seq, b.DQ, a);
             }
             if (plan.TensorCore is null && plan.KeyGrid.X > 0)
             {
@@ -138,7 +137,7 @@ internal static class BackwardLauncher
                         ArrayView<TElem>, ArrayView<TElem>, ArrayView<byte>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
                         ArrayView<float>, ArrayView<float>, ArrayView<float>, BwdArgs>>(acc, disk, PortableBackwardKernels.KeyBlock<TElem, TCodec>));
                 kk(accelerator.DefaultStream, Config(plan.KeyGrid, group, plan.KeySharedBytes),
-                    b.Q, b.K, b.V, b.DO, bias, mask, lse, dvec.View, seq, dkh.View, dvh.View, dbs.View, a);
+                    b.Q, b.K, b.V, b.DO, bias, mask, lse, dvec, seq, dkh, dvh, dbs, a);
             }
 
             long keyElems = (long)f.Batch * f.SeqK * f.KvHeads * f.HeadDim;
@@ -147,7 +146,7 @@ internal static class BackwardLauncher
                 var heads = cache.GetOrAdd(("bwd-keyheads", typeof(TElem), typeof(TCodec)),
                     acc => CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>,
                         ArrayView<int>, ArrayView<TElem>, ArrayView<TElem>, BwdArgs>>(acc, disk, BackwardReduce.KeyHeads<TElem, TCodec>));
-                heads(accelerator.DefaultStream, BackwardReduce.WarpRowsConfig(accelerator, (long)f.Batch * f.SeqK * f.KvHeads), dkh.View, dvh.View, seq, b.DK, b.DV, a);
+                heads(accelerator.DefaultStream, BackwardReduce.WarpRowsConfig(accelerator, (long)f.Batch * f.SeqK * f.KvHeads), dkh, dvh, seq, b.DK, b.DV, a);
             }
 
             long dbElems = (long)p.L.DbB * p.L.DbH * p.L.DbQ * p.L.DbK;
@@ -156,10 +155,17 @@ internal static class BackwardLauncher
                 var red = cache.GetOrAdd(("bwd-dbias", typeof(TElem), typeof(TCodec)),
                     acc => CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<TElem>,
                         BwdArgs, int, int>>(acc, disk, BackwardReduce.BiasBroadcast<TElem, TCodec>));
-                red(accelerator.DefaultStream, KernelCache.Linear(accelerator, dbElems), dbs.View, b.DBias, a, plan.DbRows, plan.DbCols);
+                red(accelerator.DefaultStream, KernelCache.Linear(accelerator, dbElems), dbs, b.DBias, a, plan.DbRows, plan.DbCols);
             }
         }
-        accelerator.Synchronize();
+    }
+
+    /// <summary>A zeroed fp32 view of at least one element from the cache's <paramref name="slot"/>.</summary>
+    private static ArrayView<float> Zeroed(Accelerator accelerator, KernelCache cache, long length, int slot)
+    {
+        var view = cache.Scratch(Math.Max(1L, length), slot).Cast<float>();
+        view.MemSetToZero(accelerator.DefaultStream);
+        return view;
     }
 
     private static ArrayView<T> Or<T>(ArrayView<T> view, ArrayView<T> dummy) where T : unmanaged

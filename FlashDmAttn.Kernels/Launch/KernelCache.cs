@@ -37,7 +37,7 @@ internal sealed class KernelCache
     /// </summary>
     public object LaunchLock { get; } = new();
 
-    private readonly MemoryBuffer1D<int, ILGPU.Stride1D.Dense>?[] _scratch = new MemoryBuffer1D<int, ILGPU.Stride1D.Dense>?[6];
+    private readonly MemoryBuffer1D<int, ILGPU.Stride1D.Dense>?[] _scratch = new MemoryBuffer1D<int, ILGPU.Stride1D.Dense>?[10];
 
     /// <summary>
     /// A reusable int buffer of at least <paramref name="length"/> elements for per-call tables, zeroed when allocated.
@@ -45,8 +45,9 @@ internal sealed class KernelCache
     /// growing synchronises first.
     /// </summary>
     /// <param name="slot">0: key tables; 1: gathered bias; 2: the tensor-core kernel's stream-K work (its users leave
-    /// their counters at zero); 3: split-KV partial outputs.</param>
-    public ILGPU.ArrayView<int> Scratch(int length, int slot = 0)
+    /// their counters at zero); 3: split-KV partial outputs; 4, 5: the backward's dS tiles and their flags; 6: its D
+    /// vector; 7, 8: its fp32 dk and dv per query head; 9: its fp32 bias gradient before the broadcast reduction.</param>
+    public ILGPU.ArrayView<int> Scratch(long length, int slot = 0)
     {
         lock (_entries)
         {
@@ -55,7 +56,7 @@ internal sealed class KernelCache
             {
                 _accelerator.Synchronize();
                 buffer?.Dispose();
-                buffer = _accelerator.Allocate1D<int>(Math.Max(length, 1024));
+                buffer = _accelerator.Allocate1D<int>(Math.Max(length, 1024L));
                 buffer.MemSetToZero();
                 _scratch[slot] = buffer;
             }

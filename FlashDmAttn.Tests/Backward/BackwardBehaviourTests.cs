@@ -142,6 +142,43 @@ public class BackwardBehaviourTests(string backendName)
         Assert.That(_backend.CachedScratchBytes, Is.GreaterThan(0), "allocated again by the next call");
     }
 
+    [Test]
+    public void GradientsOnReusedScratchMatchThoseOnFreshScratch()
+    {
+        // GQA with a per-key mask and a per-key bias: dk and dv go through the kept fp32 scratch (one row per query
+        // head) and only listed keys are written there, so a row left from an earlier call would show in the keys of
+        // no list; dbias goes through the kept bias scratch. The earlier call is a dense one that fills both.
+        const int B = 2, H = 4, Hkv = 2, Lq = 24, Lk = 50, D = 32;
+        var rng = TestData.NewRandom(out int seed);
+        DeviceTensor<float> Normal(params long[] shape)
+            => Up(TestData.Normal<float>(rng, shape.Aggregate(1L, (a, x) => a * x)).Values, shape);
+        var qt = Normal(B, Lq, H, D);
+        var kt = Normal(B, Lk, Hkv, D);
+        var vt = Normal(B, Lk, Hkv, D);
+        var dOt = Normal(B, Lq, H, D);
+        var biasFull = Normal(B, H, Lq, Lk);
+        var biasKeys = Normal(B, H, 1, Lk);
+        var md = new byte[B * H * Lk];
+        for (int i = 0; i < md.Length; i++) md[i] = (byte)(i % 5 == 1 || rng.NextDouble() < 0.4 ? 1 : 0);
+        DeviceMask mask = Up(md, B, H, 1, Lk);
+
+        float[] Run(DeviceMask? m, DeviceTensor<float> bias)
+        {
+            var o = Own(DeviceTensor<float>.Allocate(_backend.Accelerator, B, Lq, H, D));
+            var lse = Own(DeviceTensor<float>.Allocate(_backend.Accelerator, B, H, Lq));
+            _backend.Forward(qt, kt, vt, m, bias, output: o, softmaxLse: lse);
+            using var g = _backend.Backward(dOt, qt, kt, vt, o, lse, m, bias);
+            return [.. g.DQuery.ToHost(), .. g.DKey.ToHost(), .. g.DValue.ToHost(), .. g.DBias!.ToHost()];
+        }
+
+        _backend.ReleaseCachedScratch();
+        var fresh = Run(mask, biasKeys);
+        var dense = Run(null, biasFull);
+        Assert.That(dense.Any(x => x != 0f), Is.True, "the dense call wrote nonzero gradients");
+        var reused = Run(mask, biasKeys);
+        Assert.That(reused, Is.EqualTo(fresh), $"gradients after a dense call on the kept scratch (seed={seed})");
+    }
+
     [TestCase(false, false)]
     [TestCase(true, false)]
     [TestCase(false, true)]
