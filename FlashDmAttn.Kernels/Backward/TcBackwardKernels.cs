@@ -128,14 +128,15 @@ internal static class TcBackwardKernels
             TcBackwardTile.RowState<TE>(a, lse, dvec, mask, bias, blk, b, h, rA + 8, out float mB, out float dB);
             var sa = TcScore.Args(p, blk, biasG, b, h, rA, hasBias);
             sa.Col0 = k0 + col0;
+            // The tile's bias pairs are loaded with Q and dO in flight: one wait for all three.
+            bool pre = TF.Bias && biasVec && k0 + THd.Bc <= blk.SeqK;
+            RowWords bw = pre ? TcBackwardTile.BiasWords<THd>(sa, biasV4) : default;
             Ptx.CpAsyncWait(0);
             Group.Barrier();
 
             // P (fp32, and 16-bit into shared memory), dP = dO·Vᵀ, dS = P∘(dP − D).
             SAcc s = Frag.QkSmem2<TE, THd>(qLane, 0u, kS + kLaneOff).A;
             SAcc slope = capOn ? Frag.CapSlope<THd>(s, p.Scale, p.Softcap) : default;
-            bool pre = TF.Bias && biasVec && k0 + THd.Bc <= blk.SeqK;
-            RowWords bw = pre ? TcBackwardTile.BiasWords<THd>(sa, biasV4) : default;
             SAcc pr = TcBackwardTile.Probabilities<TE, THd, TF>(s, bits, sa, hasBias, pre, bw, mA, mB);
             Frag.StoreShared<TE, THd>(pr, pS + sLane, pS + sLane + rowB, 1f);
             SAcc ds = Frag.ScoreGrad<THd>(pr, Frag.QkSmem2<TE, THd>(doLane, 0u, vS + kLaneOff).A, dA, dB);
