@@ -108,7 +108,19 @@ internal static class TcBackwardKernels
 
         OAcc2 dK = default, dV = default;
         float colAcc = 0f; // threads tid < Bc: the block's key tid summed over the query tiles (DbRows = 1)
-        for (int i0 = dbDirect ? 0 : iStart; i0 < blk.SeqQ; i0 += Rows)
+        // A bias gradient written in full gets zeros for the query tiles wholly above the causal band: stores only, no
+        // mask words, no barrier (no row of such a tile sees the block's first key, so none sees a later one).
+        int i0 = 0;
+        if (dbDirect)
+        {
+            for (; i0 + Rows <= iStart; i0 += Rows)
+                StoreBiasGrad<TE, THd>(default, dbiasOut, dbG, a, b, h, i0 + warp * 16 + g, blk.SeqQ, k0 + col0, kEnd);
+        }
+        else
+        {
+            i0 = iStart;
+        }
+        for (; i0 < blk.SeqQ; i0 += Rows)
         {
             int rows = blk.SeqQ - i0 < Rows ? blk.SeqQ - i0 : Rows;
             int rA = i0 + warp * 16 + g;
