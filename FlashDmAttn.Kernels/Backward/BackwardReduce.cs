@@ -107,6 +107,35 @@ internal static class BackwardReduce
         }
     }
 
+    /// <summary>Zeros in dk and dv at every (batch, key, kv head) row, in k's layout (through the block table when
+    /// paged): before key blocks that store only the rows of the keys in their lists (<see cref="Planning.BackwardPlan.KvZero"/>).
+    /// One warp per row, launched as <see cref="KeyHeads{TElem, TCodec}"/>.</summary>
+    public static void ZeroKeys<TElem, TCodec>(ArrayView<int> seqInfo, ArrayView<TElem> dk, ArrayView<TElem> dv, BwdArgs a)
+        where TElem : unmanaged
+        where TCodec : struct, IElementCodec<TElem>
+    {
+        var p = a.F;
+        long rows = (long)p.Batch * p.SeqK * p.KvHeads;
+        int ws = Warp.WarpSize, lane = Warp.LaneIdx;
+        long warps = (long)Grid.DimX * Group.DimX / ws;
+        TElem zero = TCodec.FromFloat(0f);
+        for (long w = ((long)Grid.IdxX * Group.DimX + Group.IdxX) / ws; w < rows; w += warps)
+        {
+            long bj = w / p.KvHeads;
+            int hk = (int)(w - bj * p.KvHeads);
+            int b = (int)(bj / p.SeqK), j = (int)(bj - (long)b * p.SeqK);
+            var blk = BlockInfo.Create(p, seqInfo, b);
+            if (j >= blk.SeqK) continue; // uniform over the warp
+            long ok = blk.KOffset(p, seqInfo, a.L.DkStrideB, a.L.DkStrideL, a.L.DkStrideH, j, hk);
+            long ov = blk.KOffset(p, seqInfo, a.L.DvStrideB, a.L.DvStrideL, a.L.DvStrideH, j, hk);
+            for (int x = lane; x < p.HeadDim; x += ws)
+            {
+                dk[ok + x] = zero;
+                dv[ov + x] = zero;
+            }
+        }
+    }
+
     /// <summary>
     /// Each element (bb, hb, qb, kb) of the bias gradient, in the bias's shape: the sum of the scratch (B, H, rows, cols)
     /// over the batches, heads and rows that the bias broadcast to it (batch-major, fixed order).
