@@ -86,13 +86,8 @@ internal static class BackwardReduce
         int ws = Warp.WarpSize, lane = Warp.LaneIdx;
         for (long w = FirstWarpRow(out long warps); w < rows; w += warps)
         {
-            long bj = Split(w, p.KvHeads, out int hk);
-            int b = (int)Split(bj, p.SeqK, out int j);
-            var blk = BlockInfo.Create(p, seqInfo, b);
-            if (j >= blk.SeqK) continue; // uniform over the warp
+            if (!KeyRow(a, seqInfo, w, out long bj, out int hk, out long ok, out long ov)) continue; // uniform over the warp
             long src = (bj * p.Heads + (long)hk * g) * d;
-            long ok = blk.KOffset(p, seqInfo, a.L.DkStrideB, a.L.DkStrideL, a.L.DkStrideH, j, hk);
-            long ov = blk.KOffset(p, seqInfo, a.L.DvStrideB, a.L.DvStrideL, a.L.DvStrideH, j, hk);
             for (int x = lane; x < d; x += ws)
             {
                 float sk = 0f, sv = 0f;
@@ -117,23 +112,31 @@ internal static class BackwardReduce
         var p = a.F;
         long rows = (long)p.Batch * p.SeqK * p.KvHeads;
         int ws = Warp.WarpSize, lane = Warp.LaneIdx;
-        long warps = (long)Grid.DimX * Group.DimX / ws;
         TElem zero = TCodec.FromFloat(0f);
-        for (long w = ((long)Grid.IdxX * Group.DimX + Group.IdxX) / ws; w < rows; w += warps)
+        for (long w = FirstWarpRow(out long warps); w < rows; w += warps)
         {
-            long bj = w / p.KvHeads;
-            int hk = (int)(w - bj * p.KvHeads);
-            int b = (int)(bj / p.SeqK), j = (int)(bj - (long)b * p.SeqK);
-            var blk = BlockInfo.Create(p, seqInfo, b);
-            if (j >= blk.SeqK) continue; // uniform over the warp
-            long ok = blk.KOffset(p, seqInfo, a.L.DkStrideB, a.L.DkStrideL, a.L.DkStrideH, j, hk);
-            long ov = blk.KOffset(p, seqInfo, a.L.DvStrideB, a.L.DvStrideL, a.L.DvStrideH, j, hk);
+            if (!KeyRow(a, seqInfo, w, out _, out _, out long ok, out long ov)) continue; // uniform over the warp
             for (int x = lane; x < p.HeadDim; x += ws)
             {
                 dk[ok + x] = zero;
                 dv[ov + x] = zero;
             }
         }
+    }
+
+    /// <summary>Row <paramref name="w"/> of the (batch, key, kv head) rows: bj = batch·SeqK + key, the kv head, and the
+    /// row's offsets in dk and dv; false past its sequence's keys.</summary>
+    private static bool KeyRow(in BwdArgs a, ArrayView<int> seqInfo, long w, out long bj, out int hk, out long ok, out long ov)
+    {
+        var p = a.F;
+        bj = Split(w, p.KvHeads, out hk);
+        int b = (int)Split(bj, p.SeqK, out int j);
+        var blk = BlockInfo.Create(p, seqInfo, b);
+        ok = ov = 0;
+        if (j >= blk.SeqK) return false;
+        ok = blk.KOffset(p, seqInfo, a.L.DkStrideB, a.L.DkStrideL, a.L.DkStrideH, j, hk);
+        ov = blk.KOffset(p, seqInfo, a.L.DvStrideB, a.L.DvStrideL, a.L.DvStrideH, j, hk);
+        return true;
     }
 
     /// <summary>
