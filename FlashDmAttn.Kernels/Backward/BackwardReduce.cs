@@ -86,13 +86,8 @@ internal static class BackwardReduce
         int ws = Warp.WarpSize, lane = Warp.LaneIdx;
         for (long w = FirstWarpRow(out long warps); w < rows; w += warps)
         {
-            long bj = Split(w, p.KvHeads, out int hk);
-            int b = (int)Split(bj, p.SeqK, out int j);
-            var blk = BlockInfo.Create(p, seqInfo, b);
-            if (j >= blk.SeqK) continue; // uniform over the warp
+            if (!KeyRow(a, seqInfo, w, out long bj, out int hk, out long ok, out long ov)) continue; // uniform over the warp
             long src = (bj * p.Heads + (long)hk * g) * d;
-            long ok = blk.KOffset(p, seqInfo, a.L.DkStrideB, a.L.DkStrideL, a.L.DkStrideH, j, hk);
-            long ov = blk.KOffset(p, seqInfo, a.L.DvStrideB, a.L.DvStrideL, a.L.DvStrideH, j, hk);
             for (int x = lane; x < d; x += ws)
             {
                 float sk = 0f, sv = 0f;
@@ -105,6 +100,43 @@ internal static class BackwardReduce
                 dv[ov + x] = TCodec.FromFloat(sv);
             }
         }
+    }
+
+    /// <summary>Zeros in dk and dv at every (batch, key, kv head) row, in k's layout (through the block table when
+    /// paged): before key blocks that store only the rows of the keys in their lists (<see cref="Planning.BackwardPlan.KvZero"/>).
+    /// One warp per row, launched as <see cref="KeyHeads{TElem, TCodec}"/>.</summary>
+    public static void ZeroKeys<TElem, TCodec>(ArrayView<int> seqInfo, ArrayView<TElem> dk, ArrayView<TElem> dv, BwdArgs a)
+        where TElem : unmanaged
+        where TCodec : struct, IElementCodec<TElem>
+    {
+        var p = a.F;
+        long rows = (long)p.Batch * p.SeqK * p.KvHeads;
+        int ws = Warp.WarpSize, lane = Warp.LaneIdx;
+        TElem zero = TCodec.FromFloat(0f);
+        for (long w = FirstWarpRow(out long warps); w < rows; w += warps)
+        {
+            if (!KeyRow(a, seqInfo, w, out _, out _, out long ok, out long ov)) continue; // uniform over the warp
+            for (int x = lane; x < p.HeadDim; x += ws)
+            {
+                dk[ok + x] = zero;
+                dv[ov + x] = zero;
+            }
+        }
+    }
+
+    /// <summary>Row <paramref name="w"/> of the (batch, key, kv head) rows: bj = batch·SeqK + key, the kv head, and the
+    /// row's offsets in dk and dv; false past its sequence's keys.</summary>
+    private static bool KeyRow(in BwdArgs a, ArrayView<int> seqInfo, long w, out long bj, out int hk, out long ok, out long ov)
+    {
+        var p = a.F;
+        bj = Split(w, p.KvHeads, out hk);
+        int b = (int)Split(bj, p.SeqK, out int j);
+        var blk = BlockInfo.Create(p, seqInfo, b);
+        ok = ov = 0;
+        if (j >= blk.SeqK) return false;
+        ok = blk.KOffset(p, seqInfo, a.L.DkStrideB, a.L.DkStrideL, a.L.DkStrideH, j, hk);
+        ov = blk.KOffset(p, seqInfo, a.L.DvStrideB, a.L.DvStrideL, a.L.DvStrideH, j, hk);
+        return true;
     }
 
     /// <summary>

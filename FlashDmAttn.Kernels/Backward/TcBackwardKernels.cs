@@ -196,7 +196,8 @@ internal static class TcBackwardKernels
         int jA = okA ? BlockInfo.KeyAt(p, seqInfo, gRow, sA) : 0, jB = okB ? BlockInfo.KeyAt(p, seqInfo, gRow, sB) : 0;
         if (a.KvDirect != 0)
         {
-            // One query head per kv head and every key its own slot: dk and dv in the input dtype at k's layout.
+            // One query head per kv head: dk and dv in the input dtype at k's layout, at each slot's key (with gathered
+            // keys the rows of keys in no list were zeroed before this launch).
             long kA = blk.KOffset(p, seqInfo, a.L.DkStrideB, a.L.DkStrideL, a.L.DkStrideH, jA, hk) + 2 * t;
             long kB = blk.KOffset(p, seqInfo, a.L.DkStrideB, a.L.DkStrideL, a.L.DkStrideH, jB, hk) + 2 * t;
             long vA = blk.KOffset(p, seqInfo, a.L.DvStrideB, a.L.DvStrideL, a.L.DvStrideH, jA, hk) + 2 * t;

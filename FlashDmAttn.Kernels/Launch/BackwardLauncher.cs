@@ -110,6 +110,15 @@ internal static class BackwardLauncher
                 rowDot(accelerator.DefaultStream, BackwardReduce.WarpRowsConfig(accelerator, rowsTotal), b.O, b.DO, seq, dvec, a);
             }
 
+            long keyElems = (long)f.Batch * f.SeqK * f.KvHeads * f.HeadDim;
+            if (keyElems > 0 && plan.KvZero)
+            {
+                var zero = cache.GetOrAdd(("bwd-zerokeys", typeof(TElem), typeof(TCodec)),
+                    acc => CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<int>, ArrayView<TElem>,
+                        ArrayView<TElem>, BwdArgs>>(acc, disk, BackwardReduce.ZeroKeys<TElem, TCodec>));
+                zero(accelerator.DefaultStream, BackwardReduce.WarpRowsConfig(accelerator, (long)f.Batch * f.SeqK * f.KvHeads), seq, b.DK, b.DV, a);
+            }
+
             if (plan.TensorCore is not null)
             {
                 var tcBias = bias.Cast<ushort>();
@@ -140,7 +149,6 @@ internal static class BackwardLauncher
                     b.Q, b.K, b.V, b.DO, bias, mask, lse, dvec, seq, dkh, dvh, dbs, a);
             }
 
-            long keyElems = (long)f.Batch * f.SeqK * f.KvHeads * f.HeadDim;
             if (keyElems > 0 && !plan.KvDirect)
             {
                 var heads = cache.GetOrAdd(("bwd-keyheads", typeof(TElem), typeof(TCodec)),

@@ -34,9 +34,13 @@ internal sealed record BackwardPlan
     /// broadcast dim, fixed lengths. Then there is no scratch and no broadcast sum.</summary>
     public bool DbDirect { get; init; }
 
-    /// <summary>The tensor-core key-block kernel stores dk and dv in the input dtype (one query head per kv head, no
-    /// gathered keys): no fp32 scratch, no head sums.</summary>
+    /// <summary>The tensor-core key-block kernel stores dk and dv in the input dtype (one query head per kv head): no
+    /// fp32 scratch, no head sums. With gathered keys it stores the listed keys' rows (<see cref="KvZero"/>).</summary>
     public bool KvDirect { get; init; }
+
+    /// <summary>dk and dv are stored directly for gathered keys: the rows of keys in no list are zeroed before the key
+    /// blocks run (<see cref="BackwardReduce.ZeroKeys{TElem, TCodec}"/>).</summary>
+    public bool KvZero { get; init; }
 
     /// <summary>The tensor-core key-block kernel stores dS·slope per visible 64 × 64 tile into a 16-bit scratch of
     /// <see cref="DsQTiles"/> × <see cref="DsKTiles"/> tiles per (batch, head), and the dq kernel
@@ -73,7 +77,7 @@ internal sealed record BackwardPlan
             _ => "",
         };
         string kernels = TensorCore is { } tc
-            ? $"tensor-core backward {tc} 64x64{(KvDirect ? ", dk/dv stored by the key blocks" : "")}" +
+            ? $"tensor-core backward {tc} 64x64{(KvDirect ? ", dk/dv stored by the key blocks" : "")}{(KvZero ? " (unlisted keys zeroed first)" : "")}" +
               (DsTiles ? $", dq from {DsQTiles}x{DsKTiles} dS tiles per head, {DsPairs} heads a launch ({DsBytes >> 20} MiB)" : ", dq recomputing dS")
             : $"portable backward {Shape.TileQ}x{Shape.TileK}";
         return $"{kernels}; dq grid {QueryGrid.X}x{QueryGrid.Y}x{QueryGrid.Z}, " +
@@ -153,7 +157,8 @@ internal static class BackwardPlanner
             KeySharedBytes = kBytes,
             DBias = mode,
             DbRows = DbRows(p, mode),
-            KvDirect = spec is not null && f.HeadGroup == 1 && gather is null,
+            KvDirect = spec is not null && f.HeadGroup == 1,
+            KvZero = spec is not null && f.HeadGroup == 1 && gather is not null,
             DbDirect = spec is not null && mode == DBiasMode.Keys && p.L.DbB == f.Batch && p.L.DbH == f.Heads
                        && p.L.DbQ == f.SeqQ && p.L.DbK == f.SeqK && f.Varlen == 0,
             DbCols = mode switch { DBiasMode.Keys => f.SeqK, DBiasMode.Rows => 1, _ => 0 },

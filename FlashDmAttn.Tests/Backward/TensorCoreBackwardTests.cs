@@ -36,6 +36,8 @@ internal static class TensorCoreBackwardRunner
             new(new("bf16", 2, 17, 40, 2, 2, 64, MaskShape: [1, 1, 0, 0], MaskKind: MaskKind.Dtype, BiasShape: [0, 1, 1, 0], Softcap: 5f)),
             new(new("bf16", 2, 70, 150, 4, 2, 64, Causal: true, MaskShape: [0, 0, 1, 0], BiasShape: [0, 0, 1, 0]), NaNHiddenKeys: true),
             new(new("bf16", 3, 21, 60, 2, 2, 32, Causal: true, Path: ApiPath.Varlen, MaskShape: [0, 0, 1, 0], BiasShape: [0, 0, 1, 0])),
+            // One query head per kv head with gathered keys: dk/dv stored at the listed keys, zeros elsewhere.
+            new(new("fp16", 1, 40, 90, 2, 2, 64, Causal: true, MaskShape: [0, 0, 1, 0], BiasShape: [0, 0, 1, 0]), NaNHiddenKeys: true, Deterministic: true),
         ];
         return cases.Select(c => Named("TensorCoreBackwardQueryBlock", c));
     }
@@ -81,6 +83,8 @@ internal static class TensorCoreBackwardRunner
             new(new("bf16", 2, 70, 150, 4, 2, 64, Causal: true, MaskShape: [0, 0, 1, 0], BiasShape: [0, 0, 1, 0]), NaNHiddenKeys: true),
             new(new("fp16", 1, 33, 97, 2, 1, 128, MaskShape: [1, -1, 1, 0], BiasShape: [1, 1, 1, 0], Softcap: 4f), NaNHiddenKeys: true, Deterministic: true),
             new(new("bf16", 3, 21, 60, 2, 2, 32, Causal: true, Path: ApiPath.Varlen, MaskShape: [0, 0, 1, 0], BiasShape: [0, 0, 1, 0])),
+            // One query head per kv head with gathered keys: dk/dv stored at the listed keys, zeros elsewhere.
+            new(new("fp16", 1, 40, 90, 2, 2, 64, Causal: true, MaskShape: [0, 0, 1, 0], BiasShape: [0, 0, 1, 0]), NaNHiddenKeys: true, Deterministic: true),
         ];
         return cases.Select(c => Named("TensorCoreBackward", c));
     }
@@ -101,6 +105,7 @@ internal static class TensorCoreBackwardRunner
         yield return Named("TensorCoreBackwardGpu", new(new("bf16", 2, 300, 520, 4, 2, 128, Causal: true, MaskShape: [0, 0, 1, 0], BiasShape: [0, 0, 1, 0]), NaNHiddenKeys: true));
         yield return Named("TensorCoreBackwardGpu", new(new("fp16", 1, 260, 400, 4, 4, 64, MaskShape: [0, 0, 1, 0], BiasShape: [0, 0, 1, 0], Softcap: 6f)));
         yield return Named("TensorCoreBackwardGpu", new(new("bf16", 1, 1, 1000, 8, 1, 128), CallerGrads: true));
+        yield return Named("TensorCoreBackwardGpu", new(new("bf16", 2, 200, 700, 4, 4, 128, Causal: true, MaskShape: [0, 0, 1, 0], BiasShape: [0, 0, 1, 0]), NaNHiddenKeys: true));
     }
 }
 

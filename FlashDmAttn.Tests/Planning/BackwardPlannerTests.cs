@@ -235,6 +235,25 @@ public class BackwardPlannerTests
     }
 
     [Test]
+    public void GatheredKeysOfOneHeadAGroupAreStoredDirectlyAfterZeros()
+    {
+        var p = Problem(b: 2, lq: 300, lk: 500, h: 4, d: 128, causal: true);
+        var f = p.Forward;
+        (f.HasMask, f.MaskElemBytes, f.MaskStrideQ, f.MaskStrideH, f.MaskStrideB) = (1, 1, 0, 500, 2000);
+        p.Forward = f;
+        var plan = PlanBf16(p);
+        Assert.That(plan.Gather, Is.Not.Null, plan.Describe());
+        Assert.That((plan.KvDirect, plan.KvZero), Is.EqualTo((true, true)), plan.Describe());
+        Assert.That(plan.Describe(), Does.Contain("dk/dv stored by the key blocks (unlisted keys zeroed first)"));
+
+        (f.KvHeads, f.HeadGroup) = (2, 2); // grouped heads still sum their fp32 scratch
+        p.Forward = f;
+        plan = PlanBf16(p);
+        Assert.That(plan.Gather, Is.Not.Null, plan.Describe());
+        Assert.That((plan.KvDirect, plan.KvZero), Is.EqualTo((false, false)), plan.Describe());
+    }
+
+    [Test]
     public void GatheredKeysSizeTheDsTilesByTheLongestList()
     {
         var p = Problem(b: 2, lq: 1000, lk: 1000, h: 8, causal: true);
