@@ -142,8 +142,14 @@ internal static class KeyGatherKernel
         var kernel = cache.GetOrAdd(("bias-gather", typeof(TElem)),
             acc => Caching.CachedKernels.Launcher<Action<AcceleratorStream, KernelConfig, ArrayView<TElem>, ArrayView<int>,
                 ArrayView<TElem>, KernelArgs>>(acc, disk, GatherBiasKernel<TElem>));
+        // Groups along y per (batch, head) row: enough for every key slot, but no more than about 8 groups an SM in
+        // all. A row keeps its slots' count, not Lk: with a top-w mask over a long cache most groups of a grid sized
+        // by Lk found nothing to copy and exited, and launching them was the kernel's time. Past the bound the
+        // threads stride over the slots.
         int group = GroupSize(accelerator);
-        int ys = (int)Math.Clamp((p.SeqK + group - 1L) / group, 1, 65535);
+        long rowsBh = Math.Max(1L, (long)p.Batch * p.Heads);
+        long perRow = Math.Max(1L, 8L * accelerator.NumMultiprocessors / rowsBh + 1);
+        int ys = (int)Math.Clamp((p.SeqK + group - 1L) / group, 1, Math.Min(65535L, perRow));
         kernel(accelerator.DefaultStream, new KernelConfig(new Index3D(p.Batch * p.Heads, ys, 1), new Index3D(group, 1, 1)),
             bias, info, gathered, p);
         p.BiasStrideB = (long)p.Heads * p.SeqK;
