@@ -19,9 +19,11 @@ internal static class TcBackwardKernels
 
     private const int Rows = TcBackwardTile.Rows;
 
-    /// <summary>Key-block kernel: K and V of the block, Q and dO of the query tile, P and dS tiles, column sums.</summary>
+    /// <summary>Key-block kernel: K and V of the block, Q and dO of the query tile, P and dS tiles, column sums, the
+    /// next query tile's mask bytes.</summary>
     public static int KeySharedBytes<THd>() where THd : struct, ITcHeadDim
-        => (2 * THd.Bc + 2 * Rows) * THd.RowBytes + 2 * Rows * TcBackwardTile.ScoreRowBytes + 4 * 4 * THd.Bc;
+        => (2 * THd.Bc + 2 * Rows) * THd.RowBytes + 2 * Rows * TcBackwardTile.ScoreRowBytes + 4 * 4 * THd.Bc
+           + Rows * TcBackwardTile.MaskRowBytes;
 
     /// <summary>Query-block kernel: Q and dO of the block, double-buffered K and V tiles.</summary>
     public static int QuerySharedBytes<THd>() where THd : struct, ITcHeadDim
@@ -64,6 +66,7 @@ internal static class TcBackwardKernels
         uint qS = vS + (uint)(THd.Bc * rowBytes), doS = qS + (uint)(Rows * rowBytes);
         uint pS = doS + (uint)(Rows * rowBytes), dsS = pS + (uint)(Rows * TcBackwardTile.ScoreRowBytes);
         uint colS = dsS + (uint)(Rows * TcBackwardTile.ScoreRowBytes); // 4 warps × Bc column sums (fp32)
+        uint mS = colS + (uint)(4 * 4 * THd.Bc); // a query tile's mask bytes (maskAhead)
 
         ulong qG = Ptx.GlobalAddr(ref q[0]), kG = Ptx.GlobalAddr(ref k[0]), vG = Ptx.GlobalAddr(ref v[0]);
         ulong doG = Ptx.GlobalAddr(ref dO[0]);
@@ -120,21 +123,45 @@ internal static class TcBackwardKernels
         {
             i0 = iStart;
         }
+        // A byte mask with 16-byte aligned rows over a block inside the key range comes a query tile ahead: each tile's
+        // copies also bring the next tile's mask bytes into shared memory, so a tile's visibility is read there
+        // instead of waited for from global memory before the tile's own copies can start.
+        bool maskAhead = THd.Bc == Rows && hasMask && !gather && maskVec && (maskG & 15ul) == 0
+            && ((p.MaskStrideB | p.MaskStrideH | p.MaskStrideQ) & 15) == 0 && k0 + THd.Bc <= blk.SeqK;
+        if (maskAhead && i0 < blk.SeqQ)
+        {
+            TcBackwardTile.LoadMaskTile(p, blk, maskG, mS, b, h, i0, k0, tid);
+            Ptx.CpAsyncCommit();
+            Ptx.CpAsyncWait(0);
+            Group.Barrier();
+        }
         for (; i0 < blk.SeqQ; i0 += Rows)
         {
             int rows = blk.SeqQ - i0 < Rows ? blk.SeqQ - i0 : Rows;
             int rA = i0 + warp * 16 + g;
-            uint bits = TcBackwardTile.Bits<THd, TF>(p, blk, seqInfo, mask, gRow, b, h, rA, k0, kEnd, col0, causal, hasMask, gather, maskG, maskVec);
-            // Also the barrier after which every warp is done with the previous tile's shared Q, dO, P and dS.
+            uint bits = maskAhead
+                ? TcBackwardTile.SharedMaskBits<THd>(p, blk, seqInfo, gRow, rA, k0, kEnd, col0, causal, mS, warp * 16 + g)
+                : TcBackwardTile.Bits<THd, TF>(p, blk, seqInfo, mask, gRow, b, h, rA, k0, kEnd, col0, causal, hasMask, gather, maskG, maskVec);
+            bool maskNext = maskAhead && i0 + Rows < blk.SeqQ;
+            // Also the barrier after which every warp is done with the previous tile's shared Q, dO, P and dS, and
+            // with this tile's mask bytes.
             if (!Group.BarrierOr(bits != 0u))
             {
                 // Nothing visible: Q, dO and the bias of the tile are never read; its bias gradient is 0.
                 if (dbDirect) StoreBiasGrad<TE, THd>(default, dbiasOut, dbG, a, b, h, rA, blk.SeqQ, k0 + col0, kEnd);
+                if (maskNext)
+                {
+                    TcBackwardTile.LoadMaskTile(p, blk, maskG, mS, b, h, i0 + Rows, k0, tid);
+                    Ptx.CpAsyncCommit();
+                    Ptx.CpAsyncWait(0);
+                    Group.Barrier();
+                }
                 continue;
             }
 
             TcLoads.LoadQ<THd>(p, blk, qG, qS, i0, rows, Rows, h, tid);
             TcLoads.LoadRows<THd>(a.L.DoStrideB, a.L.DoStrideL, a.L.DoStrideH, blk, doG, doS, i0, rows, Rows, h, tid);
+            if (maskNext) TcBackwardTile.LoadMaskTile(p, blk, maskG, mS, b, h, i0 + Rows, k0, tid);
             Ptx.CpAsyncCommit();
             TcBackwardTile.RowState<TE>(a, lse, dvec, mask, bias, blk, b, h, rA, out float mA, out float dA);
             TcBackwardTile.RowState<TE>(a, lse, dvec, mask, bias, blk, b, h, rA + 8, out float mB, out float dB);

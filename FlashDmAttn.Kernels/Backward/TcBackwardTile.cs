@@ -85,6 +85,46 @@ internal static class TcBackwardTile
             col0, limA, limB, maskG, maskVec);
     }
 
+    /// <summary>Row stride in bytes of a byte-mask tile in shared memory (<see cref="LoadMaskTile{THd}"/>): 64 keys + 16.</summary>
+    public const int MaskRowBytes = Rows + 16;
+
+    /// <summary>
+    /// cp.async of the byte mask of query rows i0 … i0 + 63 and the 64 keys from k0 into a shared tile (rows
+    /// <see cref="MaskRowBytes"/> apart), by all the group's threads; rows past the sequence are zero-filled. The
+    /// caller checks that mask rows are 16-byte aligned and the keys lie inside the key range.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void LoadMaskTile(in KernelArgs p, in BlockInfo blk, ulong maskG, uint s, int b, int h, int i0, int k0, int tid)
+    {
+        for (int e = tid; e < Rows * 4; e += TcBackwardKernels.Threads)
+        {
+            int r = e >> 2, c = e & 3, i = i0 + r;
+            bool ok = i < blk.SeqQ;
+            long src = MaskBias.MaskIndex(p, b, h, ok ? i : blk.SeqQ - 1) + k0 + 16 * c;
+            Ptx.CpAsync16(s + (uint)(r * MaskRowBytes + 16 * c), maskG + (ulong)src, ok ? 16u : 0u);
+        }
+    }
+
+    /// <summary>
+    /// <see cref="Bits{THd, TF}"/> with the mask's bytes from a shared tile (<see cref="LoadMaskTile"/>) of 64 keys:
+    /// the lane's rows are <paramref name="r"/> and r + 8 of the tile, its 16 keys at <paramref name="col0"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static uint SharedMaskBits<THd>(in KernelArgs p, in BlockInfo blk, ArrayView<int> seqInfo, int gRow, int rA, int k0,
+        int kEnd, int col0, bool causal, uint s, int r) where THd : struct, ITcHeadDim
+    {
+        int limA = TcVisibility.RowLimit(p, blk, seqInfo, gRow, rA, kEnd, causal, false);
+        int limB = TcVisibility.RowLimit(p, blk, seqInfo, gRow, rA + 8, kEnd, causal, false);
+        uint at = s + (uint)(r * MaskRowBytes + col0);
+        U4 a = Ptx.LdSharedV4U32(at), c = Ptx.LdSharedV4U32(at + 8 * MaskRowBytes);
+        RowWords w = default;
+        w.A0 = a.X & 0xFFFFu; w.A1 = a.X >> 16; w.A2 = a.Y & 0xFFFFu; w.A3 = a.Y >> 16;
+        w.A4 = a.Z & 0xFFFFu; w.A5 = a.Z >> 16; w.A6 = a.W & 0xFFFFu; w.A7 = a.W >> 16;
+        w.B0 = c.X & 0xFFFFu; w.B1 = c.X >> 16; w.B2 = c.Y & 0xFFFFu; w.B3 = c.Y >> 16;
+        w.B4 = c.Z & 0xFFFFu; w.B5 = c.Z >> 16; w.B6 = c.W & 0xFFFFu; w.B7 = c.W >> 16;
+        return Frag.MaskBits<THd>(w) & TcGeom.FromLimits(THd.Bc, k0 + col0, limA, limB);
+    }
+
     /// <summary>
     /// The bias of the lane's rows for the tile whose keys start at sa.Col0 − (lane's offset) as 32-bit pairs (the
     /// forward's prefetch): <paramref name="v4"/> 16-byte vector loads, else 4-byte ones. The caller checks that the tile

@@ -79,6 +79,9 @@ internal static class TensorCoreBackwardRunner
             new(new("bf16", 3, 21, 40, 2, 1, 64, Causal: true, Path: ApiPath.Varlen, MaskShape: [0, 0, 0, 0]), Deterministic: true),
             new(new("fp16", 3, 15, 45, 2, 2, 32, Path: ApiPath.Paged, PageSize: 16, BiasShape: [0, 0, 0, 0], Softcap: 3f)),
             new(new("bf16", 1, 9, 30, 2, 2, 32, BiasShape: [0, 0, 0, 1], MaskShape: [0, 0, 0, 1])),
+            // A byte mask with 16-byte aligned rows (the key blocks read it a query tile ahead), a masked query tile,
+            // ragged last query tile.
+            new(new("bf16", 1, 150, 128, 2, 1, 64, Causal: true, MaskShape: [0, 0, 0, 0], BiasShape: [0, 0, 0, 0]), MaskedTile: true),
             // Masks broadcast over queries: gathered keys, per-key bias, NaN in the K/V rows no query sees.
             new(new("bf16", 2, 70, 150, 4, 2, 64, Causal: true, MaskShape: [0, 0, 1, 0], BiasShape: [0, 0, 1, 0]), NaNHiddenKeys: true),
             new(new("fp16", 1, 33, 97, 2, 1, 128, MaskShape: [1, -1, 1, 0], BiasShape: [1, 1, 1, 0], Softcap: 4f), NaNHiddenKeys: true, Deterministic: true),
@@ -98,7 +101,7 @@ internal static class TensorCoreBackwardRunner
             yield return Named("TensorCoreBackwardGpu", new(new(dt, 2, 257, 300, 4, 2, d)));
             yield return Named("TensorCoreBackwardGpu", new(new(dt, 2, 200, 333, 4, 1, d, Causal: true, MaskShape: [0, 0, 0, 0], BiasShape: [1, -1, 0, 0])));
             yield return Named("TensorCoreBackwardGpu", new(new(dt, 1, 333, 130, 2, 2, d, Causal: true, MaskShape: [1, 1, 0, 0], MaskKind: MaskKind.Dtype, BiasShape: [0, 1, 1, 0], Softcap: 8f)));
-            yield return Named("TensorCoreBackwardGpu", new(new(dt, 2, 200, 256, 4, 2, d, Causal: true, MaskShape: [0, 0, 0, 0], BiasShape: [0, 0, 0, 0])));
+            yield return Named("TensorCoreBackwardGpu", new(new(dt, 2, 200, 256, 4, 2, d, Causal: true, MaskShape: [0, 0, 0, 0], BiasShape: [0, 0, 0, 0]), MaskedTile: true));
         }
         yield return Named("TensorCoreBackwardGpu", new(new("bf16", 4, 190, 260, 4, 2, 128, Causal: true, Path: ApiPath.Varlen, MaskShape: [0, 0, 0, 0])));
         yield return Named("TensorCoreBackwardGpu", new(new("fp16", 3, 150, 300, 4, 4, 64, Path: ApiPath.Paged, PageSize: 64, BiasShape: [0, 0, 0, 0])));

@@ -9,11 +9,12 @@ namespace FlashDmAttn.Tests.Support;
 /// see are NaN on the device, which any read would spread into the gradients (0·NaN = NaN); their own dk and dv are 0.
 /// </summary>
 public sealed record BackwardCase(AttentionCase Attention, bool CallerGrads = false, bool Deterministic = false,
-    bool NaNHiddenKeys = false)
+    bool NaNHiddenKeys = false, bool MaskedTile = false)
 {
     public override string ToString()
         => $"{Attention}{(Attention.Path == ApiPath.Paged ? $" page{Attention.PageSize}" : "")}" +
-           $"{(CallerGrads ? " caller-grads" : "")}{(Deterministic ? " deterministic" : "")}{(NaNHiddenKeys ? " NaN-hidden-keys" : "")}";
+           $"{(CallerGrads ? " caller-grads" : "")}{(Deterministic ? " deterministic" : "")}{(NaNHiddenKeys ? " NaN-hidden-keys" : "")}" +
+           $"{(MaskedTile ? " masked-tile" : "")}";
 }
 
 /// <summary>
@@ -87,6 +88,11 @@ public static class BackwardCaseRunner
                 for (long i = 0; i < md.Length; i++) md[i] = rng.NextDouble() < 0.6 ? 1 : 0;
                 // One fully masked row (when the mask has rows): its gradients must be exact zeros.
                 if (ms[2] > 1) for (int j = 0; j < ms[3]; j++) md[j] = 0;
+                // MaskedTile: query rows 64 … 127 of every mask row block see nothing, a whole query tile of the
+                // tensor-core kernels that the key blocks skip.
+                if (bc.MaskedTile)
+                    for (long r = 0; r < md.Length / ms[3]; r++)
+                        if (r % ms[2] is >= 64 and < 128) Array.Clear(md, (int)(r * ms[3]), ms[3]);
                 maskRef = new HostOperand(md, ms);
                 if (bc.NaNHiddenKeys) PoisonHiddenKeys(maskRef, kv, vv, B, H, Hkv, D, Lk);
                 long[] shape = ms.Select(x => (long)x).ToArray();
