@@ -215,7 +215,11 @@ internal static class TcBackwardKernels
                 if (tid == 0) dsFlags[tile] = 1;
             }
         }
-        Ptx.CpAsyncWait(0); // K and V of a block no query tile sees
+        // The copies still in flight (K and V of a block no query tile sees) land before the group exits. The barrier
+        // after the wait keeps, in the PTX's text order too, every shared read behind a barrier that follows a wait
+        // (the loop's first read, the mask bytes, is laid out after this block).
+        Ptx.CpAsyncWait(0);
+        Group.Barrier();
 
         // The warp's key columns 16·warp + g and + 8 hold slots k0 + KeyOfColumn(column).
         int sA = k0 + TcKeyOrder.KeyOfColumn(THd.Bc, warp * 16 + g), sB = k0 + TcKeyOrder.KeyOfColumn(THd.Bc, warp * 16 + g + 8);
