@@ -55,7 +55,7 @@ internal static class TcBackwardKernels
         int gRow = blk.GatherRow(p, h);
         int kEnd = blk.SeqK; // key slots of this sequence
         if (gather) kEnd = BlockInfo.SlotsBelow(p, seqInfo, gRow, BlockInfo.KeySlots(p, seqInfo, gRow, 0), kEnd);
-        int k0 = Grid.IdxX * THd.Bc;
+        int kTile = KeyTile(), k0 = kTile * THd.Bc;
         if (k0 >= kEnd) return; // uniform over the group
 
         var smem = SharedMemory.GetDynamic<Chunk16>();
@@ -210,7 +210,7 @@ internal static class TcBackwardKernels
             dK = Frag.Pv2<TE, THd>(dK, Frag.LoadAT<THd>(dsS + tLane, kStep), default, qS + vLaneOff);
             if (dsOut)
             {
-                long tile = (dsRow + i0 / Rows) * a.DsKTiles + Grid.IdxX;
+                long tile = (dsRow + i0 / Rows) * a.DsKTiles + kTile;
                 TcBackwardTile.StoreTile(dsS, dsG + (ulong)(tile * 2 * TcBackwardTile.TileElems), tid);
                 if (tid == 0) dsFlags[tile] = 1;
             }
@@ -249,14 +249,23 @@ internal static class TcBackwardKernels
 
     /// <summary>The group's (batch, head): pair <see cref="BwdArgs.DsPair0"/> + <paramref name="local"/>, local from the
     /// grid's y and z; false past the launch's <see cref="BwdArgs.DsPairs"/> pairs (0: every pair) or past B·H.</summary>
+    /// <summary>The group's (batch, head) pair: the grid is (pairs of a chunk, tile levels, chunks)
+    /// (<see cref="TcBlockOrder.Grid3"/>), so the pair of this launch is z·dimX + x, the launch's first pair
+    /// <see cref="BwdArgs.DsPair0"/>.</summary>
     private static bool Pair(in BwdArgs a, out int b, out int h, out int local)
     {
-        local = Grid.IdxZ * Grid.DimY + Grid.IdxY;
+        local = Grid.IdxZ * Grid.DimX + Grid.IdxX;
         int bh = a.DsPair0 + local, heads = a.F.Heads > 0 ? a.F.Heads : 1;
         b = bh / heads;
         h = bh - b * heads;
         return (a.DsPairs == 0 || local < a.DsPairs) && bh < a.F.Batch * a.F.Heads;
     }
+
+    /// <summary>The key block's tile: level y in order, the first keys (seen by the most rows of a causal band) first.</summary>
+    private static int KeyTile() => Grid.IdxY;
+
+    /// <summary>The query block's tile: level y from the last tile (its rows see the most keys of a causal band) down.</summary>
+    private static int QueryTile() => Grid.DimY - 1 - Grid.IdxY;
 
     /// <summary>The key slots (keys, unless gathered) that query rows below <paramref name="qEnd"/> can see: the causal
     /// band's end, then the slots of the gathered list below it.</summary>
@@ -330,7 +339,7 @@ internal static class TcBackwardKernels
         if (!Pair(a, out int b, out int h, out int local)) return;
         int hk = h / p.HeadGroup;
         var blk = BlockInfo.Create(p, seqInfo, b);
-        int i0 = Grid.IdxX * Rows;
+        int qTile = QueryTile(), i0 = qTile * Rows;
         if (i0 >= blk.SeqQ) return; // uniform over the group
         int rows = blk.SeqQ - i0 < Rows ? blk.SeqQ - i0 : Rows;
         bool causal = TF.Causal && p.Causal != 0;
@@ -343,7 +352,7 @@ internal static class TcBackwardKernels
         uint tileBytes = (uint)(THd.Bc * THd.RowBytes), dsBytes = (uint)(Rows * TcBackwardTile.ScoreRowBytes);
         uint kv0 = sBase, ds0 = kv0 + 2u * tileBytes;
         ulong kG = Ptx.GlobalAddr(ref k[0]), dsG = Ptx.GlobalAddr(ref dsTiles[0]);
-        long flags = ((long)local * a.DsQTiles + Grid.IdxX) * a.DsKTiles;
+        long flags = ((long)local * a.DsQTiles + qTile) * a.DsKTiles;
 
         int kEnd = KeySlotEnd(p, blk, seqInfo, gRow, i0 + rows, causal, gather);
         int nTiles = (kEnd + THd.Bc - 1) / THd.Bc;
@@ -399,10 +408,10 @@ internal static class TcBackwardKernels
         where TF : struct, ITcFlags
     {
         var p = a.F;
-        if (!PortableBackwardKernels.Pair(p, out int b, out int h)) return;
+        if (!Pair(a, out int b, out int h, out _)) return;
         int hk = h / p.HeadGroup;
         var blk = BlockInfo.Create(p, seqInfo, b);
-        int i0 = Grid.IdxX * Rows;
+        int i0 = QueryTile() * Rows;
         if (i0 >= blk.SeqQ) return; // uniform over the group
         int rows = blk.SeqQ - i0 < Rows ? blk.SeqQ - i0 : Rows;
         bool causal = TF.Causal && p.Causal != 0;

@@ -101,11 +101,10 @@ internal static class TcBackwardLauncher
             {
                 c.DsPair0 = (int)p0;
                 c.DsPairs = (int)Math.Min(plan.DsPairs, pairs - p0);
-                int gy = Math.Min(c.DsPairs, TcBlockOrder.MaxGridYz), gz = (c.DsPairs + gy - 1) / gy;
                 if (p0 > 0) b.DsFlags.MemSetToZero(acc.DefaultStream);
-                key(acc.DefaultStream, Config((plan.KeyGrid.X, gy, gz), kShared), b.Q, b.K, b.V, b.DO, b.Bias, b.Mask, b.Lse, b.D,
+                key(acc.DefaultStream, Config(TcBlockOrder.Grid3(plan.KeyGrid.Y, c.DsPairs, plan.KeyChunk), kShared), b.Q, b.K, b.V, b.DO, b.Bias, b.Mask, b.Lse, b.D,
                     b.SeqInfo, b.DKh, b.DVh, b.DBias, b.DBiasOut, b.DK, b.DV, b.DsTiles, b.DsFlags, c);
-                grad(acc.DefaultStream, Config((plan.QueryGrid.X, gy, gz), gShared), b.K, b.SeqInfo, b.DsTiles, b.DsFlags, b.DQ, c);
+                grad(acc.DefaultStream, Config(TcBlockOrder.Grid3(plan.QueryGrid.Y, c.DsPairs, plan.QueryChunk), gShared), b.K, b.SeqInfo, b.DsTiles, b.DsFlags, b.DQ, c);
             }
             return;
         }

@@ -22,9 +22,18 @@ internal sealed record BackwardPlan
     public int GroupSize => TensorCore is null ? Shape.GroupSize : TcBackwardKernels.Threads;
     public GatherPlan? Gather { get; init; }
 
-    /// <summary>Grids in groups of (query tiles | key tiles, batch·heads along y then z); zero when there is nothing to do.</summary>
+    /// <summary>Grids in groups; zero when there is nothing to do. The portable kernels': (query tiles | key tiles,
+    /// batch·heads along y then z). The tensor-core kernels': (pairs of a chunk, tile levels, chunks) of
+    /// <see cref="TcBlockOrder.Grid3"/>, the levels walked longest first (the last query tiles, the first key tiles: with
+    /// a causal band they see the most keys or queries), over chunks of <see cref="QueryChunk"/> or
+    /// <see cref="KeyChunk"/> (batch, head) pairs.</summary>
     public required (int X, int Y, int Z) QueryGrid { get; init; }
     public required (int X, int Y, int Z) KeyGrid { get; init; }
+
+    /// <summary>Tensor-core kernels: (batch, head) pairs per chunk of the grids (<see cref="TcBlockOrder.ChunkFor"/>);
+    /// the launcher lays out each launch of <see cref="DsPairs"/> pairs with them.</summary>
+    public int QueryChunk { get; init; }
+    public int KeyChunk { get; init; }
     public required int QuerySharedBytes { get; init; }
     public required int KeySharedBytes { get; init; }
 
@@ -144,6 +153,25 @@ internal static class BackwardPlanner
             if (dsTiles) qBytes = TcGradShared(s.Shape);
         }
         var mode = ModeOf(p);
+        // The tensor-core grids: a causal band or variable lengths give the tiles unequal work, so every chunk's
+        // longest tiles go first (TcBlockOrder): the key blocks of the first keys, the query blocks of the last rows.
+        // Gathered keys: the key levels stop at the longest list (known once the lists are built).
+        (int X, int Y, int Z) qGrid = gridY == 0 || qx == 0 ? (0, 0, 0) : (qx, gridY, gridZ);
+        (int X, int Y, int Z) kGrid = gridY == 0 || qx == 0 || kx == 0 ? (0, 0, 0) : (kx, gridY, gridZ);
+        int qChunk = 0, kChunk = 0;
+        if (spec is not null && qGrid.X > 0)
+        {
+            bool unequal = f.Causal != 0 || f.Varlen != 0;
+            int slots = device.Multiprocessors * DeviceInfo.DefaultGroupsPerSm;
+            int heads = (int)Math.Min(pairs, int.MaxValue);
+            qChunk = TcBlockOrder.ChunkFor(qx, heads, unequal, slots);
+            qGrid = TcBlockOrder.Grid3(qx, heads, qChunk);
+            if (kGrid.X > 0)
+            {
+                kChunk = TcBlockOrder.ChunkFor(dsKx, heads, unequal, slots);
+                kGrid = TcBlockOrder.Grid3(dsKx, heads, kChunk);
+            }
+        }
         // Without keys the query-block kernel still writes dq = 0; without queries the key blocks' zeros come from the
         // cleared scratch.
         return new BackwardPlan
@@ -151,8 +179,10 @@ internal static class BackwardPlanner
             Shape = shape,
             TensorCore = spec,
             Gather = gather,
-            QueryGrid = gridY == 0 || qx == 0 ? (0, 0, 0) : (qx, gridY, gridZ),
-            KeyGrid = gridY == 0 || qx == 0 || kx == 0 ? (0, 0, 0) : (kx, gridY, gridZ),
+            QueryGrid = qGrid,
+            KeyGrid = kGrid,
+            QueryChunk = qChunk,
+            KeyChunk = kChunk,
             QuerySharedBytes = qBytes,
             KeySharedBytes = kBytes,
             DBias = mode,

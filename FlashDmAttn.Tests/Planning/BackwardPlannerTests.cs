@@ -97,8 +97,11 @@ public class BackwardPlannerTests
         Assert.That(plan.TensorCore, Is.Not.Null, plan.Describe());
         Assert.That(plan.TensorCore!.Value.Shape, Is.EqualTo(TcShape.D128Bwd));
         Assert.That(plan.TensorCore!.Value.Causal, Is.True);
-        Assert.That(plan.QueryGrid, Is.EqualTo((2, 15, 1)), "64-row query tiles");
-        Assert.That(plan.KeyGrid, Is.EqualTo((2, 15, 1)), "64-key blocks");
+        // (pairs of a chunk, tile levels, chunks): a causal band's 15 pairs in one chunk, each 2 levels of 64-row query
+        // tiles and of 64-key blocks.
+        Assert.That(plan.QueryGrid, Is.EqualTo((15, 2, 1)), "64-row query tiles");
+        Assert.That(plan.KeyGrid, Is.EqualTo((15, 2, 1)), "64-key blocks");
+        Assert.That((plan.QueryChunk, plan.KeyChunk), Is.EqualTo((15, 15)));
         Assert.That(plan.GroupSize, Is.EqualTo(128));
         Assert.That(plan.KeySharedBytes, Is.GreaterThan(48 * 1024).And.LessThanOrEqualTo(H200.OptInSharedBytes));
         Assert.That(plan.KvDirect, Is.True, "one query head per kv head: dk/dv stored by the key blocks");
@@ -160,6 +163,17 @@ public class BackwardPlannerTests
         Assert.That(plan.Shape.TileQ, Is.EqualTo(tile));
         Assert.That(Math.Max(plan.QuerySharedBytes, plan.KeySharedBytes), Is.LessThanOrEqualTo(ForwardPlanner.PortableSharedBudget));
         Assert.That(plan.Shape.GroupSize, Is.EqualTo(128));
+    }
+
+    [Test]
+    public void TensorCoreGridsWalkTheLongestTilesFirstInChunks()
+    {
+        // Dense causal B4 H16 L4096: 64 levels; chunks of ≥ 4·264/64 pairs (17), 64 pairs as 4 chunks of 16.
+        var causal = PlanBf16(Problem(b: 4, lq: 4096, lk: 4096, h: 16, d: 128, causal: true));
+        Assert.That((causal.QueryGrid, causal.KeyGrid), Is.EqualTo(((16, 64, 4), (16, 64, 4))), causal.Describe());
+        // Equal work without a band: one pair a chunk, levels of one pair after another.
+        var dense = PlanBf16(Problem(b: 4, lq: 4096, lk: 4096, h: 16, d: 128));
+        Assert.That((dense.QueryGrid, dense.KeyGrid, dense.QueryChunk), Is.EqualTo(((1, 64, 64), (1, 64, 64), 1)), dense.Describe());
     }
 
     [Test]
@@ -264,7 +278,7 @@ public class BackwardPlannerTests
         Assert.That(PlanBf16(p, device).DsKTiles, Is.EqualTo(16), "lists not known yet: Lk");
         var plan = BackwardPlanner.Plan(p, new BufferFacts(ElemKind.BFloat16, true, 0), device, null, keySlots: 130);
         Assert.That((plan.DsTiles, plan.DsQTiles, plan.DsKTiles, plan.DsPairs, plan.DsBytes), Is.EqualTo((true, 16, 3, 16, 16L * 16 * 3 * 8192)));
-        Assert.That(plan.KeyGrid.X, Is.EqualTo(16), "the key blocks past the lists return at once");
+        Assert.That(plan.KeyGrid, Is.EqualTo((16, 3, 1)), "key levels up to the longest list, 16 pairs in one chunk");
         // Without gathered keys the lists do not matter.
         Assert.That(BackwardPlanner.Plan(Problem(), new BufferFacts(ElemKind.BFloat16, true, 0), device, null, keySlots: 130).DsKTiles,
             Is.EqualTo(16));
