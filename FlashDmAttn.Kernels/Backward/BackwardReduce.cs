@@ -15,8 +15,8 @@ internal static class BackwardReduce
 {
     /// <summary>
     /// D of every (batch, head, row) in the LSE's layout; rows past a sequence's end are left alone. One warp per row at
-    /// a time: lane x sums elements x, x + warp size, … (consecutive lanes read consecutive elements), then the lanes'
-    /// sums are added by xor shuffles, a fixed order. The group size must be a multiple of the warp size
+    /// a time: lane x sums elements 4x … 4x + 3, then 4x + 4·warp size …, then the lanes' sums are added by xor
+    /// shuffles, a fixed order. The group size must be a multiple of the warp size
     /// (<see cref="WarpRowsConfig"/>).
     /// </summary>
     public static void RowDot<TElem, TCodec>(ArrayView<TElem> o, ArrayView<TElem> dO, ArrayView<int> seqInfo, ArrayView<float> dvec, BwdArgs a)
@@ -34,9 +34,26 @@ internal static class BackwardReduce
             if (i >= blk.SeqQ) continue; // uniform over the warp
             long ro = blk.QOffset(p.OStrideB, p.OStrideL, p.OStrideH, i, h);
             long rd = blk.QOffset(a.L.DoStrideB, a.L.DoStrideL, a.L.DoStrideH, i, h);
+            // Lane x takes elements 4x … 4x + 3 (then 4x + 4·ws …): a warp's four loads of a tensor read one
+            // contiguous run and are independent, so a row's bytes are in flight together (one element per lane and
+            // load kept 64 bytes a warp in flight).
             float acc = 0f;
-            for (int x = lane; x < p.HeadDim; x += ws)
-                acc += TCodec.ToFloat(o[ro + x]) * TCodec.ToFloat(dO[rd + x]);
+            for (int x = 4 * lane; x < p.HeadDim; x += 4 * ws)
+            {
+                if (x + 4 <= p.HeadDim)
+                {
+                    float o0 = TCodec.ToFloat(o[ro + x]), o1 = TCodec.ToFloat(o[ro + x + 1]);
+                    float o2 = TCodec.ToFloat(o[ro + x + 2]), o3 = TCodec.ToFloat(o[ro + x + 3]);
+                    float d0 = TCodec.ToFloat(dO[rd + x]), d1 = TCodec.ToFloat(dO[rd + x + 1]);
+                    float d2 = TCodec.ToFloat(dO[rd + x + 2]), d3 = TCodec.ToFloat(dO[rd + x + 3]);
+                    acc += o0 * d0 + o1 * d1 + (o2 * d2 + o3 * d3);
+                }
+                else
+                {
+                    for (int y = x; y < p.HeadDim; y++)
+                        acc += TCodec.ToFloat(o[ro + y]) * TCodec.ToFloat(dO[rd + y]);
+                }
+            }
             for (int m = ws >> 1; m > 0; m >>= 1)
                 acc += Warp.ShuffleXor(acc, m);
             if (lane == 0) dvec[b * p.LseStrideB + h * p.LseStrideH + blk.RowQ0 + i] = acc;
