@@ -27,7 +27,7 @@ internal static class TensorCoreLauncher
     /// from <paramref name="disk"/> when it holds the kernel's PTX (CUDA), else compiled (and stored there).</summary>
     public static Loaded Load(Accelerator accelerator, TcKernelSpec spec, KernelDiskCache? disk)
         => KernelCache.For(accelerator).GetOrAdd(("tc-fwd", spec),
-            a => TcStaticSwitch.Dispatch<LoadVisitor, Loaded>(spec, new LoadVisitor(a, TcShapes.SharedBytes(spec), disk)));
+            a => TcStaticSwitch.Dispatch<LoadVisitor, Loaded>(spec, new LoadVisitor(a, TcShapes.SharedBytes(spec.Shape, spec.Bias), disk)));
 
     /// <summary>The kernel method of a specialization (the PTX tests and the warm-up compile it by itself).</summary>
     public static MethodInfo Method(TcKernelSpec spec) => TcStaticSwitch.Dispatch<MethodVisitor, MethodInfo>(spec, default);

@@ -129,7 +129,7 @@ internal static class ForwardPlanner
             KvSplit = kv,
             Grid = TcBlockOrder.Grid3(blocks, headsK, chunk, splits),
             GroupSize = TensorCoreForwardKernel.Threads,
-            SharedBytes = TcShapes.SharedBytes(spec),
+            SharedBytes = TcShapes.SharedBytes(shape, bias),
             GroupsPerSm = perSm,
             Reason = why,
         };

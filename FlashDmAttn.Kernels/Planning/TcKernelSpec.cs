@@ -67,20 +67,8 @@ internal static class TcShapes
     public static int Tune(TcShape shape) => Of(shape).Tune;
     public static int HeadDim(TcShape shape) => Of(shape).D;
 
-    /// <summary>Dynamic shared memory of a kernel of this shape, with or without staged bias tiles (two K/V stages).</summary>
+    /// <summary>Dynamic shared memory of a kernel of this shape, with or without staged bias tiles.</summary>
     public static int SharedBytes(TcShape shape, bool bias) => bias ? Of(shape).SharedBias : Of(shape).Shared;
-
-    /// <summary>Dynamic shared memory of a forward kernel: staged bias tiles with a bias, the third stage's V tile where
-    /// the specialisation runs three K/V stages (<see cref="TcTune.ThreeStage"/>).</summary>
-    public static int SharedBytes(TcKernelSpec spec)
-        => ThreeStage(spec) ? Of(spec.Shape).SharedDeep : SharedBytes(spec.Shape, spec.Bias);
-
-    /// <summary>Whether the forward kernel of <paramref name="spec"/> runs three K/V stages.</summary>
-    public static bool ThreeStage(TcKernelSpec spec)
-    {
-        var f = Of(spec.Shape);
-        return TcTune.Deep(f.Tune, f.QInRegs, spec.Mask, spec.Bias, spec.StreamK);
-    }
 
     /// <summary>Most shared memory any kernel of this head dim may need (the planner's check against the device).</summary>
     public static int MaxSharedBytes(int headDim) => headDim switch
@@ -102,7 +90,7 @@ internal static class TcShapes
         _ => throw new ArgumentOutOfRangeException(nameof(headDim), headDim, "no tensor-core backward policy"),
     };
 
-    private readonly record struct Facts(int D, int Rows, int Bc, int Tune, bool QInRegs, int Shared, int SharedBias, int SharedDeep);
+    private readonly record struct Facts(int D, int Rows, int Bc, int Tune, int Shared, int SharedBias);
 
     private static Facts Of(TcShape shape) => shape switch
     {
@@ -125,7 +113,6 @@ internal static class TcShapes
     };
 
     private static Facts Get<THd>() where THd : struct, ITcHeadDim
-        => new(THd.D, TensorCoreForwardKernel.RowsOf<THd>(), THd.Bc, THd.Tune, THd.QInRegs,
-            TensorCoreForwardKernel.SharedBytes<THd>(false), TensorCoreForwardKernel.SharedBytes<THd>(true),
-            TensorCoreForwardKernel.SharedBytes<THd>(false) + THd.Bc * THd.RowBytes);
+        => new(THd.D, TensorCoreForwardKernel.RowsOf<THd>(), THd.Bc, THd.Tune,
+            TensorCoreForwardKernel.SharedBytes<THd>(false), TensorCoreForwardKernel.SharedBytes<THd>(true));
 }

@@ -28,8 +28,7 @@ internal static class TensorCoreForwardKernel
     /// <summary>Query rows per group.</summary>
     public static int RowsOf<THd>() where THd : struct, ITcHeadDim => 64 * THd.Mt;
 
-    /// <summary>Q tile + double-buffered K and V tiles, + double-buffered bias tiles when the bias is staged (a kernel with
-    /// three K/V stages, <see cref="TcTune.ThreeStage"/>, takes one more tile: <see cref="TcShapes.SharedBytes(TcKernelSpec)"/>).</summary>
+    /// <summary>Q tile + double-buffered K and V tiles, + double-buffered bias tiles when the bias is staged.</summary>
     public static int SharedBytes<THd>(bool bias) where THd : struct, ITcHeadDim
         => (64 * THd.Mt + 4 * THd.Bc) * THd.RowBytes + (bias ? 2 * 64 * THd.Mt * BiasRowBytes<THd>() : 0);
 
@@ -88,10 +87,6 @@ internal static class TensorCoreForwardKernel
             bool causal = TF.Causal && p.Causal != 0;
             bool hasMask = TF.Mask && p.HasMask != 0;
             bool hasBias = TF.Bias && p.HasBias != 0;
-            // Three K/V stages (decode's kernels): tiles cur + 1 and cur + 2 in flight while tile cur computes. Slots 0
-            // and 1 are the two stages; slot 2 has its K in the Q tile's rows (read into registers before the loop) and
-            // its V one tile past the stages. Without a mask the tiles come in order, so the copies run two ahead.
-            bool deep = TcTune.Deep(THd.Tune, THd.QInRegs, TF.Mask, TF.Bias, TF.StreamK);
 
             int b = bh / p.Heads, h = bh - b * p.Heads, hk = h / p.HeadGroup;
             var blk = BlockInfo.Create(p, seqInfo, b);
@@ -202,19 +197,12 @@ internal static class TensorCoreForwardKernel
                 if (gatherFast) keysPf = TcLoads.TileKeys<THd>(p, seqInfo, gRow, (cur + 1) * THd.Bc, kEnd, lane, warp);
             }
             Ptx.CpAsyncCommit();
-            if (deep)
-            {
-                if (cur + 1 < nTiles)
-                    TcLoads.LoadKv<THd>(p, blk, seqInfo, kG, vG, kv0 + 2u * tileBytes, kv0 + 3u * tileBytes, (cur + 1) * THd.Bc, kEnd, hk, tid, gRow, false, 0);
-                Ptx.CpAsyncCommit(); // one group per tile, empty or not: the loop's wait counts them
-            }
             MaskQuad pf = default; // mask words of tile cur + 1
             if (TF.Mask && lm.Quad && cur + 1 < nTiles && (cur + 2) * THd.Bc <= blk.SeqK)
                 pf = TcVisibility.LoadMaskQuad<THd>(lm, (cur + 1) * THd.Bc);
 
-            // Q fragments (the Q group is complete once at most the K/V groups are pending).
-            if (deep) Ptx.CpAsyncWait(2);
-            else Ptx.CpAsyncWait(1);
+            // Q fragments (the Q group is complete once at most the K/V group is pending).
+            Ptx.CpAsyncWait(1);
             Group.Barrier();
             uint qLane0 = qS + (uint)((warp * 16 * THd.Mt + (lane & 15)) * rowBytes + (lane >> 4) * 16);
             uint qLane1 = qLane0 + (uint)(16 * rowBytes);
@@ -250,8 +238,7 @@ internal static class TensorCoreForwardKernel
                 // One barrier per tile (CUTLASS's multistage loop): after it, tile cur's K/V (and bias) are visible to
                 // every warp, every warp is done with tile cur − 1 and so with the other buffer, and (with a mask) the
                 // group knows whether tile nxt has a visible element; if not, the tiles after it are tried one by one.
-                if (deep) Ptx.CpAsyncWait(1); // tile cur + 1's copies may still run
-                else Ptx.CpAsyncWait(0);
+                Ptx.CpAsyncWait(0);
                 if (hasMask)
                 {
                     if (!Group.BarrierOr(anyNxt) && nxt < nTiles)
@@ -273,24 +260,13 @@ internal static class TensorCoreForwardKernel
 
                 // Tile nxt's K/V (and bias) into the other buffer while this tile computes, then the mask words of the
                 // tile after it.
-                uint kCur = kv0 + (uint)buf * 2u * tileBytes, vCur = kCur + tileBytes;
-                uint kNxt = kv0 + (uint)(buf ^ 1) * 2u * tileBytes, vNxt = kNxt + tileBytes;
-                int ahead = nxt;
-                if (deep)
-                {
-                    // Tile cur + 2 into the slot tile cur − 1 left (every warp is past it after the barrier).
-                    int iss = buf == 0 ? 2 : buf - 1;
-                    kCur = buf == 2 ? qS : kv0 + (uint)buf * 2u * tileBytes;
-                    vCur = buf == 2 ? kv0 + 4u * tileBytes : kCur + tileBytes;
-                    kNxt = iss == 2 ? qS : kv0 + (uint)iss * 2u * tileBytes;
-                    vNxt = iss == 2 ? kv0 + 4u * tileBytes : kNxt + tileBytes;
-                    ahead = nxt + 1;
-                }
+                uint kCur = kv0 + (uint)buf * 2u * tileBytes;
+                uint kNxt = kv0 + (uint)(buf ^ 1) * 2u * tileBytes;
                 bool splitKv = (THd.Tune & TcTune.SplitKv) != 0;
-                if (ahead < nTiles)
+                if (nxt < nTiles)
                 {
                     // Without a mask the next tile is cur + 1, whose keys were loaded a tile ago.
-                    TcLoads.LoadKv<THd>(p, blk, seqInfo, kG, vG, kNxt, vNxt, ahead * THd.Bc, kEnd, hk, tid, gRow, gatherFast, keysPf, splitKv ? 1 : 3);
+                    TcLoads.LoadKv<THd>(p, blk, seqInfo, kG, vG, kNxt, kNxt + tileBytes, nxt * THd.Bc, kEnd, hk, tid, gRow, gatherFast, keysPf, splitKv ? 1 : 3);
                     if (TF.Bias && biasStage && nxt * THd.Bc + THd.Bc <= blk.SeqK)
                         TcLoads.LoadBiasTile<THd>(p, blk, biasG, biasS + (uint)(buf ^ 1) * stageBytes, b, h, q0, nxt * THd.Bc, tid);
                 }
@@ -390,12 +366,12 @@ internal static class TensorCoreForwardKernel
                         st1 = x1.R;
                     }
                     acc = TcSoftmax.Rescale<THd>(acc, x0.AlA, x0.AlB, x1.AlA, x1.AlB);
-                    acc = Frag.Pv2<TE, THd>(acc, x0.P, x1.P, vCur + vLaneOff);
+                    acc = Frag.Pv2<TE, THd>(acc, x0.P, x1.P, kCur + tileBytes + vLaneOff);
                 }
 
                 cur = nxt;
                 curBits = nxtBits;
-                buf = deep ? (buf == 2 ? 0 : buf + 1) : buf ^ 1;
+                buf ^= 1;
             }
             Ptx.CpAsyncWait(0);
             // A piece of a block: the group that finishes second merges both pieces and writes the block.

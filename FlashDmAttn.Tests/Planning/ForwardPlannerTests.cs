@@ -261,17 +261,11 @@ public class ForwardPlannerTests
         Assert.That((long)plan.Grid.X * plan.Grid.Z, Is.GreaterThanOrEqualTo(32));
         Assert.That(kv.WorkFloats, Is.EqualTo((long)kv.Splits * 32 * 4 * 129));
         Assert.That(plan.Reason, Does.Contain("split-KV").And.Contain("GQA packed"));
-        // The unmasked 64-row kernel runs three K/V stages: one more K/V tile (64 rows of 272 B) of shared memory.
-        Assert.That(TcShapes.ThreeStage(plan.TensorCore!.Value), Is.True, plan.Describe());
-        Assert.That(plan.SharedBytes, Is.EqualTo(TcShapes.SharedBytes(TcShape.D128R64, false) + 64 * 272));
-        Assert.That(plan.SharedBytes, Is.LessThanOrEqualTo(113 * 1024), "two groups an SM");
 
         // One query with a mask: rows are per query head, so no packing; still split.
         var masked = Plan(WithMask(Decode(1, 16, 16, 1, 131072), perKey: true));
         Assert.That(masked.KvSplit!.Value.Pack, Is.EqualTo(1));
         Assert.That(masked.KvSplit.Value.Splits, Is.GreaterThan(1));
-        Assert.That(TcShapes.ThreeStage(masked.TensorCore!.Value), Is.False, "two stages with a mask (tiles are skipped)");
-        Assert.That(masked.SharedBytes, Is.EqualTo(TcShapes.SharedBytes(masked.TensorCore!.Value.Shape, masked.TensorCore.Value.Bias)));
 
         // A full GPU: no split (prefill).
         Assert.That(Plan(Dense(b: 4, l: 4096, h: 16, d: 128)).KvSplit, Is.Null);

@@ -84,17 +84,6 @@ internal static class TcTune
     /// <summary>Launch-level, not compiled into the kernel: the planner may launch equal-work problems of this policy as
     /// stream-K (<see cref="TcStreamK"/>).</summary>
     public const int StreamK = 256;
-
-    /// <summary>Unmasked kernels without a bias (decode, where the 64-row shapes run short blocks): a third K/V stage, so
-    /// that two tiles' copies are in flight while one computes. The third stage's K rows take the Q tile's place (free
-    /// once every warp holds its Q fragments: <see cref="ITcHeadDim.QInRegs"/>), its V rows one more tile past the
-    /// two stages (<see cref="TcShapes.SharedBytes(TcKernelSpec)"/>).</summary>
-    public const int ThreeStage = 1024;
-
-    /// <summary>Whether a specialisation of these tune bits and flags runs three K/V stages (compile-time in the kernel).</summary>
-    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
-    public static bool Deep(int tune, bool qInRegs, bool mask, bool bias, bool streamK)
-        => (tune & ThreeStage) != 0 && (tune & SplitKv) == 0 && qInRegs && !mask && !bias && !streamK;
 }
 
 internal readonly struct Hd32 : ITcHeadDim { public static int D => 32; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (32 + 8) * 2; public static int Mt => 2; public static int Tune => 0; }
@@ -108,9 +97,9 @@ internal readonly struct Hd256 : ITcHeadDim { public static int D => 256; public
 // bias or gathered keys, where the 128-row shapes spill. Each carries its own measured tune bits; gathered keys on
 // D = 128 run without LateBits (they never take the mask-word path).
 internal readonly struct Hd32R64 : ITcHeadDim { public static int D => 32; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (32 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
-internal readonly struct Hd64R64 : ITcHeadDim { public static int D => 64; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (64 + 8) * 2; public static int Mt => 1; public static int Tune => TcTune.BiasFfma | TcTune.ThreeStage; }
+internal readonly struct Hd64R64 : ITcHeadDim { public static int D => 64; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (64 + 8) * 2; public static int Mt => 1; public static int Tune => TcTune.BiasFfma; }
 internal readonly struct Hd96R64 : ITcHeadDim { public static int D => 96; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (96 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
-internal readonly struct Hd128R64 : ITcHeadDim { public static int D => 128; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (128 + 8) * 2; public static int Mt => 1; public static int Tune => TcTune.LateBits | TcTune.SkipRescale | TcTune.ThreeStage; }
+internal readonly struct Hd128R64 : ITcHeadDim { public static int D => 128; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (128 + 8) * 2; public static int Mt => 1; public static int Tune => TcTune.LateBits | TcTune.SkipRescale; }
 internal readonly struct Hd128R64Gather : ITcHeadDim { public static int D => 128; public static int Bc => 64; public static bool QInRegs => true; public static int RowBytes => (128 + 8) * 2; public static int Mt => 1; public static int Tune => 0; }
 
 // The backward's shapes (TcBackwardKernels): 64 query rows × 64 keys per tile, one m-tile per warp, every operand read from
