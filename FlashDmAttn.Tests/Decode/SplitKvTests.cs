@@ -46,8 +46,8 @@ public class SplitKvCpuTests
         yield return (new AttentionCase("fp16", 2, 3, 250, 2, 2, 64, MaskShape: [0, 1, 0, 0], BiasShape: [1, 0, 0, 0], Softcap: 2f), 5, null, 1);
         // Gathered keys (per-key mask and bias), causal, GQA not packable (mask): the key lists split.
         yield return (new AttentionCase("bf16", 2, 2, 300, 4, 2, 64, Causal: true, MaskShape: [0, 0, 1, 0], BiasShape: [0, 0, 1, 0]), 3, null, 1);
-        // Three K/V stages (unmasked 64-row kernels): ranges of 6 and 5 tiles at D = 128 under a causal band, the slots
-        // turning over twice; 9 tiles in 2 ranges at D = 64 with 2 queries a head, unpacked.
+        // Longer ranges: 6 and 5 tiles at D = 128 under a causal band; 9 tiles in 2 ranges at D = 64 with 2 queries a
+        // head, unpacked.
         yield return (new AttentionCase("fp16", 1, 1, 700, 4, 2, 128, Causal: true), 2, true, 2);
         yield return (new AttentionCase("bf16", 2, 2, 520, 4, 4, 64), 2, null, 1);
         // Paged, ragged lengths, full bias, softcap.
