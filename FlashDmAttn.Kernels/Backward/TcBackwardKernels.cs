@@ -247,11 +247,9 @@ internal static class TcBackwardKernels
             dbias[((long)b * p.Heads + h) * p.SeqK + BlockInfo.KeyAt(p, seqInfo, gRow, k0 + tid)] = colAcc;
     }
 
-    /// <summary>The group's (batch, head): pair <see cref="BwdArgs.DsPair0"/> + <paramref name="local"/>, local from the
-    /// grid's y and z; false past the launch's <see cref="BwdArgs.DsPairs"/> pairs (0: every pair) or past B·H.</summary>
-    /// <summary>The group's (batch, head) pair: the grid is (pairs of a chunk, tile levels, chunks)
-    /// (<see cref="TcBlockOrder.Grid3"/>), so the pair of this launch is z·dimX + x, the launch's first pair
-    /// <see cref="BwdArgs.DsPair0"/>.</summary>
+    /// <summary>The group's (batch, head): pair <see cref="BwdArgs.DsPair0"/> + <paramref name="local"/>, where the grid
+    /// is (pairs of a chunk, tile levels, chunks) (<see cref="TcBlockOrder.Grid3"/>) and local = z·dimX + x; false past
+    /// the launch's <see cref="BwdArgs.DsPairs"/> pairs (0: every pair) or past B·H.</summary>
     private static bool Pair(in BwdArgs a, out int b, out int h, out int local)
     {
         local = Grid.IdxZ * Grid.DimX + Grid.IdxX;

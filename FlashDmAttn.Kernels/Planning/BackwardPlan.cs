@@ -241,6 +241,8 @@ internal static class BackwardPlanner
             return $"portable: the D={f.HeadDim} tensor-core backward needs {Math.Max(qb, kb)} B of shared memory, the device allows {device.OptInSharedBytes} B";
         if (((p.L.DoStrideB | p.L.DoStrideL | p.L.DoStrideH) & 7) != 0)
             return "portable: a dO stride is not a multiple of 8 elements (rows must be 16-byte aligned for cp.async)";
+        if ((f.SeqK + 63L) / 64 > TcBlockOrder.MaxGridYz)
+            return $"portable: {f.SeqK} keys exceed the tensor-core backward's grid ({TcBlockOrder.MaxGridYz} key blocks of 64)";
         string? forward = ForwardPlanner.TensorCoreRefusal(f, facts, device, options);
         return forward?.Replace("tensor-core kernel", "tensor-core backward");
     }

@@ -174,6 +174,11 @@ public class BackwardPlannerTests
         // Equal work without a band: one pair a chunk, levels of one pair after another.
         var dense = PlanBf16(Problem(b: 4, lq: 4096, lk: 4096, h: 16, d: 128));
         Assert.That((dense.QueryGrid, dense.KeyGrid, dense.QueryChunk), Is.EqualTo(((1, 64, 64), (1, 64, 64), 1)), dense.Describe());
+        // The tile levels run along y (at most 65 535): more key blocks than that take the portable backward.
+        var longKeys = PlanBf16(Problem(b: 1, lq: 1, lk: 65535 * 64 + 1, h: 1, d: 128));
+        Assert.That(longKeys.TensorCore, Is.Null, longKeys.Describe());
+        Assert.That(longKeys.Reason, Does.Contain("exceed the tensor-core backward's grid"));
+        Assert.That(PlanBf16(Problem(b: 1, lq: 1, lk: 65535 * 64, h: 1, d: 128)).TensorCore, Is.Not.Null);
     }
 
     [Test]

@@ -19,6 +19,8 @@ namespace FlashDmAttn.Kernels.TensorCore;
 /// the other SMs idle at the end.
 /// <see cref="ChunkFor"/> picks the chunk.</item>
 /// </list>
+/// The tensor-core backward's key-block and dq kernels take the same grids (<see cref="Grid3"/>, <see cref="ChunkFor"/>)
+/// with their own levels: key tiles from the first, query tiles from the last.
 /// </summary>
 internal static class TcBlockOrder
 {
