@@ -79,12 +79,6 @@ public class SplitKvCpuTests
 [CudaFixture]
 public class SplitKvGpuTests
 {
-    [SetUp]
-    public void RequireCuda()
-    {
-        if (!FlashDmAttention.CudaAvailable) Assert.Ignore("no CUDA device");
-    }
-
     public static IEnumerable<TestCaseData> Cases()
     {
         yield return Named(new AttentionCase("bf16", 2, 1, 8191, 8, 2, 128));
@@ -111,12 +105,6 @@ public class SplitKvGpuTests
 [CudaFixture]
 public class SplitKvForcedGpuTests
 {
-    [SetUp]
-    public void RequireCuda()
-    {
-        if (!FlashDmAttention.CudaAvailable) Assert.Ignore("no CUDA device");
-    }
-
     public static IEnumerable<TestCaseData> Cases()
     {
         foreach (var x in SplitKvCpuTests.Forced())

@@ -7,12 +7,6 @@ namespace FlashDmAttn.Tests.TensorCore;
 [CudaFixture]
 public class TensorCoreGpuTests
 {
-    [SetUp]
-    public void RequireCuda()
-    {
-        if (!FlashDmAttention.CudaAvailable) Assert.Ignore("no CUDA device");
-    }
-
     public static IEnumerable<TestCaseData> Cases()
     {
         foreach (var dt in new[] { "bf16", "fp16" })
